@@ -1,0 +1,163 @@
+"""im2col, col2im and padding, written once against the array API standard.
+
+These functions trust their arguments: the public functions in ``_api`` have
+validated shapes, dtypes and parameters and resolved the geometry.  Images are
+batched, in the layout's axis order; ``mode`` is a padding mode.
+
+im2col has two implementations of the same plan:
+
+* a zero-copy strided view where the namespace has ``as_strided`` (NumPy,
+  CuPy): for a channels-last image padded to (N, H, W, C) with element strides
+  (HWC, WC, C, 1) the view (N, H_o, W_o, K_h, K_w, C) has strides
+  (HWC, s·WC, s·C, d·WC, d·C, 1) — the seed's (HWC, WC, C, WC, C, 1) for
+  s = d = 1 — and one reshape turns it into the patch matrix;
+* a ``take`` gather with the cached index plan elsewhere, which also folds the
+  padding into the indices, so no padded copy is made.
+
+col2im is the exact adjoint: a loop over the kernel taps (never over pixels)
+that adds each tap's block of columns onto a strided window of the padded
+canvas, followed by the adjoint of the padding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from array_api_compat import device as device_of
+from array_api_compat import is_cupy_array, is_numpy_array
+
+from ._plan import axis_source, axis_source_adjoint, gather_index
+
+
+def _index(xp, plan: np.ndarray, like):
+    """A cached plan as an index array in x's namespace and on its device.
+
+    Plans are frozen; namespaces that would share the NumPy buffer get a
+    writable copy (PyTorch warns on read-only buffers).
+    """
+    if is_numpy_array(like):
+        return plan
+    return xp.asarray(np.array(plan), device=device_of(like))
+
+
+def _interior(geometry, layout):
+    window = tuple(slice(b, b + size) for (b, _), size in zip(geometry.padding, geometry.input_size))
+    return layout.at_spatial(window)
+
+
+def _has_padding(geometry) -> bool:
+    return any(b or a for b, a in geometry.padding)
+
+
+def pad(xp, x, geometry, mode, layout):
+    """The input padded to ``geometry.padded_size`` on its spatial axes."""
+    if not _has_padding(geometry):
+        return x
+    if mode == "zeros":
+        shape = layout.image_shape(x.shape[0], layout.channels(x.shape), geometry.padded_size)
+        out = xp.zeros(shape, dtype=x.dtype, device=device_of(x))
+        out[_interior(geometry, layout)] = x
+        return out
+    axes = layout.spatial_axes(geometry.nd)
+    for axis, size, (before, after) in zip(axes, geometry.input_size, geometry.padding):
+        if before or after:
+            x = xp.take(x, _index(xp, axis_source(size, before, after, mode), x), axis=axis)
+    return x
+
+
+def pad_adjoint(xp, g, geometry, mode, layout):
+    """The transpose of ``pad``: each padded sample's value added back onto its source.
+
+    Zero padding is a crop.  Otherwise, per spatial axis, the rows of the
+    ``axis_source_adjoint`` table gather the (at most a few) padded positions
+    that copy each input sample, and are summed.
+    """
+    if not _has_padding(geometry):
+        return g
+    if mode == "zeros":
+        return g[_interior(geometry, layout)]
+    axes = layout.spatial_axes(geometry.nd)
+    for axis, size, (before, after) in zip(axes, geometry.input_size, geometry.padding):
+        if not (before or after):
+            continue
+        zero_shape = list(g.shape)
+        zero_shape[axis] = 1
+        extended = xp.concat([g, xp.zeros(zero_shape, dtype=g.dtype, device=device_of(g))], axis=axis)
+        table = axis_source_adjoint(size, before, after, mode)
+        total = xp.take(extended, _index(xp, table[0], g), axis=axis)
+        for row in table[1:]:
+            total = total + xp.take(extended, _index(xp, row, g), axis=axis)
+        g = total
+    return g
+
+
+def _strided_view_function(x):
+    """``as_strided`` for namespaces that have it, else None."""
+    if is_numpy_array(x):
+        return lambda a, shape, strides: np.lib.stride_tricks.as_strided(
+            a, shape, strides, writeable=False)
+    if is_cupy_array(x):
+        import cupy
+
+        return cupy.lib.stride_tricks.as_strided
+    return None
+
+
+def im2col(xp, x, geometry, mode, layout):
+    """The patch matrix of a batched image.
+
+    channels_first: (N, C, *S) → (N, C·T, L), row ``c·T + t`` (``unfold``'s order);
+    channels_last:  (N, *S, C) → (N, L, T·C), row ``t·C + c``;
+    with ``T = ∏ kernel_size`` taps and ``L = ∏ output_size`` positions.
+    """
+    n, channels = x.shape[0], layout.channels(x.shape)
+    taps, positions = geometry.n_taps, geometry.n_positions
+    cols_shape = layout.cols_shape(n, channels, taps, positions)
+    as_strided = _strided_view_function(x)
+    if as_strided is not None:
+        padded = pad(xp, x, geometry, mode, layout)
+        axes = layout.spatial_axes(geometry.nd)
+        spatial_strides = [padded.strides[a] for a in axes]
+        tap_strides = [d * st for d, st in zip(geometry.dilation, spatial_strides)]
+        step_strides = [s * st for s, st in zip(geometry.stride, spatial_strides)]
+        if layout.name == "channels_first":
+            shape = (n, channels, *geometry.kernel_size, *geometry.output_size)
+            strides = (*padded.strides[:2], *tap_strides, *step_strides)
+        else:
+            shape = (n, *geometry.output_size, *geometry.kernel_size, channels)
+            strides = (padded.strides[0], *step_strides, *tap_strides, padded.strides[-1])
+        return xp.reshape(as_strided(padded, shape, strides), cols_shape)
+
+    # Gather: one channel's samples flattened, a zero appended for the padding.
+    plan = gather_index(geometry, mode)
+    pixels = math.prod(geometry.input_size)
+    if layout.name == "channels_first":
+        flat = xp.reshape(x, (n, channels, pixels))
+        flat = xp.concat([flat, xp.zeros((n, channels, 1), dtype=x.dtype, device=device_of(x))], axis=2)
+        cols = xp.take(flat, _index(xp, np.reshape(plan, -1), x), axis=2)
+    else:
+        flat = xp.reshape(x, (n, pixels, channels))
+        flat = xp.concat([flat, xp.zeros((n, 1, channels), dtype=x.dtype, device=device_of(x))], axis=1)
+        cols = xp.take(flat, _index(xp, np.reshape(plan.T, -1), x), axis=1)
+    return xp.reshape(cols, cols_shape)
+
+
+def col2im(xp, cols, geometry, mode, layout, channels):
+    """The adjoint of ``im2col``: overlapping patch entries summed back into an image.
+
+    ``cols`` has im2col's output shape; the result is (N, C, *input_size)
+    channels-first or (N, *input_size, C) channels-last.
+    """
+    n = cols.shape[0]
+    canvas = xp.zeros(layout.image_shape(n, channels, geometry.padded_size),
+                      dtype=cols.dtype, device=device_of(cols))
+    blocks = layout.tap_blocks(xp, cols, channels, geometry)
+    for tap in np.ndindex(*geometry.kernel_size):
+        window = tuple(
+            slice(t * d, t * d + s * (positions - 1) + 1, s)
+            for t, d, s, positions in zip(tap, geometry.dilation, geometry.stride,
+                                          geometry.output_size)
+        )
+        canvas[layout.at_spatial(window)] += blocks[layout.at_tap(tap)]
+    return pad_adjoint(xp, canvas, geometry, mode, layout)

@@ -1,0 +1,98 @@
+"""Normalisation of the public keyword arguments.
+
+Every public function funnels its keywords through these helpers once, at the
+boundary, so that the rest of the package sees only canonical values: tuples
+of Python ints of the right length, padding as ``((before, after), ...)`` or one
+of the strings ``"same"``/``"full"``/``"valid"``, and validated names.  Each
+error names the parameter that caused it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+PADDING_STRINGS = ("valid", "same", "full")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+DATA_FORMATS = ("channels_first", "channels_last")
+
+
+def as_int(value, name: str) -> int:
+    """``value`` as a Python int; bools and floats are refused."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
+def int_tuple(value, nd: int, name: str, *, minimum: int) -> tuple[int, ...]:
+    """An int or a sequence of ``nd`` ints, each at least ``minimum``."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != nd:
+            raise ValueError(
+                f"{name} must be an int or a sequence of {nd} ints (one per spatial "
+                f"dimension), got {len(value)} values: {tuple(value)!r}"
+            )
+        values = tuple(as_int(v, name) for v in value)
+    else:
+        values = (as_int(value, name),) * nd
+    if any(v < minimum for v in values):
+        raise ValueError(f"{name} must be >= {minimum} in every dimension, got {values}")
+    return values
+
+
+def padding_spec(padding, nd: int, name: str = "padding"):
+    """Canonical padding: a string of PADDING_STRINGS or ``((before, after),) * nd``.
+
+    Accepts an int, one int per spatial dimension, or one ``(before, after)``
+    pair per spatial dimension.
+    """
+    if isinstance(padding, str):
+        if padding not in PADDING_STRINGS:
+            raise ValueError(
+                f"{name} must be an int, a sequence, or one of {PADDING_STRINGS}, got {padding!r}"
+            )
+        return padding
+    if isinstance(padding, Sequence):
+        if len(padding) != nd:
+            raise ValueError(
+                f"{name} must have one entry per spatial dimension ({nd}), got {len(padding)}"
+            )
+        pairs = []
+        for entry in padding:
+            if isinstance(entry, Sequence) and not isinstance(entry, str):
+                if len(entry) != 2:
+                    raise ValueError(
+                        f"each {name} pair must be (before, after), got {tuple(entry)!r}"
+                    )
+                pairs.append((as_int(entry[0], name), as_int(entry[1], name)))
+            else:
+                p = as_int(entry, name)
+                pairs.append((p, p))
+        pairs = tuple(pairs)
+    else:
+        p = as_int(padding, name)
+        pairs = ((p, p),) * nd
+    if any(p < 0 for pair in pairs for p in pair):
+        raise ValueError(f"{name} must be non-negative, got {pairs}")
+    return pairs
+
+
+def choice(value, allowed: Sequence[str], name: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+    return value
+
+
+def groups_count(groups, in_channels: int, out_channels: int) -> int:
+    g = as_int(groups, "groups")
+    if g < 1:
+        raise ValueError(f"groups must be >= 1, got {g}")
+    if in_channels % g or out_channels % g:
+        raise ValueError(
+            f"groups={g} must divide both the input channels ({in_channels}) "
+            f"and the output channels ({out_channels})"
+        )
+    return g

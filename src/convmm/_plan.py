@@ -1,0 +1,97 @@
+"""Index plans: which input sample feeds which (kernel tap, output position).
+
+Plans are NumPy integer arrays that depend only on a geometry and a padding
+mode, never on data, so they are computed once, cached, frozen, and applied to
+arrays of any namespace with ``take``.  Every padding mode is an index remap of
+the padded coordinate onto the input (zero padding maps to a sentinel that
+reads an appended zero), which is what lets one gather serve all modes, and
+what the explicit Toeplitz matrix will be built from.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from ._geometry import ConvGeometry
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+@lru_cache(maxsize=1024)
+def axis_source(size: int, before: int, after: int, mode: str) -> np.ndarray:
+    """Input index read by each padded position along one axis; −1 reads a zero.
+
+    Padded position ``j`` (``0 ≤ j < before + size + after``) stands for the
+    input coordinate ``p = j − before``, which each mode maps back:
+    zeros → p if inside else −1; reflect → mirror about the edge samples
+    (``−p``, ``2(size−1) − p``); replicate → the nearest edge; circular → p mod size.
+    """
+    p = np.arange(-before, size + after, dtype=np.intp)
+    if mode == "zeros":
+        src = np.where((p >= 0) & (p < size), p, -1)
+    elif mode == "reflect":
+        src = np.where(p < 0, -p, np.where(p >= size, 2 * (size - 1) - p, p))
+    elif mode == "replicate":
+        src = np.clip(p, 0, size - 1)
+    elif mode == "circular":
+        src = np.mod(p, size)
+    else:  # validated at the boundary
+        raise AssertionError(mode)
+    return _frozen(src)
+
+
+@lru_cache(maxsize=256)
+def gather_index(geometry: ConvGeometry, mode: str) -> np.ndarray:
+    """The im2col plan: a (T, L) array of flat input indices, ``∏ input_size`` for a zero.
+
+    Entry ``[t, l]`` is the row-major flat index into one channel of the
+    *unpadded* input read by kernel tap ``t`` (row-major over ``kernel_size``)
+    at output position ``l`` (row-major over ``output_size``):
+    padded coordinate ``l_i·s_i + t_i·d_i`` along each dim, mapped by the mode.
+    """
+    nd = geometry.nd
+    flat_strides = [math.prod(geometry.input_size[i + 1:]) for i in range(nd)]
+    flat = np.zeros((1,) * (2 * nd), dtype=np.intp)
+    outside = np.zeros((1,) * (2 * nd), dtype=bool)
+    for i in range(nd):
+        (before, after), size = geometry.padding[i], geometry.input_size[i]
+        taps = np.arange(geometry.kernel_size[i]) * geometry.dilation[i]
+        starts = np.arange(geometry.output_size[i]) * geometry.stride[i]
+        src = axis_source(size, before, after, mode)[taps[:, None] + starts[None, :]]
+        shape = [1] * (2 * nd)
+        shape[i], shape[nd + i] = src.shape
+        src = src.reshape(shape)
+        flat = flat + src * flat_strides[i]
+        outside = outside | (src < 0)
+    flat = np.where(outside, math.prod(geometry.input_size), flat)
+    return _frozen(flat.reshape(geometry.n_taps, geometry.n_positions))
+
+
+@lru_cache(maxsize=1024)
+def axis_source_adjoint(size: int, before: int, after: int, mode: str) -> np.ndarray:
+    """The transpose of ``axis_source`` as a gather: an (R, size) table.
+
+    Row ``r`` lists, for each input index, the ``r``-th padded position that
+    reads it, or ``before + size + after`` (a sentinel that reads an appended
+    zero) where fewer than ``r + 1`` positions do.  Summing the gathered rows
+    adds every padded position's value back onto the sample it copies — the
+    adjoint of padding — without scatter, atomics or data-dependent order.
+    """
+    src = axis_source(size, before, after, mode)
+    padded_len = src.size
+    keep = np.flatnonzero(src >= 0)
+    targets = src[keep]
+    order = np.argsort(targets, kind="stable")
+    keep, targets = keep[order], targets[order]
+    counts = np.bincount(targets, minlength=size)
+    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.arange(targets.size) - first[targets]
+    table = np.full((int(counts.max()), size), padded_len, dtype=np.intp)
+    table[rank, targets] = keep
+    return _frozen(table)

@@ -1,0 +1,292 @@
+"""The literal definitions, as plain loops: the oracle the tests check every method against.
+
+This is the notebook seed's ``Conv2dLoop`` generalised to 1-3 spatial dims,
+strides, every padding form and mode, dilation, groups, bias and both data
+formats.  It shares no code with the fast paths (its own padding resolution,
+its own index remapping) so that a mistake there cannot hide here.  Inputs are
+anything ``numpy.asarray`` accepts; results are NumPy arrays.  Slow by design:
+keep shapes small.
+
+Definitions (channels-first, one spatial dim shown, ``x̃`` the padded input):
+
+    conv            y[n, o, l] = Σ_{c, t} W[o, c, t] · x̃[n, g·C_g + c, l·s + t·d − p_b] + b[o]
+    conv_transpose  z = Cᵀ·x: every product x[n, i, l]·W[i, o, t] is added at
+                    position l·s + t·d − p_b of the output (or, for a padding
+                    mode, at the input sample that padded position copies)
+    im2col          cols[n, c·T + t, l] = x̃[n, c, l·s + t·d − p_b]
+    col2im          its adjoint: cols[n, c·T + t, l] added at that position
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+__all__ = ["conv", "conv_transpose", "im2col", "col2im", "conv_backward",
+           "conv_transpose_backward"]
+
+
+def _tuple(value, nd):
+    return tuple(int(v) for v in value) if np.ndim(value) else (int(value),) * nd
+
+
+def _pairs(padding, size, kernel, stride, dilation):
+    nd = len(kernel)
+    span = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    if padding == "valid":
+        return [(0, 0)] * nd
+    if padding == "full":
+        return [(e, e) for e in span]
+    if padding == "same":
+        out = []
+        for i, e, s in zip(size, span, stride):
+            total = max((math.ceil(i / s) - 1) * s + e + 1 - i, 0)
+            out.append((total // 2, total - total // 2))
+        return out
+    if np.ndim(padding) == 0:
+        return [(int(padding), int(padding))] * nd
+    return [(int(p), int(p)) if np.ndim(p) == 0 else (int(p[0]), int(p[1])) for p in padding]
+
+
+def _source(p, size, mode):
+    """The input sample that padded coordinate p (may be < 0 or >= size) reads; None: a zero."""
+    if 0 <= p < size:
+        return p
+    if mode == "zeros":
+        return None
+    if mode == "reflect":
+        return -p if p < 0 else 2 * (size - 1) - p
+    if mode == "replicate":
+        return 0 if p < 0 else size - 1
+    if mode == "circular":
+        return p % size
+    raise ValueError(mode)
+
+
+def _sources(position, size, mode):
+    found = [_source(p, n, mode) for p, n in zip(position, size)]
+    return None if None in found else tuple(found)
+
+
+def _first(x, data_format, nd):
+    """Move a channels-last image to channels-first."""
+    if data_format == "channels_first":
+        return x
+    return np.moveaxis(x, -1, 1)
+
+
+def _last(y, data_format):
+    return y if data_format == "channels_first" else np.moveaxis(y, 1, -1)
+
+
+def _weight_first(w, data_format, nd):
+    """(*K, C_in/G, C_out) → (C_out, C_in/G, *K)."""
+    if data_format == "channels_first":
+        return w
+    return np.moveaxis(np.moveaxis(w, -1, 0), -1, 1)
+
+
+def _weight_last(w, data_format):
+    if data_format == "channels_first":
+        return w
+    return np.moveaxis(np.moveaxis(w, 1, -1), 0, -1)
+
+
+def _prepare(x, weight, data_format):
+    weight = np.asarray(weight)
+    nd = weight.ndim - 2
+    x = np.asarray(x)
+    batched = x.ndim == nd + 2
+    if not batched:
+        x = x[None]
+    return _first(x, data_format, nd), _weight_first(weight, data_format, nd), nd, batched
+
+
+def _finish(y, data_format, batched):
+    y = _last(y, data_format)
+    return y if batched else y[0]
+
+
+def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
+         padding_mode="zeros", data_format="channels_first"):
+    x, w, nd, batched = _prepare(x, weight, data_format)
+    stride, dilation = _tuple(stride, nd), _tuple(dilation, nd)
+    size, kernel = x.shape[2:], w.shape[2:]
+    pads = _pairs(padding, size, kernel, stride, dilation)
+    out_size = [(i + b + a - d * (k - 1) - 1) // s + 1
+                for i, (b, a), k, s, d in zip(size, pads, kernel, stride, dilation)]
+    c_out, c_g = w.shape[0], w.shape[1]
+    o_g = c_out // groups
+    y = np.zeros((x.shape[0], c_out, *out_size), dtype=np.result_type(x, w))
+    for l in itertools.product(*map(range, out_size)):
+        for t in itertools.product(*map(range, kernel)):
+            src = _sources([li * s + ti * d - b for li, ti, s, d, (b, _)
+                            in zip(l, t, stride, dilation, pads)], size, padding_mode)
+            if src is None:
+                continue
+            for g in range(groups):
+                patch = x[(slice(None), slice(g * c_g, (g + 1) * c_g), *src)]  # (N, C_g)
+                taps = w[(slice(g * o_g, (g + 1) * o_g), slice(None), *t)]     # (O_g, C_g)
+                y[(slice(None), slice(g * o_g, (g + 1) * o_g), *l)] += patch @ taps.T
+    if bias is not None:
+        y = y + np.asarray(bias).reshape((-1,) + (1,) * nd)
+    return _finish(y, data_format, batched)
+
+
+def _transposed_size(size, kernel, stride, dilation, padding, output_padding, output_size):
+    if output_size is not None:
+        out = list(output_size)
+        return out, _pairs(padding, out, kernel, stride, dilation)
+    if padding == "same":
+        out = [i * s for i, s in zip(size, stride)]
+        return out, _pairs(padding, out, kernel, stride, dilation)
+    pads = _pairs(padding, None, kernel, stride, dilation)
+    out = [(i - 1) * s - b - a + d * (k - 1) + 1 + op
+           for i, s, (b, a), d, k, op in zip(size, stride, pads, dilation, kernel, output_padding)]
+    return out, pads
+
+
+def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
+                   groups=1, output_size=None, padding_mode="zeros",
+                   data_format="channels_first"):
+    x, w, nd, batched = _prepare(x, weight, data_format)
+    stride, dilation = _tuple(stride, nd), _tuple(dilation, nd)
+    size, kernel = x.shape[2:], w.shape[2:]
+    out_size, pads = _transposed_size(size, kernel, stride, dilation, padding,
+                                      _tuple(output_padding, nd), output_size)
+    c_in, o_g = w.shape[0], w.shape[1]
+    i_g = c_in // groups
+    z = np.zeros((x.shape[0], o_g * groups, *out_size), dtype=np.result_type(x, w))
+    for l in itertools.product(*map(range, size)):
+        for t in itertools.product(*map(range, kernel)):
+            dst = _sources([li * s + ti * d - b for li, ti, s, d, (b, _)
+                            in zip(l, t, stride, dilation, pads)], out_size, padding_mode)
+            if dst is None:
+                continue
+            for g in range(groups):
+                values = x[(slice(None), slice(g * i_g, (g + 1) * i_g), *l)]     # (N, I_g)
+                taps = w[(slice(g * i_g, (g + 1) * i_g), slice(None), *t)]      # (I_g, O_g)
+                z[(slice(None), slice(g * o_g, (g + 1) * o_g), *dst)] += values @ taps
+    if bias is not None:
+        z = z + np.asarray(bias).reshape((-1,) + (1,) * nd)
+    return _finish(z, data_format, batched)
+
+
+def _patch_geometry(size, kernel, stride, padding, dilation):
+    nd = len(kernel)
+    stride, dilation = _tuple(stride, nd), _tuple(dilation, nd)
+    pads = _pairs(padding, size, kernel, stride, dilation)
+    out_size = [(i + b + a - d * (k - 1) - 1) // s + 1
+                for i, (b, a), k, s, d in zip(size, pads, kernel, stride, dilation)]
+    return stride, dilation, pads, out_size
+
+
+def _patch_pairs(size, kernel, stride, padding, dilation, padding_mode):
+    """Yield (tap, output position, source position or None) multi-indices of every patch entry."""
+    stride, dilation, pads, out_size = _patch_geometry(size, kernel, stride, padding, dilation)
+    for l in itertools.product(*map(range, out_size)):
+        for t in itertools.product(*map(range, kernel)):
+            yield t, l, _sources([a * s + b * d - p for a, b, s, d, (p, _)
+                                  in zip(l, t, stride, dilation, pads)], size, padding_mode)
+
+
+def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zeros",
+           data_format="channels_first"):
+    x = np.asarray(x)
+    nd = len(kernel_size)
+    batched = x.ndim == nd + 2
+    x = _first(x if batched else x[None], data_format, nd)
+    n, c, *size = x.shape
+    taps = math.prod(kernel_size)
+    _, _, _, out_size = _patch_geometry(size, kernel_size, stride, padding, dilation)
+    cols = np.zeros((n, c, *kernel_size, *out_size), dtype=x.dtype)
+    for t, l, src in _patch_pairs(size, kernel_size, stride, padding, dilation, padding_mode):
+        if src is not None:
+            cols[(slice(None), slice(None), *t, *l)] = x[(slice(None), slice(None), *src)]
+    cols = cols.reshape(n, c, taps, -1)
+    if data_format == "channels_first":
+        cols = cols.reshape(n, c * taps, -1)
+    else:  # (N, L, T·C), row t·C + c
+        cols = cols.transpose(0, 3, 2, 1).reshape(n, -1, taps * c)
+    return cols if batched else cols[0]
+
+
+def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1,
+           padding_mode="zeros", data_format="channels_first"):
+    cols = np.asarray(cols)
+    batched = cols.ndim == 3
+    cols = cols if batched else cols[None]
+    taps = math.prod(kernel_size)
+    n = cols.shape[0]
+    if data_format == "channels_first":
+        blocks = cols.reshape(n, -1, taps, cols.shape[-1])
+    else:
+        blocks = cols.reshape(n, cols.shape[1], taps, -1).transpose(0, 3, 2, 1)
+    _, _, _, out_size = _patch_geometry(output_size, kernel_size, stride, padding, dilation)
+    blocks = blocks.reshape(n, blocks.shape[1], *kernel_size, *out_size)
+    image = np.zeros((n, blocks.shape[1], *output_size), dtype=cols.dtype)
+    for t, l, dst in _patch_pairs(output_size, kernel_size, stride, padding, dilation,
+                                  padding_mode):
+        if dst is not None:
+            image[(slice(None), slice(None), *dst)] += blocks[(slice(None), slice(None), *t, *l)]
+    image = _last(image, data_format)
+    return image if batched else image[0]
+
+
+def conv_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups=1,
+                  padding_mode="zeros", data_format="channels_first"):
+    """(input, weight, bias) gradients, PyTorch's convention for complex (conjugate gradients)."""
+    weight = np.asarray(weight)
+    nd = weight.ndim - 2
+    x = np.asarray(x)
+    size = x.shape[-nd:] if data_format == "channels_first" else x.shape[-nd - 1:-1]
+    grad_input = conv_transpose(grad_output, np.conj(weight), stride=stride, padding=padding,
+                                dilation=dilation, groups=groups, output_size=size,
+                                padding_mode=padding_mode, data_format=data_format)
+    g, w, _, batched = _prepare(grad_output, weight, data_format)
+    xf = _first(x if batched else x[None], data_format, nd)
+    kernel = w.shape[2:]
+    c_g, o_g = w.shape[1], w.shape[0] // groups
+    grad_w = np.zeros(w.shape, dtype=np.result_type(g, xf, w))
+    for t, l, src in _patch_pairs(size, kernel, stride, padding, dilation, padding_mode):
+        if src is None:
+            continue
+        for grp in range(groups):
+            gl = g[(slice(None), slice(grp * o_g, (grp + 1) * o_g), *l)]          # (N, O_g)
+            xs = np.conj(xf[(slice(None), slice(grp * c_g, (grp + 1) * c_g), *src)])  # (N, C_g)
+            grad_w[(slice(grp * o_g, (grp + 1) * o_g), slice(None), *t)] += gl.T @ xs
+    grad_b = g.sum(axis=(0, *range(2, g.ndim)))
+    return grad_input, _weight_last(grad_w, data_format), grad_b
+
+
+def conv_transpose_backward(grad_output, x, weight, *, stride=1, padding=0, output_padding=0,
+                            dilation=1, groups=1, output_size=None,
+                            data_format="channels_first"):
+    weight = np.asarray(weight)
+    nd = weight.ndim - 2
+    g, w, _, batched = _prepare(grad_output, weight, data_format)
+    xf = _first(np.asarray(x) if batched else np.asarray(x)[None], data_format, nd)
+    size = xf.shape[2:]
+    out_size, pads = _transposed_size(size, w.shape[2:], _tuple(stride, nd), _tuple(dilation, nd),
+                                      padding, _tuple(output_padding, nd), output_size)
+    explicit = [tuple(p) for p in pads]
+    grad_input = conv(g, np.conj(w), stride=stride, padding=explicit, dilation=dilation,
+                      groups=groups)
+    # With output padding >= stride the forward convolution of the padded
+    # output has more positions than x: the transposed map reads only the first.
+    grad_input = _finish(grad_input[(slice(None), slice(None), *(slice(0, i) for i in size))],
+                         data_format, batched)
+    kernel = w.shape[2:]
+    i_g, o_g = w.shape[0] // groups, w.shape[1]
+    grad_w = np.zeros(w.shape, dtype=np.result_type(g, xf, w))
+    for t, l, src in _patch_pairs(out_size, kernel, stride, explicit, dilation, "zeros"):
+        if src is None or any(a >= b for a, b in zip(l, size)):
+            continue
+        for grp in range(groups):
+            xl = np.conj(xf[(slice(None), slice(grp * i_g, (grp + 1) * i_g), *l)])   # (N, I_g)
+            gs = g[(slice(None), slice(grp * o_g, (grp + 1) * o_g), *src)]           # (N, O_g)
+            grad_w[(slice(grp * i_g, (grp + 1) * i_g), slice(None), *t)] += xl.T @ gs
+    grad_b = g.sum(axis=(0, *range(2, g.ndim)))
+    return grad_input, _weight_last(grad_w, data_format), grad_b
