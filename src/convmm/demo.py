@@ -1,0 +1,210 @@
+"""``python -m convmm demo``: the seeds' worked examples through every method on every backend.
+
+Each example prints the matrices the seeds show (the im2col matrix, the
+transposed-convolution steps, the matrix C of a convolution), then runs the
+computation through every method on every array namespace present and checks
+that all of them agree with the literal definition (``convmm.reference``) and
+with the seed's own numbers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import scipy.signal
+
+import convmm
+from convmm import reference
+
+CONV_METHODS = ("auto", "im2col")
+TRANSPOSE_METHODS = ("auto", "im2col", "zero_insertion")
+
+
+def backends():
+    """(name, namespace, to-NumPy) for every namespace present; CuPy only with a GPU."""
+    found = [("numpy", np, np.asarray)]
+    if importlib.util.find_spec("array_api_strict"):
+        import array_api_strict
+
+        found.append(("array_api_strict", array_api_strict, np.from_dlpack))
+    if importlib.util.find_spec("torch"):
+        import array_api_compat
+        import torch
+
+        found.append(("torch", array_api_compat.array_namespace(torch.zeros(1)),
+                      lambda a: a.numpy()))
+    if importlib.util.find_spec("cupy"):
+        try:
+            import array_api_compat
+            import cupy
+
+            if cupy.cuda.runtime.getDeviceCount() > 0:
+                found.append(("cupy", array_api_compat.array_namespace(cupy.zeros(1)),
+                              lambda a: a.get()))
+        except Exception:  # CuPy without a usable GPU
+            pass
+    return found
+
+
+@dataclass
+class Example:
+    title: str
+    show: Callable[[], None]                  # prints the seed's matrices
+    run: Callable[[object, str], np.ndarray]  # (namespace, method) -> result (any namespace)
+    methods: tuple
+    expected: np.ndarray                      # the literal definition's result
+    seed_value: np.ndarray | None = None      # the seed's own numbers (or SciPy's), where right
+
+
+def _matrix(name, a):
+    text = np.array2string(np.asarray(a), precision=4, suppress_small=True, max_line_width=120)
+    print(f"  {name} =\n" + "\n".join("    " + line for line in text.splitlines()))
+
+
+def _examples():
+    examples = []
+
+    # seed 000 -------------------------------------------------------------------------
+    signal = np.array([[[1.0, 2, 4, 5, 3, 0]]])
+    kernel = np.array([[[5.0, 4]]])
+
+    def show_000():
+        _matrix("im2col(signal, 2)ᵀ  (one row per output)", convmm.im2col(signal, (2,))[0].T)
+        _matrix("banded matrix C (columns: C·e_j = conv(e_j))",
+                np.stack([convmm.conv(e[None, None], kernel)[0, 0] for e in np.eye(6)], axis=1))
+
+    examples.append(Example(
+        "seed 000: 1-d signal [1 2 4 5 3 0] ⊛ kernel [5 4]", show_000,
+        lambda xp, m: convmm.conv(xp.asarray(signal), xp.asarray(kernel), method=m),
+        CONV_METHODS, reference.conv(signal, kernel), np.array([[[13.0, 26, 40, 37, 15]]])))
+
+    # seed 001: transposed convolution by zero insertion ---------------------------------
+    X = np.array([[[[1.0, 2], [3, 4]]]])
+    F = np.array([[[[1.0, 0], [0, -1]]]])
+
+    def show_001():
+        inserted = np.zeros((3, 3))
+        inserted[::2, ::2] = X[0, 0]
+        _matrix("1) X̂: stride − 1 = 1 zero inserted", inserted)
+        _matrix("2) padded by K − 1 − p = 1", np.pad(inserted, 1))
+        _matrix("3) F̃: F flipped 180°", np.flip(F[0, 0]))
+        _matrix("4) X̃ ⊛ F̃, stride 1  (= X ⊛ᵀ F, stride 2)", convmm.conv_transpose(X, F, stride=2)[0, 0])
+        print(f"  Y ⊛ F (stride 2) = X·‖F‖²: "
+              f"{np.allclose(convmm.conv(convmm.conv_transpose(X, F, stride=2), F, stride=2), X * np.sum(F ** 2))}")
+
+    examples.append(Example(
+        "seed 001: [[1 2] [3 4]] ⊛ᵀ [[1 0] [0 −1]], stride 2", show_001,
+        lambda xp, m: convmm.conv_transpose(xp.asarray(X), xp.asarray(F), stride=2, method=m),
+        TRANSPOSE_METHODS, reference.conv_transpose(X, F, stride=2),
+        np.array([[[[1.0, 0, 2, 0], [0, -1, 0, -2], [3, 0, 4, 0], [0, -3, 0, -4]]]])))
+
+    X4 = np.array([[[[1.0, 2, -3, 2], [5, 1, 4, -4], [0, -2, 0, -5], [3, 0, -1, 1]]]])
+    F3 = np.array([[[[2.0, 1, 4], [0, 3, -5], [-3, 1, -2]]]])
+
+    def show_001b():
+        _matrix("Y = X ⊛ F", convmm.conv(X4, F3)[0, 0])
+        print("  (the seed prints Y[0, 1] = 41: it summed only the first two kernel rows; 57 is right)")
+        _matrix("Z = Y ⊛ᵀ F", convmm.conv_transpose(convmm.conv(X4, F3), F3)[0, 0])
+
+    examples.append(Example(
+        "seed 001: why 'transposed' — the 4×4 input and the 3×3 filter", show_001b,
+        lambda xp, m: convmm.conv_transpose(convmm.conv(xp.asarray(X4), xp.asarray(F3)),
+                                            xp.asarray(F3), method=m),
+        TRANSPOSE_METHODS, reference.conv_transpose(reference.conv(X4, F3), F3)))
+
+    # seed 002: the 4×16 matrix ------------------------------------------------------------
+    W = np.arange(1.0, 10).reshape(1, 1, 3, 3)
+
+    def show_002():
+        basis = np.eye(16).reshape(16, 1, 4, 4)
+        C = convmm.conv(basis, W).reshape(16, 4).T
+        _matrix("C (4×16), W = 1..9 row-major: Y = C·X", C)
+        _matrix("im2col(X) (9×4): Y = W_row · im2col(X)", convmm.im2col(np.arange(16.0).reshape(1, 1, 4, 4), 3)[0])
+
+    x16 = np.arange(16.0).reshape(1, 1, 4, 4)
+    examples.append(Example(
+        "seed 002: a 3×3 filter on a 4×4 input as a 4×16 sparse matrix", show_002,
+        lambda xp, m: convmm.conv(xp.asarray(x16), xp.asarray(W), method=m),
+        CONV_METHODS, reference.conv(x16, W)))
+
+    bilinear = np.array([[[[0.25, 0.5, 0.25], [0.5, 1, 0.5], [0.25, 0.5, 0.25]]]])
+    small = np.array([[[[0.0, 1, 2], [3, 4, 5]]]])
+
+    def show_bilinear():
+        _matrix("bilinear kernel", bilinear[0, 0])
+        _matrix("input", small[0, 0])
+        _matrix("conv_transpose(stride 2, padding 1): output (h − 1)·2 − 2 + 3",
+                convmm.conv_transpose(small, bilinear, stride=2, padding=1)[0, 0])
+
+    examples.append(Example(
+        "seed 002: bilinear interpolation as a transposed convolution", show_bilinear,
+        lambda xp, m: convmm.conv_transpose(xp.asarray(small), xp.asarray(bilinear), stride=2,
+                                            padding=1, method=m),
+        TRANSPOSE_METHODS, reference.conv_transpose(small, bilinear, stride=2, padding=1),
+        np.array([[[[0, .5, 1, 1.5, 2], [1.5, 2, 2.5, 3, 3.5], [3, 3.5, 4, 4.5, 5]]]])))
+
+    # seed 003: the notebook ----------------------------------------------------------------
+    nb_kernel = np.array(
+        [[[[0., 1, 0], [1, 2, 1], [0, 1, 0]], [[1, 2, 1], [0, 3, 3], [0, 1, 10]],
+          [[10, 11, 12], [13, 14, 15], [16, 17, 18]]],
+         [[[0., 1, 1], [1, 2, 1], [0, 1, 0]], [[1, 2, 1], [0, 3, 3], [0, 1, 10]],
+          [[10, 11, 12], [13, 14, 15], [16, 17, 18]]]])
+    nb_x = np.arange(2 * 3 * 4 * 4, dtype=np.float64).reshape(2, 3, 4, 4)
+
+    def show_003():
+        _matrix("kernel as rows (Conv2dMatrixV2._convert_kernel)", nb_kernel.reshape(2, -1))
+        _matrix("im2col(input)[0] (27×1)", convmm.im2col(nb_x, 3, stride=2)[0].T)
+        print(f"  speed configuration (32, 3, 256, 256), stride 3, dilation 2, padding 1 → "
+              f"{(32, 2) + convmm.conv_output_shape((256, 256), 3, stride=3, padding=1, dilation=2)}")
+
+    examples.append(Example(
+        "seed 003: the notebook's Conv2d test (batch 2, 3 channels, 4×4, stride 2)", show_003,
+        lambda xp, m: convmm.conv(xp.asarray(nb_x), xp.asarray(nb_kernel), stride=2, method=m),
+        CONV_METHODS, reference.conv(nb_x, nb_kernel, stride=2)))
+
+    # seed 004 --------------------------------------------------------------------------------
+    a = np.array([[[[5.0, 1, 3], [1, 1, 2], [2, 1, 3]]]])
+    b = np.array([[[[4.0, 3], [1, 2]]]])
+
+    def show_004():
+        _matrix("scipy.signal.convolve2d(a, b, 'full')", scipy.signal.convolve2d(a[0, 0], b[0, 0]))
+
+    examples.append(Example(
+        "seed 004: full 2-d convolution of a 3×3 input with a 2×2 kernel (kernel flipped)", show_004,
+        lambda xp, m: convmm.conv(xp.asarray(a), xp.asarray(np.flip(b).copy()), padding="full", method=m),
+        CONV_METHODS, reference.conv(a, np.flip(b), padding="full"),
+        scipy.signal.convolve2d(a[0, 0], b[0, 0], mode="full")[None, None]))
+    return examples
+
+
+def main() -> int:
+    found = backends()
+    print(f"convmm {convmm.__version__} demo — backends: {', '.join(name for name, _, _ in found)}\n")
+    failures = 0
+    for example in _examples():
+        print(f"== {example.title}")
+        example.show()
+        agree = True
+        if example.seed_value is not None and not np.allclose(example.expected, example.seed_value):
+            print("  the literal definition disagrees with the seed's numbers")
+            agree = False
+        for name, xp, to_numpy in found:
+            for method in example.methods:
+                result = to_numpy(example.run(xp, method))
+                if result.shape != example.expected.shape or not np.allclose(result, example.expected):
+                    print(f"  MISMATCH: {name} / method={method}")
+                    agree = False
+        runs = len(found) * len(example.methods)
+        print(f"  all methods agree: {'yes' if agree else 'NO'} "
+              f"({len(example.methods)} methods × {len(found)} backends = {runs} runs)\n")
+        failures += not agree
+    print("all examples agree" if not failures else f"{failures} example(s) disagree")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Shared test helpers: backends, conversions, strict comparison, random configurations."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass, field
+
+import array_api_compat
+import numpy as np
+
+
+# --------------------------------------------------------------------------- backends
+def _cupy_with_gpu():
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no driver, no device
+        return False
+
+
+def backend_names():
+    names = ["numpy", "array_api_strict"]
+    if importlib.util.find_spec("torch") is not None:
+        names.append("torch")
+    if _cupy_with_gpu():
+        names.append("cupy")
+    return names
+
+
+def namespace(name):
+    if name == "numpy":
+        return np
+    if name == "array_api_strict":
+        import array_api_strict
+
+        return array_api_strict
+    if name == "torch":
+        return array_api_compat.array_namespace(__import__("torch").zeros(1))
+    if name == "cupy":
+        return array_api_compat.array_namespace(__import__("cupy").zeros(1))
+    raise ValueError(name)
+
+
+def to_numpy(a):
+    if a is None:
+        return None
+    if isinstance(a, np.ndarray):
+        return a
+    if array_api_compat.is_cupy_array(a):
+        return a.get()
+    if array_api_compat.is_torch_array(a):
+        return a.detach().cpu().numpy()
+    return np.from_dlpack(a)
+
+
+def to_xp(xp, a):
+    if a is None:
+        return None
+    return xp.asarray(np.ascontiguousarray(a))
+
+
+# --------------------------------------------------------------------------- comparison
+TOLERANCE = {np.dtype(np.float32): 2e-5, np.dtype(np.complex64): 2e-5,
+             np.dtype(np.float64): 1e-12, np.dtype(np.complex128): 1e-12}
+
+
+def assert_close(actual, desired, xp, dtype=None):
+    """actual is in xp's namespace, with desired's shape and dtype (or ``dtype``), and close.
+
+    The tolerance is relative to the largest magnitude of the expected result:
+    a few hundred ulps of the dtype, for sums of up to a few hundred products.
+    """
+    if xp is not np:
+        assert array_api_compat.array_namespace(actual) == array_api_compat.array_namespace(
+            xp.zeros(1)), f"result in the wrong namespace: {type(actual)}"
+    else:
+        assert isinstance(actual, np.ndarray), f"result is not a NumPy array: {type(actual)}"
+    got = to_numpy(actual)
+    want = np.asarray(desired)
+    expected_dtype = np.dtype(dtype) if dtype is not None else want.dtype
+    assert got.dtype == expected_dtype, f"dtype {got.dtype}, expected {expected_dtype}"
+    assert got.shape == want.shape, f"shape {got.shape}, expected {want.shape}"
+    tol = TOLERANCE[expected_dtype]
+    scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+    np.testing.assert_allclose(got, want.astype(got.dtype), rtol=tol, atol=tol * scale)
+
+
+# --------------------------------------------------------------------------- configurations
+@dataclass
+class Config:
+    """One random convolution configuration (channels-first shapes kept for the oracle)."""
+
+    nd: int
+    batch: int | None          # None: unbatched input
+    in_channels: int
+    out_channels: int
+    groups: int
+    size: tuple
+    kernel: tuple
+    stride: tuple
+    dilation: tuple
+    padding: object            # any accepted padding form
+    pairs: tuple               # the same padding as (before, after) pairs
+    padding_mode: str = "zeros"
+    data_format: str = "channels_first"
+    dtype: str = "float64"
+    bias: bool = True
+    output_padding: tuple = field(default=())
+
+    def kwargs(self, **extra):
+        kw = dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                  groups=self.groups, data_format=self.data_format)
+        kw.update(extra)
+        return kw
+
+
+def _same_pairs(size, kernel, stride, dilation):
+    out = []
+    for i, k, s, d in zip(size, kernel, stride, dilation):
+        total = max((math.ceil(i / s) - 1) * s + d * (k - 1) + 1 - i, 0)
+        out.append((total // 2, total - total // 2))
+    return tuple(out)
+
+
+def random_config(rng, *, nd=None, modes=("zeros", "reflect", "replicate", "circular"),
+                  dtypes=("float32", "float64", "complex64", "complex128"),
+                  formats=("channels_first", "channels_last"), max_size=None):
+    """A valid configuration drawn from every axis of the parameter space."""
+    while True:
+        nd = nd or int(rng.integers(1, 4))
+        groups = int(rng.choice([1, 1, 2, 3]))
+        kernel = tuple(int(k) for k in rng.integers(1, 4, nd))
+        stride = tuple(int(s) for s in rng.integers(1, 4, nd))
+        dilation = tuple(int(d) for d in rng.integers(1, 3, nd))
+        top = max_size or {1: 12, 2: 8, 3: 6}[nd]
+        size = tuple(int(s) for s in rng.integers(2, top + 1, nd))
+        form = rng.choice(["int", "per_dim", "pairs", "valid", "same", "full"])
+        if form == "int":
+            padding = int(rng.integers(0, 3))
+            pairs = ((padding, padding),) * nd
+        elif form == "per_dim":
+            padding = tuple(int(p) for p in rng.integers(0, 3, nd))
+            pairs = tuple((p, p) for p in padding)
+        elif form == "pairs":
+            pairs = tuple((int(a), int(b)) for a, b in rng.integers(0, 3, (nd, 2)))
+            padding = pairs
+        elif form == "valid":
+            padding, pairs = "valid", ((0, 0),) * nd
+        elif form == "same":
+            padding, pairs = "same", _same_pairs(size, kernel, stride, dilation)
+        else:
+            padding = "full"
+            pairs = tuple((d * (k - 1), d * (k - 1)) for k, d in zip(kernel, dilation))
+        mode = str(rng.choice(modes))
+        padded = [i + a + b for i, (a, b) in zip(size, pairs)]
+        if any(d * (k - 1) + 1 > p for k, d, p in zip(kernel, dilation, padded)):
+            continue
+        if mode == "reflect" and any(max(p) >= i for p, i in zip(pairs, size)):
+            continue
+        if mode == "circular" and any(max(p) > i for p, i in zip(pairs, size)):
+            continue
+        batch = None if rng.random() < 0.15 else int(rng.integers(1, 3))
+        return Config(
+            nd=nd, batch=batch, groups=groups,
+            in_channels=groups * int(rng.integers(1, 3)),
+            out_channels=groups * int(rng.integers(1, 3)),
+            size=size, kernel=kernel, stride=stride, dilation=dilation,
+            padding=padding, pairs=pairs, padding_mode=mode,
+            data_format=str(rng.choice(formats)), dtype=str(rng.choice(dtypes)),
+            bias=bool(rng.random() < 0.6),
+            output_padding=tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation)),
+        )
+
+
+def random_array(rng, shape, dtype):
+    a = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        a = a + 1j * rng.standard_normal(shape)
+    return a.astype(dtype)
+
+
+def to_layout(image, cfg, batched=True):
+    """A channels-first image in cfg's data format (batched: axis 1 is channels)."""
+    if cfg.data_format == "channels_first":
+        return image
+    return np.moveaxis(image, 1 if batched else 0, -1)
+
+
+def weight_to_layout(weight, data_format):
+    """(A, B, *K) → (*K, B, A) for channels-last."""
+    if data_format == "channels_first":
+        return weight
+    return np.moveaxis(np.moveaxis(weight, 0, -1), 0, -2)
+
+
+def wide(a):
+    """The oracle computes in double precision from the same rounded inputs."""
+    if a is None:
+        return None
+    return a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
+
+
+def make_conv_inputs(rng, cfg):
+    """(x, weight, bias) for conv in cfg's data format, as NumPy arrays of cfg.dtype."""
+    x = random_array(rng, (cfg.batch or 1, cfg.in_channels, *cfg.size), cfg.dtype)
+    x = to_layout(x, cfg)
+    if cfg.batch is None:
+        x = x[0]
+    w = random_array(rng, (cfg.out_channels, cfg.in_channels // cfg.groups, *cfg.kernel), cfg.dtype)
+    b = random_array(rng, (cfg.out_channels,), cfg.dtype) if cfg.bias else None
+    return x, weight_to_layout(w, cfg.data_format), b
+

@@ -1,0 +1,183 @@
+"""Bad input gets a ValueError or TypeError that names the parameter."""
+
+import numpy as np
+import pytest
+
+import convmm
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((2, 4, 6, 6))
+W = rng.standard_normal((6, 4, 3, 3))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(stride=0), ValueError, "stride"),
+    (dict(stride=(1, 0)), ValueError, "stride"),
+    (dict(stride=(1, 1, 1)), ValueError, "stride"),
+    (dict(stride=1.5), TypeError, "stride"),
+    (dict(stride=True), TypeError, "stride"),
+    (dict(dilation=0), ValueError, "dilation"),
+    (dict(dilation=-1), ValueError, "dilation"),
+    (dict(padding=-1), ValueError, "padding"),
+    (dict(padding=((1, -1), (0, 0))), ValueError, "padding"),
+    (dict(padding=(1, 2, 3)), ValueError, "padding"),
+    (dict(padding=((1, 2, 3), (0, 0))), ValueError, "padding"),
+    (dict(padding="half"), ValueError, "padding"),
+    (dict(padding_mode="mirror"), ValueError, "padding_mode"),
+    (dict(data_format="NHWC"), ValueError, "data_format"),
+    (dict(method="fft"), ValueError, "method"),
+    (dict(groups=0), ValueError, "groups"),
+    (dict(groups=3), ValueError, "groups"),
+    (dict(groups=2.0), TypeError, "groups"),
+    (dict(padding_mode="reflect", padding=6), ValueError, "reflect"),
+    (dict(padding_mode="circular", padding=7), ValueError, "circular"),
+])
+def test_conv_parameters(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        convmm.conv(X, W, **kwargs)
+
+
+def test_kernel_larger_than_padded_input():
+    with pytest.raises(ValueError, match="kernel"):
+        convmm.conv(X, rng.standard_normal((6, 4, 7, 3)))
+    with pytest.raises(ValueError, match="kernel"):
+        convmm.conv(X, W, dilation=3)
+    convmm.conv(X, rng.standard_normal((6, 4, 7, 3)), padding=((1, 0), (0, 0)))  # fits when padded
+
+
+@pytest.mark.parametrize("x, w, match", [
+    (X, rng.standard_normal((6, 4)), "weight"),
+    (X, rng.standard_normal((6, 4, 3, 3, 3, 3)), "weight"),
+    (X[0, 0, 0], W, "x"),
+    (X[None], W, "x"),
+    (X, rng.standard_normal((6, 3, 3, 3)), "channels"),
+    (X, rng.standard_normal((6, 4, 0, 3)), "weight"),
+])
+def test_conv_shapes(x, w, match):
+    with pytest.raises(ValueError, match=match):
+        convmm.conv(x, w)
+
+
+def test_bias_shape():
+    with pytest.raises(ValueError, match="bias"):
+        convmm.conv(X, W, np.zeros(5))
+    with pytest.raises(ValueError, match="bias"):
+        convmm.conv(X, W, np.zeros((6, 1)))
+
+
+def test_groups_must_divide_output_channels():
+    with pytest.raises(ValueError, match="groups"):
+        convmm.conv(X, rng.standard_normal((5, 2, 3, 3)), groups=2)
+
+
+def test_ranked_variants_check_the_rank():
+    with pytest.raises(ValueError, match="weight"):
+        convmm.conv1d(X, W)
+    with pytest.raises(ValueError, match="weight"):
+        convmm.conv_transpose3d(X, W)
+    assert convmm.conv2d(X, W).shape == (2, 6, 4, 4)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(stride=2, output_padding=2), "output_padding"),
+    (dict(stride=1, output_padding=1), "output_padding"),
+    (dict(output_padding=-1), "output_padding"),
+    (dict(stride=2, output_padding=1, output_size=(13, 13)), "output_size"),
+    (dict(stride=2, output_size=(20, 13)), "output_size"),
+    (dict(stride=2, output_size=(13,)), "output_size"),
+    (dict(padding=5), "padding"),
+    (dict(padding="same", output_padding=1, stride=2), "output_padding"),
+    (dict(method="im2col_fast"), "method"),
+])
+def test_conv_transpose_parameters(kwargs, match):
+    y = rng.standard_normal((2, 6, 6, 6))
+    with pytest.raises(ValueError, match=match):
+        convmm.conv_transpose(y, W, **kwargs)
+
+
+def test_output_padding_may_be_below_the_dilation():
+    """PyTorch's rule: output padding smaller than the stride *or* the dilation."""
+    y = rng.standard_normal((1, 6, 4, 4))
+    out = convmm.conv_transpose(y, W, stride=1, dilation=2, output_padding=1)
+    assert out.shape == (1, 4, 9, 9)
+
+
+def test_conv_transpose_channels():
+    with pytest.raises(ValueError, match="channels"):
+        convmm.conv_transpose(rng.standard_normal((2, 4, 6, 6)), W)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_, np.float16])
+def test_integer_and_bool_input_says_to_cast(dtype):
+    with pytest.raises(TypeError, match="cast"):
+        convmm.conv(X.astype(dtype), W)
+    with pytest.raises(TypeError, match="cast"):
+        convmm.conv(X, W.astype(dtype))
+    with pytest.raises(TypeError, match="cast"):
+        convmm.im2col(X.astype(dtype), 3)
+
+
+def test_not_an_array():
+    with pytest.raises(TypeError, match="x"):
+        convmm.conv(X.tolist(), W)
+    with pytest.raises(TypeError, match="weight"):
+        convmm.conv(X, 3.0)
+
+
+def test_two_namespaces():
+    strict = pytest.importorskip("array_api_strict")
+    with pytest.raises(TypeError, match="namespace"):
+        convmm.conv(X, strict.asarray(W))
+    with pytest.raises(TypeError, match="namespace"):
+        convmm.conv(strict.asarray(X), strict.asarray(W), np.zeros(6))
+
+
+def test_two_namespaces_torch():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="namespace"):
+        convmm.conv(torch.tensor(X), W)
+
+
+def test_backward_arguments():
+    g = rng.standard_normal((2, 6, 4, 4))
+    with pytest.raises(ValueError, match="grad_output"):
+        convmm.conv_backward(g[:, :, :3], X, W)
+    with pytest.raises(ValueError, match="grad_output"):
+        convmm.conv_backward(g[0], X, W)
+    with pytest.raises(ValueError, match="needs"):
+        convmm.conv_backward(g, X, W, needs=("input", "x"))
+    with pytest.raises(ValueError, match="grad_output"):
+        convmm.conv_transpose_backward(X, g, W[:, :, :2, :2])
+    with pytest.raises(TypeError, match="cast"):
+        convmm.conv_backward(g.astype(np.int64), X, W)
+
+
+def test_im2col_col2im_arguments():
+    with pytest.raises(ValueError, match="kernel_size"):
+        convmm.im2col(X, 0)
+    with pytest.raises(ValueError, match="kernel_size"):
+        convmm.im2col(X, (3, 3, 3, 3))
+    with pytest.raises(ValueError, match="x"):
+        convmm.im2col(X, (3,))
+    with pytest.raises(ValueError, match="kernel"):
+        convmm.im2col(X, 7)
+    cols = convmm.im2col(X, 3)
+    with pytest.raises(ValueError, match="cols"):
+        convmm.col2im(cols[:, :, :-1], (6, 6), 3)
+    with pytest.raises(ValueError, match="cols"):
+        convmm.col2im(cols[:, :-1], (6, 6), 3)
+    with pytest.raises(ValueError, match="cols"):
+        convmm.col2im(cols[None], (6, 6), 3)
+    with pytest.raises(ValueError, match="output_size"):
+        convmm.col2im(cols, (6, 0), 3)
+
+
+def test_shape_functions():
+    with pytest.raises(ValueError, match="kernel"):
+        convmm.conv_output_shape((4,), 6)
+    with pytest.raises(TypeError, match="input_shape"):
+        convmm.conv_output_shape(4, 3)
+    with pytest.raises(ValueError, match="stride"):
+        convmm.conv_output_shape((4, 4), 3, stride=(1, 0))
+    with pytest.raises(ValueError, match="output size"):
+        convmm.conv_transpose_output_shape((1,), 1, padding=1)
