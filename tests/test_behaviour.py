@@ -129,3 +129,22 @@ def test_convolution_of_a_3d_volume_channels_last(xp):
     for i, j, k in np.ndindex(2, 3, 2):
         want += np.einsum("nzyxc,co->nzyxo", x[:, i:i + 4, j:j + 2, k:k + 5], f[i, j, k])
     assert_close(convmm.conv(to_xp(xp, x), to_xp(xp, f), data_format="channels_last"), want, xp)
+
+
+def test_result_stays_on_the_input_device():
+    """array_api_strict has several devices: every path must allocate on the input's."""
+    strict = pytest.importorskip("array_api_strict")
+    dev = strict.Device("device1")
+    x = strict.asarray(rng.standard_normal((2, 4, 6, 6)), device=dev)
+    w = strict.asarray(rng.standard_normal((6, 2, 3, 3)), device=dev)
+    y = convmm.conv(x, w, stride=2, padding=1, groups=2, padding_mode="reflect")
+    results = [
+        y,
+        convmm.conv_transpose(y, w, stride=2, padding=1, groups=2, output_padding=1),
+        convmm.conv_transpose(convmm.conv(x, w, groups=2), w, groups=2),  # zero insertion
+        convmm.conv_backward(y, x, w, stride=2, padding=1, groups=2, padding_mode="reflect").input,
+        convmm.col2im(convmm.im2col(x, 3, padding=1, padding_mode="circular"), (6, 6), 3,
+                      padding=1, padding_mode="circular"),
+    ]
+    for r in results:
+        assert r.device == dev
