@@ -148,9 +148,10 @@ class _Call:
     method: str
     batched: bool
     out_channels: int
+    grad_output: Any = None  # the backward passes' ∂L/∂y, promoted like the rest
 
 
-def _prepare(x, weight, bias, grad_output, *, transposed, rank, stride, padding, dilation,
+def _prepare(x, weight, bias, grad_output, *, transposed, stride, padding, dilation,
              groups, padding_mode, data_format, method, output_padding=0, output_size=None):
     xp = _namespace(x=x, weight=weight, bias=bias, grad_output=grad_output)
     arrays = _common_dtype(xp, x=x, weight=weight, bias=bias, grad_output=grad_output)
@@ -159,7 +160,7 @@ def _prepare(x, weight, bias, grad_output, *, transposed, rank, stride, padding,
     methods = CONV_TRANSPOSE_METHODS if transposed else CONV_METHODS
     method = choice(method, methods, "method")
     weight = arrays["weight"]
-    nd = _spatial_rank(weight, rank)
+    nd = _spatial_rank(weight)
     x, batched = _batched(xp, arrays["x"], nd, "x")
     stride = int_tuple(stride, nd, "stride", minimum=1)
     dilation = int_tuple(dilation, nd, "dilation", minimum=1)
@@ -195,11 +196,12 @@ def _prepare(x, weight, bias, grad_output, *, transposed, rank, stride, padding,
     else:
         geometry = conv_geometry(spatial, kernel, stride, padding, dilation, mode)
     return _Call(xp, layout, x, weight, bias, geometry, groups, mode, method, batched,
-                 out_channels), arrays["grad_output"]
+                 out_channels, arrays["grad_output"])
 
 
-def _checked_grad_output(call, grad_output, spatial):
-    """grad_output, batched like x, checked against the shape of the output."""
+def _checked_grad_output(call, spatial):
+    """The call's grad_output, batched like x, checked against the shape of the output."""
+    grad_output = call.grad_output
     expected = call.layout.image_shape(call.x.shape[0], call.out_channels, spatial)
     if not call.batched:
         expected = expected[1:]
@@ -248,7 +250,7 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
     >>> convmm.conv(np.array([[[1., 2, 4, 5, 3, 0]]]), np.array([[[5., 4]]]))
     array([[[13., 26., 40., 37., 15.]]])
     """
-    call, _ = _prepare(x, weight, bias, None, transposed=False, rank=None, stride=stride,
+    call = _prepare(x, weight, bias, None, transposed=False, stride=stride,
                        padding=padding, dilation=dilation, groups=groups,
                        padding_mode=padding_mode, data_format=data_format, method=method)
     return _run_conv(call)
@@ -292,7 +294,7 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
            [ 3.,  0.,  4.,  0.],
            [ 0., -3.,  0., -4.]])
     """
-    call, _ = _prepare(x, weight, bias, None, transposed=True, rank=None, stride=stride,
+    call = _prepare(x, weight, bias, None, transposed=True, stride=stride,
                        padding=padding, dilation=dilation, groups=groups, padding_mode="zeros",
                        data_format=data_format, method=method, output_padding=output_padding,
                        output_size=output_size)
@@ -322,11 +324,11 @@ def conv_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, pad
     -------
     ConvGrads(input, weight, bias), None for the names not in ``needs``.
     """
-    call, g = _prepare(x, weight, None, grad_output, transposed=False, rank=None, stride=stride,
+    call = _prepare(x, weight, None, grad_output, transposed=False, stride=stride,
                        padding=padding, dilation=dilation, groups=groups,
                        padding_mode=padding_mode, data_format=data_format, method=method)
     needs = _needs(needs)
-    g = _checked_grad_output(call, g, call.geometry.output_size)
+    g = _checked_grad_output(call, call.geometry.output_size)
     method = _conv.transposed_method(call.method, call.geometry, call.mode)
     gi, gw, gb = _conv.conv_gradients(call.xp, g, call.x, call.weight, call.geometry, call.mode,
                                       call.groups, call.layout, method, needs)
@@ -341,12 +343,12 @@ def conv_transpose_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, str
     input: ``conv(grad_output, conj(weight))`` (the transpose of the transpose);
     weight: ``Σ_n conj(X)·im2col(grad_output)ᵀ``; bias: the sum of grad_output.
     """
-    call, g = _prepare(x, weight, None, grad_output, transposed=True, rank=None, stride=stride,
+    call = _prepare(x, weight, None, grad_output, transposed=True, stride=stride,
                        padding=padding, dilation=dilation, groups=groups, padding_mode="zeros",
                        data_format=data_format, method=method, output_padding=output_padding,
                        output_size=output_size)
     needs = _needs(needs)
-    g = _checked_grad_output(call, g, call.geometry.input_size)
+    g = _checked_grad_output(call, call.geometry.input_size)
     gi, gw, gb = _conv.conv_transpose_gradients(call.xp, g, call.x, call.weight, call.geometry,
                                                 call.groups, call.layout, needs)
     return ConvGrads(_unbatch(gi, call.batched), gw, gb)
