@@ -443,7 +443,7 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1,
     batched = cols.ndim == 3
     cb = cols if batched else xp.expand_dims(cols, axis=0)
     taps, positions = geometry.n_taps, geometry.n_positions
-    rows, count = (cb.shape[1], cb.shape[2]) if layout.name == "channels_first" else (cb.shape[2], cb.shape[1])
+    rows, count = layout.cols_rows_and_positions(cb.shape)
     if count != positions or rows % taps or rows == 0:
         raise ValueError(
             f"cols of shape {tuple(cols.shape)} does not match output_size {spatial} and "

@@ -98,15 +98,13 @@ def weight_gradient(xp, out_operand, cols, weight_shape, geometry, groups, layou
     return layout.weight_from_operand(xp, layout.weight_grad(xp, out_operand, p), weight_shape)
 
 
-def bias_gradient(xp, g, layout, nd):
-    channel_axis = 1 if layout.name == "channels_first" else g.ndim - 1
-    axes = tuple(a for a in range(g.ndim) if a != channel_axis)
-    return xp.sum(g, axis=axes)
+def bias_gradient(xp, g, layout):
+    channel_axis = layout.channel_axis(g.ndim)
+    return xp.sum(g, axis=tuple(a for a in range(g.ndim) if a != channel_axis))
 
 
 def conv_gradients(xp, g, x, weight, geometry, mode, groups, layout, method, needs):
     """(input, weight, bias) gradients of y = conv(x, weight) + bias, given g = ∂L/∂y."""
-    nd = geometry.nd
     grad_input = grad_weight = grad_bias = None
     if "input" in needs:
         grad_input = conv_adjoint(xp, g, conj(xp, weight), geometry, mode, groups, layout, method)
@@ -115,13 +113,12 @@ def conv_gradients(xp, g, x, weight, geometry, mode, groups, layout, method, nee
         grad_weight = weight_gradient(xp, layout.output_operand(xp, g, groups), cols,
                                       weight.shape, geometry, groups, layout)
     if "bias" in needs:
-        grad_bias = bias_gradient(xp, g, layout, nd)
+        grad_bias = bias_gradient(xp, g, layout)
     return grad_input, grad_weight, grad_bias
 
 
 def conv_transpose_gradients(xp, g, x, weight, geometry, groups, layout, needs):
     """Gradients of y = Cᵀ·x + bias: the input's is C·g, the weight's Σ_n conj(X)·im2col(g)ᵀ."""
-    nd = geometry.nd
     grad_input = grad_weight = grad_bias = None
     if "input" in needs:
         grad_input = conv_forward(xp, g, conj(xp, weight), geometry, "zeros", groups, layout)
@@ -130,7 +127,7 @@ def conv_transpose_gradients(xp, g, x, weight, geometry, groups, layout, needs):
         x_operand = conj(xp, layout.output_operand(xp, x, groups))
         grad_weight = weight_gradient(xp, x_operand, cols, weight.shape, geometry, groups, layout)
     if "bias" in needs:
-        grad_bias = bias_gradient(xp, g, layout, nd)
+        grad_bias = bias_gradient(xp, g, layout)
     return grad_input, grad_weight, grad_bias
 
 

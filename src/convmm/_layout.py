@@ -32,6 +32,10 @@ class ChannelsFirst:
         return tuple(range(2, 2 + nd))
 
     @staticmethod
+    def channel_axis(ndim):
+        return 1
+
+    @staticmethod
     def channels(shape):
         return shape[1]
 
@@ -54,10 +58,6 @@ class ChannelsFirst:
         return shape[0], shape[1], tuple(shape[2:])
 
     @staticmethod
-    def weight_shape(out_channels, in_per_group, kernel):
-        return (out_channels, in_per_group, *kernel)
-
-    @staticmethod
     def bias_shape(channels, nd):
         return (channels,) + (1,) * nd
 
@@ -65,6 +65,10 @@ class ChannelsFirst:
     @staticmethod
     def cols_shape(n, channels, taps, positions):
         return (n, channels * taps, positions)
+
+    @staticmethod
+    def cols_rows_and_positions(shape):
+        return shape[1], shape[2]
 
     @staticmethod
     def tap_blocks(xp, cols, channels, geometry):
@@ -137,6 +141,10 @@ class ChannelsLast:
         return tuple(range(1, 1 + nd))
 
     @staticmethod
+    def channel_axis(ndim):
+        return ndim - 1
+
+    @staticmethod
     def channels(shape):
         return shape[-1]
 
@@ -157,16 +165,16 @@ class ChannelsLast:
         return shape[nd + 1], shape[nd], tuple(shape[:nd])
 
     @staticmethod
-    def weight_shape(out_channels, in_per_group, kernel):
-        return (*kernel, in_per_group, out_channels)
-
-    @staticmethod
     def bias_shape(channels, nd):
         return (channels,)
 
     @staticmethod
     def cols_shape(n, channels, taps, positions):
         return (n, positions, taps * channels)
+
+    @staticmethod
+    def cols_rows_and_positions(shape):
+        return shape[2], shape[1]
 
     @staticmethod
     def tap_blocks(xp, cols, channels, geometry):
