@@ -183,11 +183,11 @@ def random_array(rng, shape, dtype):
     return a.astype(dtype)
 
 
-def to_layout(image, cfg, batched=True):
-    """A channels-first image in cfg's data format (batched: axis 1 is channels)."""
+def to_layout(image, cfg):
+    """A batched channels-first image (N, C, *S) in cfg's data format."""
     if cfg.data_format == "channels_first":
         return image
-    return np.moveaxis(image, 1 if batched else 0, -1)
+    return np.moveaxis(image, 1, -1)
 
 
 def weight_to_layout(weight, data_format):

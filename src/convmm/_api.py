@@ -251,8 +251,8 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
     array([[[13., 26., 40., 37., 15.]]])
     """
     call = _prepare(x, weight, bias, None, transposed=False, stride=stride,
-                       padding=padding, dilation=dilation, groups=groups,
-                       padding_mode=padding_mode, data_format=data_format, method=method)
+                    padding=padding, dilation=dilation, groups=groups,
+                    padding_mode=padding_mode, data_format=data_format, method=method)
     return _run_conv(call)
 
 
@@ -295,9 +295,9 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
            [ 0., -3.,  0., -4.]])
     """
     call = _prepare(x, weight, bias, None, transposed=True, stride=stride,
-                       padding=padding, dilation=dilation, groups=groups, padding_mode="zeros",
-                       data_format=data_format, method=method, output_padding=output_padding,
-                       output_size=output_size)
+                    padding=padding, dilation=dilation, groups=groups, padding_mode="zeros",
+                    data_format=data_format, method=method, output_padding=output_padding,
+                    output_size=output_size)
     return _run_conv_transpose(call)
 
 
@@ -325,8 +325,8 @@ def conv_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, pad
     ConvGrads(input, weight, bias), None for the names not in ``needs``.
     """
     call = _prepare(x, weight, None, grad_output, transposed=False, stride=stride,
-                       padding=padding, dilation=dilation, groups=groups,
-                       padding_mode=padding_mode, data_format=data_format, method=method)
+                    padding=padding, dilation=dilation, groups=groups,
+                    padding_mode=padding_mode, data_format=data_format, method=method)
     needs = _needs(needs)
     g = _checked_grad_output(call, call.geometry.output_size)
     method = _conv.transposed_method(call.method, call.geometry, call.mode)
@@ -344,9 +344,9 @@ def conv_transpose_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, str
     weight: ``Σ_n conj(X)·im2col(grad_output)ᵀ``; bias: the sum of grad_output.
     """
     call = _prepare(x, weight, None, grad_output, transposed=True, stride=stride,
-                       padding=padding, dilation=dilation, groups=groups, padding_mode="zeros",
-                       data_format=data_format, method=method, output_padding=output_padding,
-                       output_size=output_size)
+                    padding=padding, dilation=dilation, groups=groups, padding_mode="zeros",
+                    data_format=data_format, method=method, output_padding=output_padding,
+                    output_size=output_size)
     needs = _needs(needs)
     g = _checked_grad_output(call, call.geometry.input_size)
     gi, gw, gb = _conv.conv_transpose_gradients(call.xp, g, call.x, call.weight, call.geometry,

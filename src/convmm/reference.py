@@ -70,7 +70,7 @@ def _sources(position, size, mode):
     return None if None in found else tuple(found)
 
 
-def _first(x, data_format, nd):
+def _first(x, data_format):
     """Move a channels-last image to channels-first."""
     if data_format == "channels_first":
         return x
@@ -81,7 +81,7 @@ def _last(y, data_format):
     return y if data_format == "channels_first" else np.moveaxis(y, 1, -1)
 
 
-def _weight_first(w, data_format, nd):
+def _weight_first(w, data_format):
     """(*K, C_in/G, C_out) → (C_out, C_in/G, *K)."""
     if data_format == "channels_first":
         return w
@@ -101,7 +101,7 @@ def _prepare(x, weight, data_format):
     batched = x.ndim == nd + 2
     if not batched:
         x = x[None]
-    return _first(x, data_format, nd), _weight_first(weight, data_format, nd), nd, batched
+    return _first(x, data_format), _weight_first(weight, data_format), nd, batched
 
 
 def _finish(y, data_format, batched):
@@ -197,7 +197,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zer
     x = np.asarray(x)
     nd = len(kernel_size)
     batched = x.ndim == nd + 2
-    x = _first(x if batched else x[None], data_format, nd)
+    x = _first(x if batched else x[None], data_format)
     n, c, *size = x.shape
     taps = math.prod(kernel_size)
     _, _, _, out_size = _patch_geometry(size, kernel_size, stride, padding, dilation)
@@ -246,7 +246,7 @@ def conv_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, gr
                                 dilation=dilation, groups=groups, output_size=size,
                                 padding_mode=padding_mode, data_format=data_format)
     g, w, _, batched = _prepare(grad_output, weight, data_format)
-    xf = _first(x if batched else x[None], data_format, nd)
+    xf = _first(x if batched else x[None], data_format)
     kernel = w.shape[2:]
     c_g, o_g = w.shape[1], w.shape[0] // groups
     grad_w = np.zeros(w.shape, dtype=np.result_type(g, xf, w))
@@ -267,7 +267,7 @@ def conv_transpose_backward(grad_output, x, weight, *, stride=1, padding=0, outp
     weight = np.asarray(weight)
     nd = weight.ndim - 2
     g, w, _, batched = _prepare(grad_output, weight, data_format)
-    xf = _first(np.asarray(x) if batched else np.asarray(x)[None], data_format, nd)
+    xf = _first(np.asarray(x) if batched else np.asarray(x)[None], data_format)
     size = xf.shape[2:]
     out_size, pads = _transposed_size(size, w.shape[2:], _tuple(stride, nd), _tuple(dilation, nd),
                                       padding, _tuple(output_padding, nd), output_size)
