@@ -23,12 +23,16 @@ from ._api import (
     im2col,
     resolve_padding,
 )
+from ._bilinear import bilinear_kernel, upsample_bilinear
+from ._operator import ConvOperator, toeplitz
 from . import reference
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvGrads",
+    "ConvOperator",
+    "bilinear_kernel",
     "col2im",
     "conv",
     "conv1d",
@@ -45,4 +49,6 @@ __all__ = [
     "im2col",
     "reference",
     "resolve_padding",
+    "toeplitz",
+    "upsample_bilinear",
 ]

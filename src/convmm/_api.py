@@ -155,13 +155,24 @@ def _prepare(x, weight, bias, grad_output, *, transposed, stride, padding, dilat
              groups, padding_mode, data_format, method, output_padding=0, output_size=None):
     xp = _namespace(x=x, weight=weight, bias=bias, grad_output=grad_output)
     arrays = _common_dtype(xp, x=x, weight=weight, bias=bias, grad_output=grad_output)
+    nd = _spatial_rank(arrays["weight"])
+    x, batched = _batched(xp, arrays["x"], nd, "x")
+    return _configure(xp, x, tuple(x.shape), arrays["weight"], arrays["bias"],
+                      arrays["grad_output"], batched, "x", transposed=transposed, stride=stride,
+                      padding=padding, dilation=dilation, groups=groups,
+                      padding_mode=padding_mode, data_format=data_format, method=method,
+                      output_padding=output_padding, output_size=output_size)
+
+
+def _configure(xp, x, x_shape, weight, bias, grad_output, batched, x_name, *, transposed, stride,
+               padding, dilation, groups, padding_mode, data_format, method, output_padding=0,
+               output_size=None):
+    """The keywords checked against a batched input shape and the weight: a ``_Call``."""
     layout = LAYOUTS[choice(data_format, DATA_FORMATS, "data_format")]
     mode = choice(padding_mode, PADDING_MODES, "padding_mode")
     methods = CONV_TRANSPOSE_METHODS if transposed else CONV_METHODS
     method = choice(method, methods, "method")
-    weight = arrays["weight"]
     nd = _spatial_rank(weight)
-    x, batched = _batched(xp, arrays["x"], nd, "x")
     stride = int_tuple(stride, nd, "stride", minimum=1)
     dilation = int_tuple(dilation, nd, "dilation", minimum=1)
     padding = padding_spec(padding, nd)
@@ -171,7 +182,7 @@ def _prepare(x, weight, bias, grad_output, *, transposed, stride, padding, dilat
     kernel = _kernel(kernel, nd)
     if fwd_out < 1 or fwd_in_per_group < 1:
         raise ValueError(f"weight has no channels: shape {tuple(weight.shape)}")
-    channels = layout.channels(x.shape)
+    channels = layout.channels(x_shape)
     if transposed:  # x stands where the forward convolution's output was
         groups = groups_count(groups, channels, fwd_in_per_group * as_int(groups, "groups"))
         expected, out_channels = fwd_out, fwd_in_per_group * groups
@@ -180,14 +191,13 @@ def _prepare(x, weight, bias, grad_output, *, transposed, stride, padding, dilat
         expected, out_channels = fwd_in_per_group * groups, fwd_out
     if channels != expected:
         raise ValueError(
-            f"x has {channels} channels but weight of shape {tuple(weight.shape)} with "
+            f"{x_name} has {channels} channels but weight of shape {tuple(weight.shape)} with "
             f"groups={groups} expects {expected} ({layout.name})"
         )
-    bias = arrays["bias"]
     if bias is not None and tuple(bias.shape) != (out_channels,):
         raise ValueError(f"bias must have shape ({out_channels},), got {tuple(bias.shape)}")
 
-    spatial = layout.spatial(x.shape, nd)
+    spatial = layout.spatial(x_shape, nd)
     if transposed:
         geometry = transpose_geometry(
             spatial, kernel, stride, padding, dilation,
@@ -196,7 +206,29 @@ def _prepare(x, weight, bias, grad_output, *, transposed, stride, padding, dilat
     else:
         geometry = conv_geometry(spatial, kernel, stride, padding, dilation, mode)
     return _Call(xp, layout, x, weight, bias, geometry, groups, mode, method, batched,
-                 out_channels, arrays["grad_output"])
+                 out_channels, grad_output)
+
+
+def _prepare_operator(weight, input_shape, *, stride, padding, dilation, groups, padding_mode,
+                      data_format, method="auto"):
+    """A ``_Call`` without an input, for the explicit operator on one sample of ``input_shape``."""
+    xp = _namespace(weight=weight)
+    _check_dtype(xp, weight, "weight")
+    nd = _spatial_rank(weight)
+    if not isinstance(input_shape, Sequence) or isinstance(input_shape, str):
+        raise TypeError(f"input_shape must be a sequence of ints, got {input_shape!r}")
+    if len(input_shape) != nd + 1:
+        raise ValueError(
+            f"input_shape must be one sample's shape, {nd + 1} ints (channels and {nd} spatial "
+            f"sizes) for weight of shape {tuple(weight.shape)}, got {tuple(input_shape)}"
+        )
+    shape = tuple(as_int(s, "input_shape") for s in input_shape)
+    if any(s < 1 for s in shape):
+        raise ValueError(f"input_shape must be positive, got {shape}")
+    return _configure(xp, None, (1, *shape), weight, None, None, True, "input_shape",
+                      transposed=False, stride=stride, padding=padding, dilation=dilation,
+                      groups=groups, padding_mode=padding_mode, data_format=data_format,
+                      method=method)
 
 
 def _checked_grad_output(call, spatial):
@@ -265,7 +297,8 @@ def _run_conv(call):
 
 
 def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
-                   groups=1, output_size=None, data_format="channels_first", method="auto"):
+                   groups=1, output_size=None, padding_mode="zeros", data_format="channels_first",
+                   method="auto"):
     """The transposed convolution: exactly the adjoint (transpose) of ``conv``.
 
     With C the matrix of ``conv(·, weight, stride, padding, dilation, groups)``
@@ -274,6 +307,11 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
     with output padding ``a`` (smaller than the stride or the dilation), or
     ``O = output_size``.
 
+    ``padding_mode`` is the forward convolution's: for "reflect", "replicate"
+    and "circular" the result is still exactly ``Cᵀ·x``, the values that land
+    in the padding added back onto the samples the padding copies (PyTorch's
+    transposed convolutions have zero padding only).
+
     Parameters
     ----------
     x : array
@@ -281,8 +319,10 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
     weight : array
         The forward convolution's weight: (C_in, C_out/groups, *K) channels-first,
         (*K, C_out/groups, C_in) channels-last (PyTorch's and TensorFlow's conventions).
+    padding_mode : "zeros", "reflect", "replicate" or "circular"
     method : "auto", "im2col" (GEMM with Wᵀ, then col2im) or "zero_insertion"
-        (insert s − 1 zeros, flip the kernel, pad d·(K − 1) − p, convolve with stride 1).
+        (insert s − 1 zeros, flip the kernel, pad d·(K − 1) − p, convolve with stride 1;
+        for another padding mode, onto the padded canvas, then the padding's adjoint).
 
     Examples
     --------
@@ -295,7 +335,7 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
            [ 0., -3.,  0., -4.]])
     """
     call = _prepare(x, weight, bias, None, transposed=True, stride=stride,
-                    padding=padding, dilation=dilation, groups=groups, padding_mode="zeros",
+                    padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                     data_format=data_format, method=method, output_padding=output_padding,
                     output_size=output_size)
     return _run_conv_transpose(call)
@@ -337,20 +377,20 @@ def conv_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, pad
 
 def conv_transpose_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, padding=0,
                             output_padding=0, dilation=1, groups=1, output_size=None,
-                            data_format="channels_first", method="auto"):
+                            padding_mode="zeros", data_format="channels_first", method="auto"):
     """Gradients of ``conv_transpose(x, weight, bias, ...)`` given ``grad_output``.
 
     input: ``conv(grad_output, conj(weight))`` (the transpose of the transpose);
     weight: ``Σ_n conj(X)·im2col(grad_output)ᵀ``; bias: the sum of grad_output.
     """
     call = _prepare(x, weight, None, grad_output, transposed=True, stride=stride,
-                    padding=padding, dilation=dilation, groups=groups, padding_mode="zeros",
+                    padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                     data_format=data_format, method=method, output_padding=output_padding,
                     output_size=output_size)
     needs = _needs(needs)
     g = _checked_grad_output(call, call.geometry.input_size)
     gi, gw, gb = _conv.conv_transpose_gradients(call.xp, g, call.x, call.weight, call.geometry,
-                                                call.groups, call.layout, needs)
+                                                call.mode, call.groups, call.layout, needs)
     return ConvGrads(_unbatch(gi, call.batched), gw, gb)
 
 

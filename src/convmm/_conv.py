@@ -23,7 +23,7 @@ from __future__ import annotations
 from array_api_compat import device as device_of
 
 from ._geometry import ConvGeometry
-from ._lowering import col2im, im2col
+from ._lowering import col2im, im2col, pad_adjoint
 
 
 def conj(xp, a):
@@ -86,10 +86,19 @@ def conv_adjoint_zero_insertion(xp, y, weight, geometry, groups, layout):
 
 
 def conv_adjoint(xp, y, weight, geometry, mode, groups, layout, method):
-    """Cᵀ·y by the named method ("im2col": transposed operator; "zero_insertion")."""
-    if method == "zero_insertion":
+    """Cᵀ·y by the named method ("im2col": transposed operator; "zero_insertion").
+
+    Zero insertion knows zero padding only; for another mode C = C₀·Pad, with
+    C₀ the unpadded convolution of the padded image, so Cᵀ = Padᵀ·C₀ᵀ.
+    """
+    if method != "zero_insertion":
+        return conv_adjoint_col2im(xp, y, weight, geometry, mode, groups, layout)
+    if mode == "zeros":
         return conv_adjoint_zero_insertion(xp, y, weight, geometry, groups, layout)
-    return conv_adjoint_col2im(xp, y, weight, geometry, mode, groups, layout)
+    unpadded = ConvGeometry(geometry.padded_size, geometry.kernel_size, geometry.stride,
+                            geometry.dilation, ((0, 0),) * geometry.nd, geometry.output_size)
+    canvas = conv_adjoint_zero_insertion(xp, y, weight, unpadded, groups, layout)
+    return pad_adjoint(xp, canvas, geometry, mode, layout)
 
 
 def weight_gradient(xp, out_operand, cols, weight_shape, geometry, groups, layout):
@@ -117,13 +126,13 @@ def conv_gradients(xp, g, x, weight, geometry, mode, groups, layout, method, nee
     return grad_input, grad_weight, grad_bias
 
 
-def conv_transpose_gradients(xp, g, x, weight, geometry, groups, layout, needs):
+def conv_transpose_gradients(xp, g, x, weight, geometry, mode, groups, layout, needs):
     """Gradients of y = Cᵀ·x + bias: the input's is C·g, the weight's Σ_n conj(X)·im2col(g)ᵀ."""
     grad_input = grad_weight = grad_bias = None
     if "input" in needs:
-        grad_input = conv_forward(xp, g, conj(xp, weight), geometry, "zeros", groups, layout)
+        grad_input = conv_forward(xp, g, conj(xp, weight), geometry, mode, groups, layout)
     if "weight" in needs:
-        cols = im2col(xp, g, geometry, "zeros", layout)
+        cols = im2col(xp, g, geometry, mode, layout)
         x_operand = conj(xp, layout.output_operand(xp, x, groups))
         grad_weight = weight_gradient(xp, x_operand, cols, weight.shape, geometry, groups, layout)
     if "bias" in needs:

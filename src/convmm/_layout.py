@@ -61,6 +61,11 @@ class ChannelsFirst:
     def bias_shape(channels, nd):
         return (channels,) + (1,) * nd
 
+    @staticmethod
+    def weight_taps(xp, weight):
+        """The weight as (C_out, C_in/G, T), taps row-major over the kernel."""
+        return xp.reshape(weight, (weight.shape[0], weight.shape[1], -1))
+
     # --- the patch matrix -----------------------------------------------------
     @staticmethod
     def cols_shape(n, channels, taps, positions):
@@ -167,6 +172,13 @@ class ChannelsLast:
     @staticmethod
     def bias_shape(channels, nd):
         return (channels,)
+
+    @staticmethod
+    def weight_taps(xp, weight):
+        """(*K, C_in/G, C_out) → (C_out, C_in/G, T), taps row-major over the kernel."""
+        *kernel, in_per_group, out_channels = weight.shape
+        w = xp.reshape(weight, (math.prod(kernel), in_per_group, out_channels))
+        return xp.permute_dims(w, (2, 1, 0))
 
     @staticmethod
     def cols_shape(n, channels, taps, positions):

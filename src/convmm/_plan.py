@@ -95,3 +95,32 @@ def axis_source_adjoint(size: int, before: int, after: int, mode: str) -> np.nda
     table = np.full((int(counts.max()), size), padded_len, dtype=np.intp)
     table[rank, targets] = keep
     return _frozen(table)
+
+
+@lru_cache(maxsize=64)
+def toeplitz_pairs(geometry: ConvGeometry, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The non-zero pattern of one (output channel, input channel) block of the Toeplitz matrix.
+
+    Returns ``(position, pixel, taps)``: for each structurally non-zero entry
+    ``(l, p)`` of the (L, P) block, sorted by ``(l, p)``, its output position
+    ``l``, its flat input sample ``p``, and in ``taps[:, k]`` the kernel taps
+    that read sample ``p`` at position ``l``.  With zero padding each entry has
+    one tap; reflect, replicate and circular padding can fold several taps onto
+    one sample (their weights add up), and shorter lists are filled with the
+    sentinel ``T`` (a tap that reads a zero weight).
+    """
+    plan = gather_index(geometry, mode)
+    n_taps = plan.shape[0]
+    pixels = math.prod(geometry.input_size)
+    tap, position = np.nonzero(plan != pixels)         # tap-major, so ties keep tap order
+    pixel = plan[tap, position]
+    order = np.argsort(position * pixels + pixel, kind="stable")
+    tap, position, pixel = tap[order], position[order], pixel[order]
+    new_entry = np.ones(tap.size, dtype=bool)
+    new_entry[1:] = (position[1:] != position[:-1]) | (pixel[1:] != pixel[:-1])
+    entry = np.cumsum(new_entry) - 1
+    first = np.flatnonzero(new_entry)
+    rank = np.arange(tap.size) - first[entry]
+    taps = np.full((int(rank.max(initial=0)) + 1, first.size), n_taps, dtype=np.intp)
+    taps[rank, entry] = tap
+    return _frozen(position[first]), _frozen(pixel[first]), _frozen(taps)

@@ -15,6 +15,8 @@ Definitions (channels-first, one spatial dim shown, ``x̃`` the padded input):
                     mode, at the input sample that padded position copies)
     im2col          cols[n, c·T + t, l] = x̃[n, c, l·s + t·d − p_b]
     col2im          its adjoint: cols[n, c·T + t, l] added at that position
+    toeplitz        C[(o, l), (g·C_g + c, p)] = Σ of W[o, c, t] over the taps t
+                    whose padded position l·s + t·d − p_b reads input sample p
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import math
 import numpy as np
 
 __all__ = ["conv", "conv_transpose", "im2col", "col2im", "conv_backward",
-           "conv_transpose_backward"]
+           "conv_transpose_backward", "toeplitz"]
 
 
 def _tuple(value, nd):
@@ -262,7 +264,7 @@ def conv_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, gr
 
 
 def conv_transpose_backward(grad_output, x, weight, *, stride=1, padding=0, output_padding=0,
-                            dilation=1, groups=1, output_size=None,
+                            dilation=1, groups=1, output_size=None, padding_mode="zeros",
                             data_format="channels_first"):
     weight = np.asarray(weight)
     nd = weight.ndim - 2
@@ -273,7 +275,7 @@ def conv_transpose_backward(grad_output, x, weight, *, stride=1, padding=0, outp
                                       padding, _tuple(output_padding, nd), output_size)
     explicit = [tuple(p) for p in pads]
     grad_input = conv(g, np.conj(w), stride=stride, padding=explicit, dilation=dilation,
-                      groups=groups)
+                      groups=groups, padding_mode=padding_mode)
     # With output padding >= stride the forward convolution of the padded
     # output has more positions than x: the transposed map reads only the first.
     grad_input = _finish(grad_input[(slice(None), slice(None), *(slice(0, i) for i in size))],
@@ -281,7 +283,7 @@ def conv_transpose_backward(grad_output, x, weight, *, stride=1, padding=0, outp
     kernel = w.shape[2:]
     i_g, o_g = w.shape[0] // groups, w.shape[1]
     grad_w = np.zeros(w.shape, dtype=np.result_type(g, xf, w))
-    for t, l, src in _patch_pairs(out_size, kernel, stride, explicit, dilation, "zeros"):
+    for t, l, src in _patch_pairs(out_size, kernel, stride, explicit, dilation, padding_mode):
         if src is None or any(a >= b for a, b in zip(l, size)):
             continue
         for grp in range(groups):
@@ -290,3 +292,29 @@ def conv_transpose_backward(grad_output, x, weight, *, stride=1, padding=0, outp
             grad_w[(slice(grp * i_g, (grp + 1) * i_g), slice(None), *t)] += xl.T @ gs
     grad_b = g.sum(axis=(0, *range(2, g.ndim)))
     return grad_input, _weight_last(grad_w, data_format), grad_b
+
+
+def toeplitz(weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
+             padding_mode="zeros", data_format="channels_first"):
+    """The dense matrix C with ``conv(x)[n].reshape(-1) == C @ x[n].reshape(-1)``."""
+    w = _weight_first(np.asarray(weight), data_format)
+    nd = w.ndim - 2
+    if data_format == "channels_first":
+        c_in, size = input_shape[0], tuple(input_shape[1:])
+    else:
+        c_in, size = input_shape[-1], tuple(input_shape[:-1])
+    stride, dilation, pads, out_size = _patch_geometry(size, w.shape[2:], stride, padding,
+                                                       dilation)
+    c_out, c_g = w.shape[0], w.shape[1]
+    o_g = c_out // groups
+    matrix = np.zeros((c_out, *out_size, c_in, *size), dtype=w.dtype)
+    for t, l, src in _patch_pairs(size, w.shape[2:], stride, pads, dilation, padding_mode):
+        if src is None:
+            continue
+        for g in range(groups):
+            rows = (slice(g * o_g, (g + 1) * o_g), *l)
+            cols = (slice(g * c_g, (g + 1) * c_g), *src)
+            matrix[(*rows, *cols)] += w[(slice(g * o_g, (g + 1) * o_g), slice(None), *t)]
+    if data_format == "channels_last":
+        matrix = np.moveaxis(np.moveaxis(matrix, 0, nd), nd + 1, 2 * nd + 1)
+    return matrix.reshape(c_out * math.prod(out_size), c_in * math.prod(size))

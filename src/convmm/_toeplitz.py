@@ -1,0 +1,200 @@
+"""The explicit matrix of a convolution (its doubly-blocked Toeplitz matrix), built from a plan.
+
+For one sample, ``conv`` is ``y = C·x`` with x and y flattened in the data
+format's order.  Channels-first, C has shape (C_out·L, C_in·P) — L output
+positions, P input samples — and its block for output channel ``o`` and input
+channel ``g·C_g + c`` of the same group ``g`` is the (L, P) matrix
+
+    C_oc[l, p] = Σ W[o, c, t] over the taps t that read sample p at position l
+
+(blocks of different groups are zero).  Channels-last, the rows are ordered
+(l, o) and the columns (p, c).  Every block has the same non-zero pattern: the
+``toeplitz_pairs`` of the geometry, a small plan of (l, p) entries with their
+taps.  So the matrix is built with no loop over positions, by gathering the
+weight with index arrays of the size of one row pattern, and
+
+* channels-first CSR rows (o, l) hold, for each channel c, the entries of l's
+  pattern: one gather ``W[o, pattern]`` for all rows at once;
+* channels-last CSR rows (l, o) interleave a ragged l with a regular o, so its
+  transpose is built instead — rows (p, c), each holding p's pattern entries
+  times all o of the group, again one gather — and converted (``.T.tocsr()``,
+  a linear-time transpose in compiled code).
+
+The dense matrix gathers the weight through the (L, P) tap map of one block
+and places the blocks with the layout's axis order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from array_api_compat import device as device_of
+from array_api_compat import is_cupy_array
+
+from ._lowering import _index
+from ._plan import toeplitz_pairs
+
+DENSE_LIMIT_BYTES = 1 << 30
+"""A ``format="dense"`` matrix larger than this is refused (use "csr")."""
+
+
+def matrix_shape(call):
+    """(rows, cols) of the Toeplitz matrix of a call (a ``_Call`` without input)."""
+    geometry = call.geometry
+    _, in_per_group, _ = call.layout.weight_parts(call.weight.shape, geometry.nd)
+    return (call.out_channels * geometry.n_positions,
+            in_per_group * call.groups * math.prod(geometry.input_size))
+
+
+def _ragged(counts, copies):
+    """Entries of segments holding ``counts[s]`` items each, every segment repeated ``copies`` times.
+
+    For entries ordered (segment, copy, item of the segment) returns the copy
+    index and the global item index of each entry.
+    """
+    sizes = counts * copies
+    segment = np.repeat(np.arange(counts.size), sizes)
+    local = np.arange(int(sizes.sum())) - (np.cumsum(sizes) - sizes)[segment]
+    per_segment = counts[segment]          # >= 1: empty segments have no entries
+    copy = local // per_segment
+    item = (np.cumsum(counts) - counts)[segment] + local % per_segment
+    return copy, item
+
+
+def _index_dtype(*extents):
+    return np.int32 if max(extents) < 2 ** 31 else np.int64
+
+
+def _gathered(xpm, table, first_row, taps, n_taps, axis):
+    """Each entry's weight: ``Σ_r table[first_row + taps[r]]`` along ``axis``.
+
+    ``taps[0]`` holds every entry's first tap; later rows (folded padding
+    only) name the few entries that read more than one tap, the rest hold the
+    sentinel ``n_taps`` and are skipped.
+    """
+    out = xpm.take(table, xpm.asarray(first_row + taps[0]), axis=axis)
+    for extra in taps[1:]:
+        where = np.flatnonzero(extra != n_taps)
+        picked = xpm.take(table, xpm.asarray(first_row[where] + extra[where]), axis=axis)
+        if axis == 0:
+            out[xpm.asarray(where)] += picked
+        else:
+            out[:, xpm.asarray(where)] += picked
+    return out
+
+
+def _with_zero_tap(xpm, taps):
+    """(…, T) → (…, T + 1): the sentinel tap T reads a zero weight."""
+    zero = xpm.zeros((*taps.shape[:-1], 1), dtype=taps.dtype)
+    return xpm.concatenate([taps, zero], axis=-1)
+
+
+def _csr_channels_first(xpm, w, geometry, mode, groups):
+    """(data, indices, indptr, shape) of C channels-first; w is (C_out, C_g, T) in xpm."""
+    position, pixel, taps = toeplitz_pairs(geometry, mode)
+    out_channels, in_per_group, n_taps = w.shape
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    shape = (out_channels * positions, groups * in_per_group * pixels)
+    per_position = np.bincount(position, minlength=positions)
+    channel, entry = _ragged(per_position, in_per_group)      # row pattern (l, c, entry of l)
+    nnz = out_channels * channel.size
+    index_dtype = _index_dtype(nnz, *shape)
+
+    table = xpm.reshape(_with_zero_tap(xpm, w), (out_channels, in_per_group * (n_taps + 1)))
+    data = _gathered(xpm, table, channel * (n_taps + 1), taps[:, entry], n_taps, axis=1)
+    columns = (channel * pixels + pixel[entry]).astype(index_dtype)
+    group_offset = np.arange(groups, dtype=index_dtype) * (in_per_group * pixels)
+    indices = (xpm.asarray(columns)[None, None, :]
+               + xpm.asarray(group_offset)[:, None, None])
+    indices = xpm.broadcast_to(indices, (groups, out_channels // groups, columns.size))
+    row_lengths = np.tile(per_position * in_per_group, out_channels)
+    indptr = np.concatenate([[0], np.cumsum(row_lengths)]).astype(index_dtype)
+    return xpm.reshape(data, (-1,)), xpm.reshape(indices, (-1,)), xpm.asarray(indptr), shape
+
+
+def _csr_channels_last_transposed(xpm, w, geometry, mode, groups):
+    """(data, indices, indptr, shape) of Cᵀ channels-last: rows (p, c), columns (l, o)."""
+    position, pixel, taps = toeplitz_pairs(geometry, mode)
+    out_channels, in_per_group, n_taps = w.shape
+    per_group = out_channels // groups
+    in_channels = in_per_group * groups
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    shape = (pixels * in_channels, positions * out_channels)
+    by_pixel = np.argsort(pixel * positions + position, kind="stable")
+    per_pixel = np.bincount(pixel, minlength=pixels)
+    channel, entry = _ragged(per_pixel, in_channels)          # row pattern (p, c, entry of p)
+    entry = by_pixel[entry]
+    nnz = per_group * channel.size
+    index_dtype = _index_dtype(nnz, *shape)
+
+    # Rows (g, c, t) of the weight, each holding the group's O_g output channels.
+    table = xpm.reshape(w, (groups, per_group, in_per_group, n_taps))
+    table = _with_zero_tap(xpm, xpm.transpose(table, (0, 2, 1, 3)))     # (G, C_g, O_g, T+1)
+    table = xpm.reshape(xpm.transpose(table, (0, 1, 3, 2)), (in_channels * (n_taps + 1), per_group))
+    data = _gathered(xpm, table, channel * (n_taps + 1), taps[:, entry], n_taps, axis=0)
+    first_column = (position[entry] * out_channels + (channel // in_per_group) * per_group)
+    indices = (xpm.asarray(first_column.astype(index_dtype))[:, None]
+               + xpm.arange(per_group, dtype=index_dtype)[None, :])
+    row_lengths = np.repeat(per_pixel * per_group, in_channels)
+    indptr = np.concatenate([[0], np.cumsum(row_lengths)]).astype(index_dtype)
+    return xpm.reshape(data, (-1,)), xpm.reshape(indices, (-1,)), xpm.asarray(indptr), shape
+
+
+def sparse(call, format):
+    """C as a ``scipy.sparse`` array (NumPy weight) or a ``cupyx.scipy.sparse`` matrix (CuPy)."""
+    weight = call.weight
+    if is_cupy_array(weight):
+        import cupy as xpm
+        import cupyx.scipy.sparse as sparse_module
+
+        csr = sparse_module.csr_matrix
+    else:
+        import scipy.sparse as sparse_module
+
+        xpm, csr = np, sparse_module.csr_array
+    w = xpm.ascontiguousarray(call.layout.weight_taps(xpm, weight))
+    if call.layout.name == "channels_first":
+        data, indices, indptr, shape = _csr_channels_first(xpm, w, call.geometry, call.mode,
+                                                           call.groups)
+        matrix = csr((data, indices, indptr), shape=shape)
+    else:
+        data, indices, indptr, shape = _csr_channels_last_transposed(xpm, w, call.geometry,
+                                                                     call.mode, call.groups)
+        matrix = csr((data, indices, indptr), shape=shape).T.tocsr()
+    if xpm is np:
+        # Each row's columns are increasing and distinct by construction.
+        matrix.has_sorted_indices = True
+        matrix.has_canonical_format = True
+    return matrix.tocoo() if format == "coo" else matrix
+
+
+def dense(call):
+    """C as a dense array in the weight's namespace and on its device."""
+    xp, geometry, layout, groups = call.xp, call.geometry, call.layout, call.groups
+    position, pixel, taps = toeplitz_pairs(geometry, call.mode)
+    w = layout.weight_taps(xp, call.weight)
+    out_channels, in_per_group, n_taps = w.shape
+    per_group = out_channels // groups
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+
+    # The tap that each (l, p) entry of a block reads, T (a zero) where none does.
+    tap_map = np.full((taps.shape[0], positions * pixels), n_taps, dtype=np.int32)
+    tap_map[:, position * pixels + pixel] = taps
+    zero = xp.zeros((out_channels, in_per_group, 1), dtype=w.dtype, device=device_of(w))
+    table = xp.concat([w, zero], axis=2)
+    blocks = xp.take(table, _index(xp, tap_map[0], w), axis=2)
+    for row in tap_map[1:]:
+        blocks = blocks + xp.take(table, _index(xp, row, w), axis=2)
+    blocks = xp.reshape(blocks, (groups, per_group, in_per_group, positions, pixels))
+
+    if layout.name == "channels_first":   # rows (g, o, l), columns (g', c, p)
+        blocks = xp.expand_dims(xp.permute_dims(blocks, (0, 1, 3, 2, 4)), axis=3)
+        same_group = (groups, 1, 1, groups, 1, 1)
+    else:                                  # rows (l, g, o), columns (p, g', c)
+        blocks = xp.expand_dims(xp.permute_dims(blocks, (3, 0, 1, 4, 2)), axis=4)
+        same_group = (1, groups, 1, 1, groups, 1)
+    if groups > 1:
+        eye = xp.reshape(xp.eye(groups, dtype=xp.bool, device=device_of(w)), same_group)
+        blocks = xp.where(eye, blocks, xp.zeros((), dtype=w.dtype, device=device_of(w)))
+    return xp.reshape(blocks, (out_channels * positions, groups * in_per_group * pixels))
