@@ -37,7 +37,8 @@ def test_readme_examples():
     assert result.attempted > 10 and result.failed == 0
 
 
-@pytest.mark.parametrize("module", ["_api", "_geometry", "_plan", "_lowering", "_conv", "_layout"])
+@pytest.mark.parametrize("module", ["_api", "_geometry", "_plan", "_lowering", "_conv", "_layout",
+                                    "_toeplitz", "_operator", "_bilinear"])
 def test_docstring_examples(module):
     mod = __import__(f"convmm.{module}", fromlist=[module])
     result = doctest.testmod(mod, optionflags=FLAGS)
@@ -61,5 +62,6 @@ def test_import_does_not_load_numba_or_frameworks():
 def test_public_names():
     for name in ("conv", "conv_transpose", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
                  "conv_transpose2d", "conv_transpose3d", "conv_backward", "conv_transpose_backward",
-                 "im2col", "col2im", "conv_output_shape", "conv_transpose_output_shape", "reference"):
+                 "im2col", "col2im", "conv_output_shape", "conv_transpose_output_shape", "reference",
+                 "toeplitz", "ConvOperator", "bilinear_kernel", "upsample_bilinear"):
         assert hasattr(convmm, name), name

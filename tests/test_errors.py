@@ -181,3 +181,16 @@ def test_shape_functions():
         convmm.conv_output_shape((4, 4), 3, stride=(1, 0))
     with pytest.raises(ValueError, match="output size"):
         convmm.conv_transpose_output_shape((1,), 1, padding=1)
+
+
+def test_conv_transpose_padding_mode():
+    x, w = np.ones((1, 1, 3)), np.ones((1, 1, 3))
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        convmm.conv_transpose(x, w, padding_mode="mirror")
+    # the forward convolution maps 2 samples padded by 2 on each side: reflect cannot
+    with pytest.raises(ValueError, match="padding_mode='reflect' needs padding smaller"):
+        convmm.conv_transpose(np.ones((1, 1, 4)), w, padding=2, padding_mode="reflect")
+    with pytest.raises(ValueError, match="padding_mode='circular' cannot wrap"):
+        convmm.conv_transpose_backward(np.ones((1, 1, 1)), np.ones((1, 1, 5)), w, padding=3,
+                                       padding_mode="circular")
+    assert convmm.conv_transpose(x, w, padding=1, padding_mode="circular").shape == (1, 1, 3)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.linalg
 import scipy.signal
 import scipy.sparse
 
@@ -23,6 +24,9 @@ def test_seed000_signal(xp):
     # ... the same numbers as the banded scipy.sparse.diags matrix of the seed
     banded = scipy.sparse.diags([5.0, 4.0], [0, 1], shape=(5, 6)).toarray()
     np.testing.assert_array_equal(banded @ signal[0, 0], to_numpy(out)[0, 0])
+    # ... and convmm.toeplitz builds exactly that banded matrix
+    assert_close(convmm.toeplitz(to_xp(xp, kernel), (1, 6), format="dense"), banded, xp)
+    np.testing.assert_array_equal(convmm.toeplitz(kernel, (1, 6)).toarray(), banded)
 
 
 # --- seed 001: im2col strides, transposed convolution by zero insertion -------------
@@ -106,6 +110,9 @@ def test_seed002_matrix_of_3x3_filter_on_4x4(xp):
     basis = np.eye(16).reshape(16, 1, 4, 4)   # one image per column of C
     columns = convmm.conv(to_xp(xp, basis), to_xp(xp, W[None, None]))
     assert_close(columns, C.T.reshape(16, 1, 2, 2), xp)
+    # convmm.toeplitz prints the slide's matrix itself
+    assert_close(convmm.toeplitz(to_xp(xp, W[None, None]), (1, 4, 4), format="dense"), C, xp)
+    np.testing.assert_array_equal(convmm.toeplitz(W[None, None], (1, 4, 4)).toarray(), C)
     # The transposed convolution is Cᵀ (the seed's 16×4 matrix).
     y = np.array([1.0, -2, 3, 0.5])
     assert_close(convmm.conv_transpose(to_xp(xp, y.reshape(1, 1, 2, 2)), to_xp(xp, W[None, None])),
@@ -186,3 +193,16 @@ def test_seed004_full_convolution(xp):
     # convmm correlates, so the kernel is flipped to get the true convolution.
     got = convmm.conv(to_xp(xp, a[None, None]), to_xp(xp, np.flip(b)[None, None].copy()), padding="full")
     assert_close(got, scipy.signal.convolve2d(a, b, mode="full")[None, None], xp)
+    # The answer's doubly blocked Toeplitz matrix: 16×9, a 4×3 grid of 4×3 Toeplitz
+    # blocks H_i built from the kernel's rows, H_i on the i-th block diagonal.
+    T = convmm.toeplitz(to_xp(xp, np.flip(b)[None, None].copy()), (1, 3, 3), padding="full",
+                        format="dense")
+    T = to_numpy(T)
+    assert T.shape == (16, 9)
+    blocks = T.reshape(4, 4, 3, 3).transpose(0, 2, 1, 3)          # (block row, block col, 4, 3)
+    H = [scipy.linalg.toeplitz(np.r_[row, 0, 0], np.r_[row[0], 0, 0]) for row in b]
+    for i in range(4):
+        for j in range(3):
+            want = H[i - j] if 0 <= i - j < 2 else np.zeros((4, 3))
+            np.testing.assert_array_equal(blocks[i, j], want)
+    np.testing.assert_array_equal(T @ a.ravel(), scipy.signal.convolve2d(a, b, "full").ravel())
