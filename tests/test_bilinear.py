@@ -23,6 +23,7 @@ def _interpolated(image, factors):
 def test_the_lecture_kernel():
     k = convmm.bilinear_kernel(2, 3)
     assert k.shape == (3, 1, 3, 3) and k.dtype == np.float64
+    assert k.flags.writeable and convmm.bilinear_kernel(2, 1).flags.writeable   # not a view
     lecture = np.array([[1 / 4, 1 / 2, 1 / 4], [1 / 2, 1, 1 / 2], [1 / 4, 1 / 2, 1 / 4]])
     for c in range(3):
         np.testing.assert_array_equal(k[c, 0], lecture)

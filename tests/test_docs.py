@@ -49,6 +49,7 @@ def test_demo_runs_and_all_methods_agree():
     done = subprocess.run([sys.executable, "-m", "convmm", "demo"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "Warning" not in done.stderr, done.stderr
     assert "all examples agree" in done.stdout
     assert done.stdout.count("all methods agree: yes") == 7
 

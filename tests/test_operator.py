@@ -207,6 +207,32 @@ def test_operator_sparse_and_scipy_linear_operator(seed):
     np.testing.assert_allclose(lin.H @ u, dense.conj().T @ u, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(lin.matmat(np.stack([v, 2 * v], axis=1)),
                                dense @ np.stack([v, 2 * v], axis=1), rtol=1e-12, atol=1e-12)
+    if min(op.shape) > 3:   # svds runs matrix-free on it
+        top = scipy.sparse.linalg.svds(lin, k=2, return_singular_vectors=False, rng=0)
+        want = np.linalg.svd(dense, compute_uv=False)[:2]
+        np.testing.assert_allclose(np.sort(top)[::-1], want, rtol=1e-8, atol=1e-10)
+
+
+def test_cupy_sparse_matrices():
+    """CuPy weights give cupyx.scipy.sparse matrices (run where a GPU is present)."""
+    from helpers import backend_names
+
+    if "cupy" not in backend_names():
+        pytest.skip("needs CuPy and a GPU")
+    import cupy
+    import cupyx.scipy.sparse
+
+    rng = np.random.default_rng(5)
+    for data_format, w, shape in [("channels_first", rng.standard_normal((4, 2, 3, 3)), (4, 7, 6)),
+                                  ("channels_last", rng.standard_normal((3, 3, 2, 4)), (7, 6, 4))]:
+        kw = dict(stride=2, padding=1, groups=2, padding_mode="replicate", data_format=data_format)
+        for format in ("csr", "coo"):
+            C = convmm.toeplitz(cupy.asarray(w), shape, format=format, **kw)
+            assert cupyx.scipy.sparse.issparse(C) and C.format == format
+            np.testing.assert_array_equal(C.toarray().get(), reference.toeplitz(w, shape, **kw))
+        op = convmm.ConvOperator(cupy.asarray(w), shape, **kw)
+        np.testing.assert_array_equal(op.H.tosparse().toarray().get(),
+                                      reference.toeplitz(w, shape, **kw).T)
 
 
 def test_operator_promotes_and_keeps_the_input():

@@ -77,7 +77,7 @@ def bilinear_kernel(factor, channels, *, dtype=None, data_format="channels_first
         weight = np.broadcast_to(kernel, (channels, 1, *kernel.shape))
     else:
         weight = np.broadcast_to(kernel[..., None, None], (*kernel.shape, 1, channels))
-    weight = np.ascontiguousarray(weight)
+    weight = np.array(weight)   # a writable copy, never the read-only broadcast view
     xp = np if xp is None else array_api_compat.array_namespace(xp.asarray(0.0))
     if dtype is None and xp is not np:
         dtype = xp.__array_namespace_info__().default_dtypes(device=device)["real floating"]

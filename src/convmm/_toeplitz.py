@@ -153,7 +153,7 @@ def sparse(call, format):
         import scipy.sparse as sparse_module
 
         xpm, csr = np, sparse_module.csr_array
-    w = xpm.ascontiguousarray(call.layout.weight_taps(xpm, weight))
+    w = xpm.ascontiguousarray(call.layout.weight_taps(call.xp, weight))
     if call.layout.name == "channels_first":
         data, indices, indptr, shape = _csr_channels_first(xpm, w, call.geometry, call.mode,
                                                            call.groups)

@@ -74,8 +74,8 @@ def _examples():
 
     def show_000():
         _matrix("im2col(signal, 2)ᵀ  (one row per output)", convmm.im2col(signal, (2,))[0].T)
-        _matrix("banded matrix C (columns: C·e_j = conv(e_j))",
-                np.stack([convmm.conv(e[None, None], kernel)[0, 0] for e in np.eye(6)], axis=1))
+        _matrix("banded matrix C = convmm.toeplitz(kernel, (1, 6))",
+                convmm.toeplitz(kernel, (1, 6)).toarray())
 
     examples.append(Example(
         "seed 000: 1-d signal [1 2 4 5 3 0] ⊛ kernel [5 4]", show_000,
@@ -120,9 +120,8 @@ def _examples():
     W = np.arange(1.0, 10).reshape(1, 1, 3, 3)
 
     def show_002():
-        basis = np.eye(16).reshape(16, 1, 4, 4)
-        C = convmm.conv(basis, W).reshape(16, 4).T
-        _matrix("C (4×16), W = 1..9 row-major: Y = C·X", C)
+        C = convmm.toeplitz(W, (1, 4, 4)).toarray()
+        _matrix("C = convmm.toeplitz(W, (1, 4, 4)) (4×16), W = 1..9 row-major: Y = C·X", C)
         _matrix("im2col(X) (9×4): Y = W_row · im2col(X)", convmm.im2col(np.arange(16.0).reshape(1, 1, 4, 4), 3)[0])
 
     x16 = np.arange(16.0).reshape(1, 1, 4, 4)
@@ -131,7 +130,7 @@ def _examples():
         lambda xp, m: convmm.conv(xp.asarray(x16), xp.asarray(W), method=m),
         CONV_METHODS, reference.conv(x16, W)))
 
-    bilinear = np.array([[[[0.25, 0.5, 0.25], [0.5, 1, 0.5], [0.25, 0.5, 0.25]]]])
+    bilinear = convmm.bilinear_kernel(2, 1)   # [[1/4, 1/2, 1/4], [1/2, 1, 1/2], [1/4, 1/2, 1/4]]
     small = np.array([[[[0.0, 1, 2], [3, 4, 5]]]])
 
     def show_bilinear():
@@ -172,6 +171,9 @@ def _examples():
 
     def show_004():
         _matrix("scipy.signal.convolve2d(a, b, 'full')", scipy.signal.convolve2d(a[0, 0], b[0, 0]))
+        _matrix("doubly blocked Toeplitz matrix (16×9) = convmm.toeplitz(flip(b), (1, 3, 3), "
+                "padding='full')",
+                convmm.toeplitz(np.flip(b).copy(), (1, 3, 3), padding="full").toarray())
 
     examples.append(Example(
         "seed 004: full 2-d convolution of a 3×3 input with a 2×2 kernel (kernel flipped)", show_004,
