@@ -55,7 +55,7 @@ def test_demo_runs_and_all_methods_agree():
 
 
 def test_import_does_not_load_numba_or_frameworks():
-    code = "import sys, convmm; print(sorted(m for m in ('numba', 'torch', 'cupy', 'array_api_strict') if m in sys.modules))"
+    code = "import sys, convmm; print(sorted(m for m in ('numba', 'threadpoolctl', 'torch', 'cupy', 'array_api_strict') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
 

@@ -13,14 +13,14 @@ from typing import Any, NamedTuple
 
 import array_api_compat
 
-from . import _conv
+from . import _conv, _engine
 from ._geometry import ConvGeometry, conv_geometry, resolve_padding as _resolve, transpose_geometry
 from ._layout import LAYOUTS
 from ._lowering import col2im as _col2im, im2col as _im2col
 from ._params import (DATA_FORMATS, PADDING_MODES, as_int, choice, groups_count, int_tuple,
                       padding_spec)
 
-CONV_METHODS = ("auto", "im2col")
+CONV_METHODS = ("auto", "im2col", "tiled_blas")
 CONV_TRANSPOSE_METHODS = ("auto", "im2col", "zero_insertion")
 GRADIENT_NAMES = ("input", "weight", "bias")
 
@@ -172,6 +172,11 @@ def _configure(xp, x, x_shape, weight, bias, grad_output, batched, x_name, *, tr
     mode = choice(padding_mode, PADDING_MODES, "padding_mode")
     methods = CONV_TRANSPOSE_METHODS if transposed else CONV_METHODS
     method = choice(method, methods, "method")
+    if method in _engine.ENGINE_METHODS and not array_api_compat.is_numpy_array(weight):
+        raise ValueError(
+            f"method={method!r} is the CPU engine's and runs on NumPy arrays only; "
+            f"use 'auto' or 'im2col' for {type(weight).__module__} arrays"
+        )
     nd = _spatial_rank(weight)
     stride = int_tuple(stride, nd, "stride", minimum=1)
     dilation = int_tuple(dilation, nd, "dilation", minimum=1)
@@ -270,7 +275,10 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
     groups : int
     padding_mode : "zeros", "reflect", "replicate" or "circular"
     data_format : "channels_first" or "channels_last"
-    method : "auto" or "im2col"
+    method : "auto", "im2col" or "tiled_blas"
+        "im2col": the whole patch matrix and one batched GEMM (any namespace);
+        "tiled_blas" (NumPy only): patches extracted tile by tile by a Numba
+        kernel, each tile multiplied with BLAS; "auto" picks (``explain`` says what).
 
     Returns
     -------
@@ -290,8 +298,12 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
 
 def _run_conv(call):
     xp = call.xp
-    y = _conv.conv_forward(xp, call.x, call.weight, call.geometry, call.mode, call.groups,
-                           call.layout)
+    plan = _engine.conv_plan(call)
+    if plan.method == "im2col":
+        y = _conv.conv_forward(xp, call.x, call.weight, call.geometry, call.mode, call.groups,
+                               call.layout)
+    else:
+        y = _engine.conv_forward(call, plan)
     y = _conv.add_bias(xp, y, call.bias, call.layout, call.geometry.nd)
     return _unbatch(y, call.batched)
 

@@ -20,6 +20,7 @@ from array_api_compat import is_cupy_array, is_numpy_array
 from . import _toeplitz
 from ._api import _check_dtype, _namespace, _prepare_operator, _run_conv, _run_conv_transpose
 from ._conv import conj
+from ._engine import itemsize
 from ._lowering import _index
 from ._params import as_int, choice
 
@@ -28,15 +29,10 @@ SVD_LIMIT_ENTRIES = 1 << 24
 """``singular_values`` falls back to a dense SVD only for matrices with at most this many entries."""
 
 
-def _itemsize(xp, dtype):
-    complex_ = xp.isdtype(dtype, "complex floating")
-    return xp.finfo(dtype).bits // 8 * (2 if complex_ else 1)
-
-
 def _matrix(call, format):
     if format == "dense":
         rows, cols = _toeplitz.matrix_shape(call)
-        size = rows * cols * _itemsize(call.xp, call.weight.dtype)
+        size = rows * cols * itemsize(call.xp, call.weight.dtype)
         if size > _toeplitz.DENSE_LIMIT_BYTES:
             raise ValueError(
                 f"format='dense' would allocate a {rows}×{cols} matrix ({size / 2 ** 30:.2f} GiB, "
