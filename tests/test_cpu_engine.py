@@ -32,6 +32,23 @@ def test_tiled_blas_conv(seed, workspace):
     np.testing.assert_array_equal(w, kept[1])
 
 
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_tiles_of_whole_images(data_format, groups):
+    """A batch of small images: tiles hold several whole images, the last one fewer."""
+    rng = np.random.default_rng(groups)
+    x = rng.standard_normal((9, 6, 5, 4))
+    w = rng.standard_normal((6, 6 // groups, 2, 3))
+    if data_format == "channels_last":
+        x, w = np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2)
+    kw = dict(padding=1, groups=groups, data_format=data_format)
+    call = _call(x, w, **kw)
+    plan = _engine.conv_plan(call)
+    image = call.geometry.n_positions                       # 6·4 output positions
+    assert plan.tile % image == 0 and plan.tile > image and plan.positions % plan.tile
+    assert_close(convmm.conv(x, w, method="tiled_blas", **kw), reference.conv(x, w, **kw), np)
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_non_contiguous_input(seed):
     rng = np.random.default_rng(seed)

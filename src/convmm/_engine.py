@@ -73,7 +73,7 @@ def conv_plan(call) -> ConvPlan:
     geometry, layout = call.geometry, call.layout
     _, in_per_group, _ = layout.weight_parts(call.weight.shape, geometry.nd)
     rows = in_per_group * geometry.n_taps
-    positions = call.x.shape[0] * geometry.n_positions if call.x is not None else geometry.n_positions
+    positions = call.x.shape[0] * geometry.n_positions
     size = itemsize(call.xp, call.weight.dtype)
     patch_bytes = rows * call.groups * positions * size
     method = call.method

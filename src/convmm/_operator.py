@@ -134,19 +134,16 @@ class ConvOperator:
                                        method=method)
         self._keywords = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                               padding_mode=padding_mode, data_format=data_format)
+        layout, geometry = self._call.layout, self._call.geometry
+        _, in_per_group, _ = layout.weight_parts(self._call.weight.shape, geometry.nd)
+        self._forward_shapes = (  # one sample's shape on each side of C
+            tuple(layout.image_shape(1, in_per_group * self._call.groups, geometry.input_size)[1:]),
+            tuple(layout.image_shape(1, self._call.out_channels, geometry.output_size)[1:]))
         self._adjoint = False     # this operator is Cᵀ (or Cᴴ) rather than C
         self._conjugate = False   # ... of the conjugated weight
         self._weights = {}
 
     # --- what it is -----------------------------------------------------------------
-    @property
-    def _forward_shapes(self):
-        call = self._call
-        layout, geometry = call.layout, call.geometry
-        _, in_per_group, _ = layout.weight_parts(call.weight.shape, geometry.nd)
-        source = layout.image_shape(1, in_per_group * call.groups, geometry.input_size)[1:]
-        target = layout.image_shape(1, call.out_channels, geometry.output_size)[1:]
-        return tuple(source), tuple(target)
 
     @property
     def input_shape(self):
@@ -252,7 +249,7 @@ class ConvOperator:
         return self.H.matmat(Y)
 
     def __matmul__(self, v):
-        return self.matmat(v) if getattr(v, "ndim", 1) == 2 and v.shape[1] != 1 else self.matvec(v)
+        return self.matmat(v) if getattr(v, "ndim", 1) == 2 else self.matvec(v)
 
     # --- as matrices ------------------------------------------------------------------------
     def todense(self):
