@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from array_api_compat import is_numpy_array
 
 from ._plan import gather_index
 
@@ -90,9 +89,10 @@ def conv_plan(call) -> ConvPlan:
     tile = max(1, min(WORKSPACE_BYTES // (threads * rows * size), -(-positions // (2 * threads))))
     image = geometry.n_positions
     if tile >= image:
-        tile = tile // image * image
+        tile = tile // image * image          # whole images
     else:
-        tile = -(-image // -(-image // tile))
+        pieces = -(-image // tile)
+        tile = -(-image // pieces)            # equal pieces of one image
     return ConvPlan(method, rows, positions, tile, threads, threads * rows * tile * size,
                     patch_bytes)
 

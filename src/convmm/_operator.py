@@ -21,7 +21,6 @@ from . import _toeplitz
 from ._api import _check_dtype, _namespace, _prepare_operator, _run_conv, _run_conv_transpose
 from ._conv import conj
 from ._engine import itemsize
-from ._lowering import _index
 from ._params import as_int, choice
 
 TOEPLITZ_FORMATS = ("csr", "coo", "dense")
@@ -388,11 +387,7 @@ def _circulant_singular_values(call):
     rank = np.arange(n_taps) - np.searchsorted(cells[order], cells[order])
     plan = np.full((int(rank.max()) + 1, math.prod(size)), n_taps, dtype=np.int32)
     plan[rank, cells[order]] = order
-    zero = xp.zeros((out_channels, in_per_group, 1), dtype=w.dtype, device=device_of(w))
-    table = xp.concat([w, zero], axis=2)
-    grid = xp.take(table, _index(xp, plan[0], w), axis=2)
-    for row in plan[1:]:
-        grid = grid + xp.take(table, _index(xp, row, w), axis=2)
+    grid = _toeplitz.gather_taps(xp, w, plan)
     complex_dtype = xp.complex64 if w.dtype in (xp.float32, xp.complex64) else xp.complex128
     grid = xp.reshape(xp.astype(grid, complex_dtype),
                       (groups, out_channels // groups, in_per_group, *size))

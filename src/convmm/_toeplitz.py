@@ -169,6 +169,20 @@ def sparse(call, format):
     return matrix.tocoo() if format == "coo" else matrix
 
 
+def gather_taps(xp, w, tap_rows):
+    """``Σ_r w[..., tap_rows[r]]`` for w (…, T) in any namespace; tap T reads a zero.
+
+    ``tap_rows`` is a NumPy (R, M) plan: row 0 gives each output's first tap,
+    later rows the taps folded onto it (or T).  Returns (…, M).
+    """
+    zero = xp.zeros((*w.shape[:-1], 1), dtype=w.dtype, device=device_of(w))
+    table = xp.concat([w, zero], axis=-1)
+    out = xp.take(table, _index(xp, tap_rows[0], w), axis=w.ndim - 1)
+    for row in tap_rows[1:]:
+        out = out + xp.take(table, _index(xp, row, w), axis=w.ndim - 1)
+    return out
+
+
 def dense(call):
     """C as a dense array in the weight's namespace and on its device."""
     xp, geometry, layout, groups = call.xp, call.geometry, call.layout, call.groups
@@ -181,12 +195,7 @@ def dense(call):
     # The tap that each (l, p) entry of a block reads, T (a zero) where none does.
     tap_map = np.full((taps.shape[0], positions * pixels), n_taps, dtype=np.int32)
     tap_map[:, position * pixels + pixel] = taps
-    zero = xp.zeros((out_channels, in_per_group, 1), dtype=w.dtype, device=device_of(w))
-    table = xp.concat([w, zero], axis=2)
-    blocks = xp.take(table, _index(xp, tap_map[0], w), axis=2)
-    for row in tap_map[1:]:
-        blocks = blocks + xp.take(table, _index(xp, row, w), axis=2)
-    blocks = xp.reshape(blocks, (groups, per_group, in_per_group, positions, pixels))
+    blocks = xp.reshape(gather_taps(xp, w, tap_map), (groups, per_group, in_per_group, positions, pixels))
 
     if layout.name == "channels_first":   # rows (g, o, l), columns (g', c, p)
         blocks = xp.expand_dims(xp.permute_dims(blocks, (0, 1, 3, 2, 4)), axis=3)
