@@ -43,7 +43,7 @@ def test_tiles_of_whole_images(data_format, groups):
         x, w = np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2)
     kw = dict(padding=1, groups=groups, data_format=data_format)
     call = _call(x, w, **kw)
-    plan = _engine.conv_plan(call)
+    plan = _engine.plan(call, "forward")
     image = call.geometry.n_positions                       # 6·4 output positions
     assert plan.tile % image == 0 and plan.tile > image and plan.positions % plan.tile
     assert_close(convmm.conv(x, w, method="tiled_blas", **kw), reference.conv(x, w, **kw), np)
@@ -71,7 +71,7 @@ def _call(x, w, **keywords):
 
 def test_tiles_fit_the_workspace_and_cut_images_evenly():
     x = np.ones((3, 8, 40, 40), dtype=np.float32)
-    plan = _engine.conv_plan(_call(x, np.ones((8, 8, 3, 3), dtype=np.float32)))
+    plan = _engine.plan(_call(x, np.ones((8, 8, 3, 3), dtype=np.float32)), "forward")
     assert plan.method == "tiled_blas" and plan.rows == 72 and plan.positions == 3 * 1600
     assert plan.workspace_bytes <= _engine.WORKSPACE_BYTES
     assert plan.workspace_bytes == plan.threads * plan.rows * plan.tile * 4
@@ -81,9 +81,6 @@ def test_tiles_fit_the_workspace_and_cut_images_evenly():
     assert all(start // 1600 == (start + count - 1) // 1600 or count % 1600 == 0
                for start, count in tiles)
     assert "tiled_blas" in plan.describe() and "workspace" in plan.describe()
-    # "auto" keeps the whole-matrix path until the engine is faster
-    assert _engine.conv_plan(_call(x, np.ones((8, 8, 3, 3), dtype=np.float32),
-                                   method="auto")).method == "im2col"
 
 
 def test_engine_methods_need_numpy():

@@ -13,15 +13,15 @@ from typing import Any, NamedTuple
 
 import array_api_compat
 
-from . import _conv, _engine
+from . import _conv, _engine, _lowering
 from ._geometry import ConvGeometry, conv_geometry, resolve_padding as _resolve, transpose_geometry
 from ._layout import LAYOUTS
 from ._lowering import col2im as _col2im, im2col as _im2col
 from ._params import (DATA_FORMATS, PADDING_MODES, as_int, choice, groups_count, int_tuple,
                       padding_spec)
 
-CONV_METHODS = ("auto", "im2col", "tiled_blas")
-CONV_TRANSPOSE_METHODS = ("auto", "im2col", "zero_insertion")
+CONV_METHODS = ("auto", "im2col", *_engine.ENGINE_METHODS)
+CONV_TRANSPOSE_METHODS = ("auto", "im2col", "zero_insertion", *_engine.ENGINE_METHODS)
 GRADIENT_NAMES = ("input", "weight", "bias")
 
 
@@ -298,13 +298,15 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
 
 def _run_conv(call):
     xp = call.xp
-    plan = _engine.conv_plan(call)
-    if plan.method == "im2col":
+    plan = _engine.plan(call, "forward")
+    if plan.method in _engine.ENGINE_METHODS:
+        y = _engine.forward(call, plan, call.x, call.weight)
+        if call.bias is not None:   # in place: no second output-sized array
+            y += call.bias.reshape(call.layout.bias_shape(call.bias.shape[0], call.geometry.nd))
+    else:
         y = _conv.conv_forward(xp, call.x, call.weight, call.geometry, call.mode, call.groups,
                                call.layout)
-    else:
-        y = _engine.conv_forward(call, plan)
-    y = _conv.add_bias(xp, y, call.bias, call.layout, call.geometry.nd)
+        y = _conv.add_bias(xp, y, call.bias, call.layout, call.geometry.nd)
     return _unbatch(y, call.batched)
 
 
@@ -355,11 +357,48 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
 
 def _run_conv_transpose(call):
     xp = call.xp
-    method = _conv.transposed_method(call.method, call.geometry, call.mode)
-    y = _conv.conv_adjoint(xp, call.x, call.weight, call.geometry, call.mode, call.groups,
-                           call.layout, method)
-    y = _conv.add_bias(xp, y, call.bias, call.layout, call.geometry.nd)
+    y = _adjoint(call, _engine.plan(call, "adjoint"), call.x, call.weight)
+    if call.bias is not None and array_api_compat.is_numpy_array(y):
+        y += call.bias.reshape(call.layout.bias_shape(call.bias.shape[0], call.geometry.nd))
+    else:
+        y = _conv.add_bias(xp, y, call.bias, call.layout, call.geometry.nd)
     return _unbatch(y, call.batched)
+
+
+def _forward(call, plan, x, weight):
+    """C·x without bias, by the plan's method."""
+    if plan.method in _engine.ENGINE_METHODS:
+        return _engine.forward(call, plan, x, weight)
+    return _conv.conv_forward(call.xp, x, weight, call.geometry, call.mode, call.groups,
+                              call.layout)
+
+
+def _adjoint(call, plan, y, weight):
+    """Cᵀ·y without bias, by the plan's method."""
+    if plan.method in _engine.ENGINE_METHODS:
+        return _engine.adjoint(call, plan, y, weight)
+    return _conv.conv_adjoint(call.xp, y, weight, call.geometry, call.mode, call.groups,
+                              call.layout, plan.method)
+
+
+def _weight_grad(call, plan, a, b):
+    """Σ_n A·P(b)ᵀ shaped like the weight, by the plan's method."""
+    if plan.method in _engine.ENGINE_METHODS:
+        return _engine.weight_grad(call, plan, a, b)
+    xp, layout = call.xp, call.layout
+    cols = _lowering.im2col(xp, b, call.geometry, call.mode, layout)
+    return _conv.weight_gradient(xp, layout.output_operand(xp, a, call.groups), cols,
+                                 call.weight.shape, call.geometry, call.groups, layout)
+
+
+def _gradient_plans(call, needs, input_operation):
+    """The plans a backward pass runs, by gradient name (explain shows them)."""
+    plans = {}
+    if "input" in needs:
+        plans["input"] = _engine.plan(call, input_operation)
+    if "weight" in needs:
+        plans["weight"] = _engine.plan(call, "weight_grad")
+    return plans
 
 
 def conv_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, padding=0,
@@ -381,10 +420,16 @@ def conv_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, pad
                     padding_mode=padding_mode, data_format=data_format, method=method)
     needs = _needs(needs)
     g = _checked_grad_output(call, call.geometry.output_size)
-    method = _conv.transposed_method(call.method, call.geometry, call.mode)
-    gi, gw, gb = _conv.conv_gradients(call.xp, g, call.x, call.weight, call.geometry, call.mode,
-                                      call.groups, call.layout, method, needs)
-    return ConvGrads(_unbatch(gi, call.batched), gw, gb)
+    plans = _gradient_plans(call, needs, "adjoint")
+    xp = call.xp
+    gi = gw = gb = None
+    if "input" in needs:
+        gi = _unbatch(_adjoint(call, plans["input"], g, _conv.conj(xp, call.weight)), call.batched)
+    if "weight" in needs:
+        gw = _weight_grad(call, plans["weight"], g, _conv.conj(xp, call.x))
+    if "bias" in needs:
+        gb = _conv.bias_gradient(xp, g, call.layout)
+    return ConvGrads(gi, gw, gb)
 
 
 def conv_transpose_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, padding=0,
@@ -401,9 +446,16 @@ def conv_transpose_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, str
                     output_size=output_size)
     needs = _needs(needs)
     g = _checked_grad_output(call, call.geometry.input_size)
-    gi, gw, gb = _conv.conv_transpose_gradients(call.xp, g, call.x, call.weight, call.geometry,
-                                                call.mode, call.groups, call.layout, needs)
-    return ConvGrads(_unbatch(gi, call.batched), gw, gb)
+    plans = _gradient_plans(call, needs, "forward")
+    xp = call.xp
+    gi = gw = gb = None
+    if "input" in needs:
+        gi = _unbatch(_forward(call, plans["input"], g, _conv.conj(xp, call.weight)), call.batched)
+    if "weight" in needs:
+        gw = _weight_grad(call, plans["weight"], _conv.conj(xp, call.x), g)
+    if "bias" in needs:
+        gb = _conv.bias_gradient(xp, g, call.layout)
+    return ConvGrads(gi, gw, gb)
 
 
 def _ranked(function, rank):

@@ -1,21 +1,37 @@
 """The CPU engine for NumPy arrays: which path runs a call, with what tiles, and running it.
 
 The array-API path (``_conv``) builds the whole patch matrix: simple, portable,
-the oracle.  On NumPy input the engine instead cuts the (image, position)
-index of the whole batch into tiles whose patch block fits a fixed workspace
-and hands them out to worker threads.  Each worker fills its tile with a
-serial, GIL-free Numba kernel (``_numba_cpu``) and multiplies it by the weight
-with a single-threaded BLAS GEMM (``numpy.matmul``), writing straight into the
-output:
+the oracle.  On NumPy input the engine runs the three maps every public
+function is made of without ever building it:
 
-    channels_last   Y[tile, group] = P_tile (rows, T·C_g) · W_g (T·C_g, O_g)
-    channels_first  Y[n, group, tile] = W_g (O_g, C_g·T) · P_tile (C_g·T, rows)
+    forward       Y = C·X           conv; conv_transpose's input gradient
+    adjoint       X = Cᵀ·Y          conv_transpose; conv's input gradient
+    weight_grad   ΔW = Σ_n A·Pᵀ     both weight gradients (P: patches of B)
 
-The extra memory is one tile per worker, never the patch matrix.  BLAS is held
-to one thread for the duration of the call (threadpoolctl): parallelism comes
-from the workers alone, so Numba's, BLAS's and our threads never compete for
-the cores (a pool of BLAS threads spinning between tiles, next to a parallel
-Numba kernel, made an earlier version three times slower).
+by one of three methods (``explain`` says which, and why):
+
+``tiled_blas``
+    The (image, position) index is cut into tiles whose patch block fits a
+    fixed workspace; worker threads fill a tile with a serial, GIL-free Numba
+    kernel (``_numba_cpu``) and multiply it with a single-threaded BLAS GEMM,
+    straight into the output.  The adjoint multiplies by Wᵀ and folds each tile
+    back with ``col2im`` as a gather; the weight gradient accumulates one
+    ΔW per worker, summed in a fixed order.  A 1×1 kernel without padding needs
+    no patches at all: its (subsampled) input is the patch matrix, and one
+    multi-threaded BLAS GEMM does the work.
+``implicit_gemm``
+    The forward map as a GEMM whose patch operand is packed straight from the
+    image into the register-blocked micro-kernel's panels (``_numba_gemm``);
+    its adjoint and weight gradient run ``tiled_blas``.
+``direct``
+    Convolutions with one input channel per group (depthwise, with any
+    channel multiplier): no GEMM, each channel plane padded once and swept tap
+    by tap along its last spatial dim (``_numba_cpu.depthwise_*``).
+
+Parallelism comes from our worker threads alone, with BLAS held to one thread
+while they run (threadpoolctl), so Numba's, BLAS's and our threads never
+compete for the cores (a pool of BLAS threads spinning between tiles, next to
+a parallel Numba kernel, made an earlier version three times slower).
 """
 
 from __future__ import annotations
@@ -28,37 +44,46 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._plan import gather_index
+from ._plan import direct_rows, gather_index, gather_index_adjoint, padded_source
 
 WORKSPACE_BYTES = 16 << 20
-"""The patch tile's size budget (one tile is the engine's extra memory)."""
+"""The patch tiles' size budget, all workers together (the tiles are the engine's extra memory)."""
 
-ENGINE_METHODS = ("tiled_blas",)
+ENGINE_METHODS = ("tiled_blas", "implicit_gemm", "direct")
 """Methods that run on NumPy arrays only (the array-API path serves every namespace)."""
+
+OPERATIONS = ("forward", "adjoint", "weight_grad")
 
 
 @dataclass(frozen=True)
 class ConvPlan:
-    """What runs a convolution: the method, and for the engine its tile and workspace."""
+    """What runs one map of a convolution: the method, and for the engine its tiles and workspace."""
 
     method: str
+    operation: str
     rows: int               # patch rows per group: C_g·T
     positions: int          # (image, position) pairs of the batch: N·L
-    tile: int               # of them per tile
+    tile: int               # positions per tile (tiled_blas, implicit_gemm), planes (direct)
     threads: int            # worker threads
-    workspace_bytes: int    # the tile buffers, one per thread
+    workspace_bytes: int    # the engine's buffers, all workers together
     patch_matrix_bytes: int  # what the full patch matrix would take
+    reason: str = ""        # why this method, where "auto" chose it or another was substituted
 
     def describe(self) -> str:
-        if self.method == "im2col":
-            return (f"im2col: the array-API path; patch matrix {self.rows}×{self.positions} per "
-                    f"group, {self.patch_matrix_bytes / 2 ** 20:.1f} MiB")
-        tiles = -(-self.positions // self.tile)
-        return (f"{self.method}: {tiles} tile(s) of {self.tile} of {self.positions} "
-                f"(image, position) pairs × {self.rows} patch rows on {self.threads} "
-                f"thread(s); workspace "
-                f"{self.workspace_bytes / 2 ** 20:.2f} MiB (the full patch matrix: "
-                f"{self.patch_matrix_bytes / 2 ** 20:.1f} MiB)")
+        mib = 2 ** 20
+        why = f" ({self.reason})" if self.reason else ""
+        full = f"the full patch matrix would take {self.patch_matrix_bytes / mib:.1f} MiB"
+        if self.method in ("im2col", "zero_insertion"):
+            return (f"{self.operation}: {self.method}, the array-API path{why}; whole patch "
+                    f"matrix {self.rows}×{self.positions} per group, "
+                    f"{self.patch_matrix_bytes / mib:.1f} MiB")
+        if self.tile == 0:
+            return (f"{self.operation}: {self.method}{why}: one multi-threaded BLAS GEMM on the "
+                    f"input itself; workspace {self.workspace_bytes / mib:.2f} MiB ({full})")
+        unit = "channel planes" if self.method == "direct" else "(image, position) pairs"
+        return (f"{self.operation}: {self.method}{why}: tiles of {self.tile} {unit} "
+                f"× {self.rows} patch rows on {self.threads} thread(s); workspace "
+                f"{self.workspace_bytes / mib:.2f} MiB ({full})")
 
 
 def itemsize(xp, dtype) -> int:
@@ -67,36 +92,95 @@ def itemsize(xp, dtype) -> int:
     return xp.finfo(dtype).bits // 8 * parts
 
 
-def conv_plan(call) -> ConvPlan:
-    """The plan for ``conv`` of a validated call (method "auto" resolved here)."""
+# --------------------------------------------------------------------------- planning
+def _pointwise(geometry) -> bool:
+    """A 1×1 kernel without padding: the (strided) input is the patch matrix."""
+    return all(k == 1 for k in geometry.kernel_size) and not any(
+        b or a for b, a in geometry.padding)
+
+
+def _auto(call, operation, in_per_group, numpy_input):
+    """The method "auto" runs, and why."""
+    from ._conv import transposed_method
+
+    if not numpy_input:
+        if operation == "adjoint":
+            return transposed_method("auto", call.geometry, call.mode), "not a NumPy array"
+        return "im2col", "not a NumPy array"
+    if in_per_group == 1 and call.groups > 1:
+        return "direct", "one input channel per group"
+    if _pointwise(call.geometry):
+        return "tiled_blas", "1×1 kernel"
+    return "tiled_blas", "patch tiles × BLAS"
+
+
+def plan(call, operation: str) -> ConvPlan:
+    """The plan for one map of a validated call; "auto" is resolved here.
+
+    ``call.method`` may be any of conv's or conv_transpose's methods; an engine
+    method that does not apply is refused (``direct`` needs one input channel
+    per group) or substituted (``implicit_gemm`` runs the forward map only).
+    """
+    import array_api_compat
+
     geometry, layout = call.geometry, call.layout
     _, in_per_group, _ = layout.weight_parts(call.weight.shape, geometry.nd)
     rows = in_per_group * geometry.n_taps
-    positions = call.x.shape[0] * geometry.n_positions
+    n = call.x.shape[0] if call.x is not None else 1
+    positions = n * geometry.n_positions
     size = itemsize(call.xp, call.weight.dtype)
     patch_bytes = rows * call.groups * positions * size
-    method = call.method
+    method, reason = call.method, ""
     if method == "auto":
-        # The tiled engine is opt-in for now: measured on the layer suite it
-        # still takes 1.0-3.7x the time of the whole-matrix path (one large
-        # multi-threaded GEMM); "auto" moves to it once it wins.
-        method = "im2col"
-    if method == "im2col":
-        return ConvPlan("im2col", rows, positions, positions, 1, patch_bytes, patch_bytes)
+        method, reason = _auto(call, operation, in_per_group,
+                               array_api_compat.is_numpy_array(call.weight))
+    if method == "zero_insertion" and operation != "adjoint":
+        method, reason = "im2col", "zero insertion serves the adjoint only"
+    if method not in ENGINE_METHODS:
+        return ConvPlan(method, operation, rows, positions, positions, 1, patch_bytes,
+                        patch_bytes, reason)
+    if method == "direct" and in_per_group != 1:
+        raise ValueError(
+            f"method='direct' computes convolutions with one input channel per group "
+            f"(depthwise); this one has {in_per_group} (use 'auto' or 'tiled_blas')")
+    if method == "implicit_gemm" and operation != "forward":
+        method, reason = "tiled_blas", "implicit_gemm runs the forward map only"
     threads = _threads()
-    # Each worker's tile fits its share of the workspace; at least two tiles per
-    # worker where the batch allows, for balance; tiles cut images evenly.
-    tile = max(1, min(WORKSPACE_BYTES // (threads * rows * size), -(-positions // (2 * threads))))
+    if method == "direct":
+        planes = n * layout.channels(call.x.shape) if call.x is not None else call.groups
+        tile = max(1, -(-planes // (4 * threads)))
+        padded = math.prod(geometry.padded_size) + 1
+        return ConvPlan(method, operation, rows, positions, tile, threads,
+                        threads * padded * size, patch_bytes, reason)
+    if method == "tiled_blas" and _pointwise(geometry):
+        subsampled = any(s > 1 for s in geometry.stride)
+        work = patch_bytes if subsampled else 0
+        return ConvPlan(method, operation, rows, positions, 0, threads, work, patch_bytes,
+                        reason or "1×1 kernel without padding")
     image = geometry.n_positions
+    if method == "implicit_gemm":
+        from ._numba_gemm import KC, MC, NC
+
+        tile = max(1, -(-image // max(1, -(-2 * threads // n))))
+        work = threads * (KC * (MC + NC) + 256) * size
+        return ConvPlan(method, operation, rows, positions, tile, threads, work, patch_bytes,
+                        reason)
+    # Each worker's tile fits its share of the workspace; at least two tiles per
+    # worker where the batch allows, for balance; tiles cut images evenly.  The
+    # adjoint and the weight gradient keep each tile inside one image.
+    tile = max(1, min(WORKSPACE_BYTES // (threads * rows * size), -(-positions // (2 * threads))))
+    if operation != "forward":
+        tile = min(tile, image)
     if tile >= image:
         tile = tile // image * image          # whole images
     else:
         pieces = -(-image // tile)
         tile = -(-image // pieces)            # equal pieces of one image
-    return ConvPlan(method, rows, positions, tile, threads, threads * rows * tile * size,
-                    patch_bytes)
+    return ConvPlan(method, operation, rows, positions, tile, threads,
+                    threads * rows * tile * size, patch_bytes, reason)
 
 
+# --------------------------------------------------------------------------- threads
 @lru_cache(maxsize=1)
 def _blas_controller():
     from threadpoolctl import ThreadpoolController
@@ -136,54 +220,359 @@ def _tiles(total, image, tile):
     return [(n * image + offset, count) for n in range(total // image) for offset, count in per_image]
 
 
-def conv_forward(call, plan: ConvPlan):
-    """``conv`` without bias on NumPy arrays by the plan's engine method."""
+def _buffer(dtype, shape_size):
+    """A worker's flat tile buffer; ``_view`` cuts contiguous blocks from it."""
+    return np.empty(shape_size, dtype=dtype)
+
+
+def _view(buffer, rows, columns):
+    return buffer[:rows * columns].reshape(rows, columns)
+
+
+# --------------------------------------------------------------------------- operands
+def _weight_operand(call):
+    """W as (G, O_g, C_g·T) channels-first or (G, T·C_g, O_g) channels-last, contiguous."""
+    return np.ascontiguousarray(call.layout.weight_operand(np, call.weight, call.groups))
+
+
+def _forward_channels(call):
+    """(C_in, C_out) of the forward convolution whose maps the call uses."""
+    out_channels, in_per_group, _ = call.layout.weight_parts(call.weight.shape, call.geometry.nd)
+    return in_per_group * call.groups, out_channels
+
+
+# --------------------------------------------------------------------------- forward
+def forward(call, plan: ConvPlan, x, weight):
+    """Y = C·x (no bias) for x (N, C_in, *S) or (N, *S, C_in), any engine method."""
+    call = _with(call, weight)
+    if plan.method == "direct":
+        return _direct(call, plan, x, "forward")
+    if plan.tile == 0:
+        return _pointwise_forward(call, x)
+    if plan.method == "implicit_gemm":
+        return _implicit_forward(call, plan, x)
+    return _tiled_forward(call, plan, x)
+
+
+def _with(call, weight):
+    import dataclasses
+
+    return call if weight is call.weight else dataclasses.replace(call, weight=weight)
+
+
+def _subsampled(call, x):
+    """The patch matrix of a 1×1 unpadded convolution: x at the strided positions, (N, C, L) or (N, L, C)."""
+    geometry, layout = call.geometry, call.layout
+    window = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(geometry.output_size, geometry.stride))
+    view = x[layout.at_spatial(window)]
+    n, channels = x.shape[0], layout.channels(x.shape)
+    shape = (n, channels, -1) if layout.name == "channels_first" else (n, -1, channels)
+    return np.ascontiguousarray(view).reshape(shape)
+
+
+def _pointwise_forward(call, x):
+    layout, groups, geometry = call.layout, call.groups, call.geometry
+    in_channels, out_channels = _forward_channels(call)
+    p = _subsampled(call, x)
+    n = x.shape[0]
+    w = _weight_operand(call)                                         # (G, O_g, C_g) / (G, C_g, O_g)
+    if layout.name == "channels_first":
+        y = np.matmul(w, p.reshape(n, groups, in_channels // groups, -1))   # (N, G, O_g, L)
+        return y.reshape(n, out_channels, *geometry.output_size)
+    if groups == 1:
+        y = p.reshape(-1, in_channels) @ w[0]
+    else:
+        y = np.matmul(p.reshape(-1, groups, in_channels // groups).transpose(1, 0, 2), w)
+        y = y.transpose(1, 0, 2)
+    return np.ascontiguousarray(y).reshape(n, *geometry.output_size, out_channels)
+
+
+def _tiled_forward(call, plan, x):
     from . import _numba_cpu as kernels
 
-    x, weight, geometry, layout, groups = call.x, call.weight, call.geometry, call.layout, call.groups
+    layout, groups, geometry = call.layout, call.groups, call.geometry
     n = x.shape[0]
-    channels = layout.channels(x.shape)
-    in_per_group = channels // groups
-    out_channels, per_group = call.out_channels, call.out_channels // groups
+    in_channels, out_channels = _forward_channels(call)
+    in_per_group, per_group = in_channels // groups, out_channels // groups
     positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
     index = gather_index(geometry, call.mode)
     tiles = _tiles(plan.positions, positions, plan.tile)
-    w = np.ascontiguousarray(layout.weight_operand(np, weight, groups))
+    w = _weight_operand(call)
 
     if layout.name == "channels_last":
-        source = np.ascontiguousarray(x).reshape(n, pixels, channels)
+        source = np.ascontiguousarray(x).reshape(n, pixels, in_channels)
         y = np.empty((plan.positions, out_channels), dtype=x.dtype)
 
         def work(k):
-            patches = np.empty((plan.tile, plan.rows), dtype=x.dtype)
+            buffer = _buffer(x.dtype, plan.tile * plan.rows)
             for start, count in tiles[k::plan.threads]:
+                patches = _view(buffer, count, plan.rows)
                 for g in range(groups):
                     kernels.patches_channels_last(source, index, start, count,
                                                   g * in_per_group, patches)
-                    np.matmul(patches[:count], w[g],
+                    np.matmul(patches, w[g],
                               out=y[start:start + count, g * per_group:(g + 1) * per_group])
 
         _run_workers(work, plan.threads)
         return y.reshape(n, *geometry.output_size, out_channels)
 
-    source = np.ascontiguousarray(x).reshape(n, channels, pixels)
+    source = np.ascontiguousarray(x).reshape(n, in_channels, pixels)
     y = np.empty((n, out_channels, positions), dtype=x.dtype)
 
     def work(k):
-        patches = np.empty((plan.rows, plan.tile), dtype=x.dtype)
+        buffer = _buffer(x.dtype, plan.tile * plan.rows)
         for start, count in tiles[k::plan.threads]:
             first, offset = divmod(start, positions)
+            patches = _view(buffer, plan.rows, count)
             for g in range(groups):
                 kernels.patches_channels_first(source, index, start, count, g * in_per_group,
                                                patches)
                 block = y[:, g * per_group:(g + 1) * per_group]
                 if offset + count <= positions:           # the tile lies in one image
-                    np.matmul(w[g], patches[:, :count],
-                              out=block[first, :, offset:offset + count])
+                    np.matmul(w[g], patches, out=block[first, :, offset:offset + count])
                     continue
-                product = w[g] @ patches[:, :count]       # whole images: (O_g, count)
+                product = w[g] @ patches                  # whole images: (O_g, count)
                 block[first:first + count // positions] = np.moveaxis(
                     product.reshape(per_group, count // positions, positions), 1, 0)
 
     _run_workers(work, plan.threads)
     return y.reshape(n, out_channels, *geometry.output_size)
+
+
+def _implicit_forward(call, plan, x):
+    from . import _numba_gemm as kernels
+
+    layout, groups, geometry = call.layout, call.groups, call.geometry
+    n = x.shape[0]
+    in_channels, out_channels = _forward_channels(call)
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    index = gather_index(geometry, call.mode)
+    w = _weight_operand(call)
+    units = [(image, start, min(start + plan.tile, positions))
+             for image in range(n) for start in range(0, positions, plan.tile)]
+    if layout.name == "channels_first":
+        source = np.ascontiguousarray(x).reshape(n, in_channels, pixels)
+        y = np.empty((n, out_channels, positions), dtype=x.dtype)
+        w2 = w.reshape(out_channels, -1)
+
+        def work(k):
+            for image, start, stop in units[k::plan.threads]:
+                kernels.conv_channels_first(source[image], index, w2, groups, y[image], start, stop)
+
+        _run_workers(work, plan.threads)
+        return y.reshape(n, out_channels, *geometry.output_size)
+    source = np.ascontiguousarray(x).reshape(n, pixels, in_channels)
+    y = np.empty((n, positions, out_channels), dtype=x.dtype)
+
+    def work(k):
+        for image, start, stop in units[k::plan.threads]:
+            kernels.conv_channels_last(source[image], index, w, groups, y[image], start, stop)
+
+    _run_workers(work, plan.threads)
+    return y.reshape(n, *geometry.output_size, out_channels)
+
+
+# --------------------------------------------------------------------------- adjoint
+def adjoint(call, plan: ConvPlan, y, weight):
+    """X = Cᵀ·y (no bias) for y shaped like conv's output, any engine method."""
+    call = _with(call, weight)
+    if plan.method == "direct":
+        return _direct(call, plan, y, "adjoint")
+    if plan.tile == 0:
+        return _pointwise_adjoint(call, y)
+    return _tiled_adjoint(call, plan, y)
+
+
+def _pointwise_adjoint(call, y):
+    layout, groups, geometry = call.layout, call.groups, call.geometry
+    in_channels, out_channels = _forward_channels(call)
+    n = y.shape[0]
+    w = _weight_operand(call)
+    if layout.name == "channels_first":
+        o = np.ascontiguousarray(y).reshape(n, groups, out_channels // groups, -1)
+        cols = np.matmul(w.transpose(0, 2, 1), o).reshape(n, in_channels, *geometry.output_size)
+    else:
+        o = np.ascontiguousarray(y).reshape(-1, groups, out_channels // groups).transpose(1, 0, 2)
+        cols = np.matmul(o, w.transpose(0, 2, 1)).transpose(1, 0, 2)
+        cols = cols.reshape(n, *geometry.output_size, in_channels)
+    if all(s == 1 for s in geometry.stride):
+        return np.ascontiguousarray(cols)
+    x = np.zeros(layout.image_shape(n, in_channels, geometry.input_size), dtype=cols.dtype)
+    window = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(geometry.output_size, geometry.stride))
+    x[layout.at_spatial(window)] = cols
+    return x
+
+
+def _tiled_adjoint(call, plan, y):
+    from . import _numba_cpu as kernels
+
+    layout, groups, geometry = call.layout, call.groups, call.geometry
+    n = y.shape[0]
+    in_channels, out_channels = _forward_channels(call)
+    in_per_group, per_group = in_channels // groups, out_channels // groups
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    inverse = gather_index_adjoint(geometry, call.mode)
+    w_t = np.ascontiguousarray(_weight_operand(call).transpose(0, 2, 1))  # (G, rows, O_g) / (G, O_g, rows)
+    offsets = range(0, positions, plan.tile)
+    cf = layout.name == "channels_first"
+    grads = np.ascontiguousarray(y).reshape((n, out_channels, positions) if cf
+                                            else (n, positions, out_channels))
+    x = np.zeros((n, in_channels, pixels) if cf else (n, pixels, in_channels), dtype=y.dtype)
+
+    def work(k):
+        buffer = _buffer(y.dtype, plan.tile * plan.rows)
+        for image in range(k, n, plan.threads):
+            for start in offsets:
+                count = min(plan.tile, positions - start)
+                for g in range(groups):
+                    channels = slice(g * per_group, (g + 1) * per_group)
+                    if cf:
+                        cols = _view(buffer, plan.rows, count)
+                        np.matmul(w_t[g], grads[image, channels, start:start + count], out=cols)
+                        kernels.col2im_channels_first(cols, inverse, start, count,
+                                                      g * in_per_group, x[image])
+                    else:
+                        cols = _view(buffer, count, plan.rows)
+                        np.matmul(grads[image, start:start + count, channels], w_t[g], out=cols)
+                        kernels.col2im_channels_last(cols, inverse, start, count,
+                                                     g * in_per_group, x[image])
+
+    _run_workers(work, plan.threads)
+    return x.reshape(layout.image_shape(n, in_channels, geometry.input_size))
+
+
+# --------------------------------------------------------------------------- weight gradient
+def weight_grad(call, plan: ConvPlan, a, b):
+    """Σ_n A·P(b)ᵀ shaped like the weight: A shaped like conv's output, b like its input.
+
+    No conjugation here: conv's weight gradient is ``weight_grad(G, conj(x))``,
+    conv_transpose's ``weight_grad(conj(x), G)``.
+    """
+    if plan.method == "direct":
+        return _direct(call, plan, (a, b), "weight_grad")
+    if plan.tile == 0:
+        return _pointwise_weight_grad(call, a, b)
+    return _tiled_weight_grad(call, plan, a, b)
+
+
+def _pointwise_weight_grad(call, a, b):
+    layout, groups = call.layout, call.groups
+    in_channels, out_channels = _forward_channels(call)
+    n = a.shape[0]
+    p = _subsampled(call, b)
+    if layout.name == "channels_first":
+        o = np.ascontiguousarray(a).reshape(n, groups, out_channels // groups, -1)
+        pp = p.reshape(n, groups, in_channels // groups, -1)
+        w = np.einsum("ngol,ngcl->goc", o, pp, optimize=True)
+    else:
+        o = np.ascontiguousarray(a).reshape(-1, groups, out_channels // groups)
+        pp = p.reshape(-1, groups, in_channels // groups)
+        w = np.einsum("lgc,lgo->gco", pp, o, optimize=True)
+    return layout.weight_from_operand(np, w, call.weight.shape)
+
+
+def _tiled_weight_grad(call, plan, a, b):
+    from . import _numba_cpu as kernels
+
+    layout, groups, geometry = call.layout, call.groups, call.geometry
+    n = a.shape[0]
+    in_channels, out_channels = _forward_channels(call)
+    in_per_group, per_group = in_channels // groups, out_channels // groups
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    index = gather_index(geometry, call.mode)
+    tiles = _tiles(plan.positions, positions, plan.tile)
+    cf = layout.name == "channels_first"
+    grads = np.ascontiguousarray(a).reshape((n, out_channels, positions) if cf
+                                            else (n, positions, out_channels))
+    source = np.ascontiguousarray(b).reshape((n, in_channels, pixels) if cf
+                                             else (n, pixels, in_channels))
+    shape = (groups, per_group, plan.rows) if cf else (groups, plan.rows, per_group)
+    partial = np.zeros((plan.threads, *shape), dtype=np.result_type(a, b))
+
+    def work(k):
+        buffer = _buffer(partial.dtype, plan.tile * plan.rows)
+        for start, count in tiles[k::plan.threads]:
+            image, offset = divmod(start, positions)
+            for g in range(groups):
+                channels = slice(g * per_group, (g + 1) * per_group)
+                if cf:
+                    patches = _view(buffer, plan.rows, count)
+                    kernels.patches_channels_first(source, index, start, count,
+                                                   g * in_per_group, patches)
+                    partial[k, g] += grads[image, channels, offset:offset + count] @ patches.T
+                else:
+                    patches = _view(buffer, count, plan.rows)
+                    kernels.patches_channels_last(source, index, start, count,
+                                                  g * in_per_group, patches)
+                    partial[k, g] += patches.T @ grads[image, offset:offset + count, channels]
+
+    _run_workers(work, plan.threads)
+    total = partial[0]
+    for k in range(1, plan.threads):     # a fixed order: the same bits on every run
+        total += partial[k]
+    return layout.weight_from_operand(np, total, call.weight.shape)
+
+
+# --------------------------------------------------------------------------- direct (depthwise)
+def _direct(call, plan, operands, operation):
+    """The depthwise kernels on channels-first planes (channels-last goes through a copy)."""
+    from . import _numba_cpu as kernels
+
+    layout, geometry = call.layout, call.geometry
+    in_channels, out_channels = _forward_channels(call)
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    cf = layout.name == "channels_first"
+
+    def planes(a, channels, samples):
+        if not cf:
+            a = np.moveaxis(a, -1, 1)
+        return np.ascontiguousarray(a).reshape(-1, channels, samples).reshape(-1, samples)
+
+    def image(a, channels, spatial):
+        a = a.reshape(-1, channels, *spatial)
+        return a if cf else np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+    w = call.weight.reshape(out_channels, -1) if cf else \
+        np.ascontiguousarray(call.weight.reshape(-1, out_channels).T)
+    source, adjoint_index = padded_source(geometry, call.mode)
+    rows = direct_rows(geometry)
+    width, dilation, stride = geometry.output_size[-1], geometry.dilation[-1], geometry.stride[-1]
+    if operation == "forward":
+        x = planes(operands, in_channels, pixels)
+        total = x.shape[0]
+        y = np.empty((total * (out_channels // in_channels), positions), dtype=x.dtype)
+        run = lambda first, stop: kernels.depthwise_forward(           # noqa: E731
+            x, np.ascontiguousarray(w), source, rows, width, dilation, stride, first, stop, y)
+        result = lambda: image(y, out_channels, geometry.output_size)  # noqa: E731
+    elif operation == "adjoint":
+        g = planes(operands, out_channels, positions)
+        total = g.shape[0] // (out_channels // in_channels)
+        x = np.empty((total, pixels), dtype=g.dtype)
+        run = lambda first, stop: kernels.depthwise_adjoint(           # noqa: E731
+            g, np.ascontiguousarray(w), adjoint_index, rows, width, dilation, stride,
+            source.size, first, stop, x)
+        result = lambda: image(x, in_channels, geometry.input_size)    # noqa: E731
+    else:
+        a, b = operands
+        g, x = planes(a, out_channels, positions), planes(b, in_channels, pixels)
+        total = x.shape[0]
+        partial = np.zeros((plan.threads, *w.shape), dtype=np.result_type(g, x))
+        run = None
+    chunks = [(first, min(first + plan.tile, total)) for first in range(0, total, plan.tile)]
+
+    def work(k):
+        for first, stop in chunks[k::plan.threads]:
+            if run is None:
+                kernels.depthwise_weight_grad(g, x, source, rows, width, dilation, stride,
+                                              first, stop, partial[k])
+            else:
+                run(first, stop)
+
+    _run_workers(work, plan.threads)
+    if run is not None:
+        return result()
+    dw = partial[0]
+    for k in range(1, plan.threads):
+        dw += partial[k]
+    shape = call.weight.shape
+    return dw.reshape(shape) if cf else np.ascontiguousarray(dw.T).reshape(shape)

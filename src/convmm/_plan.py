@@ -84,17 +84,8 @@ def axis_source_adjoint(size: int, before: int, after: int, mode: str) -> np.nda
     adjoint of padding — without scatter, atomics or data-dependent order.
     """
     src = axis_source(size, before, after, mode)
-    padded_len = src.size
     keep = np.flatnonzero(src >= 0)
-    targets = src[keep]
-    order = np.argsort(targets, kind="stable")
-    keep, targets = keep[order], targets[order]
-    counts = np.bincount(targets, minlength=size)
-    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    rank = np.arange(targets.size) - first[targets]
-    table = np.full((int(counts.max()), size), padded_len, dtype=np.intp)
-    table[rank, targets] = keep
-    return _frozen(table)
+    return _frozen(_ranked_table(src[keep], keep, size, src.size))
 
 
 @lru_cache(maxsize=64)
@@ -124,3 +115,84 @@ def toeplitz_pairs(geometry: ConvGeometry, mode: str) -> tuple[np.ndarray, np.nd
     taps = np.full((int(rank.max(initial=0)) + 1, first.size), n_taps, dtype=np.intp)
     taps[rank, entry] = tap
     return _frozen(position[first]), _frozen(pixel[first]), _frozen(taps)
+
+
+def _ranked_table(keys: np.ndarray, values: np.ndarray, size: int, fill: int) -> np.ndarray:
+    """An (R, size) table whose column ``p`` lists, in increasing order, the ``values``
+    whose ``keys`` equal ``p``, padded with ``fill``: the gather form of a scatter."""
+    order = np.lexsort((values, keys))
+    keys, values = keys[order], values[order]
+    counts = np.bincount(keys, minlength=size)
+    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.arange(keys.size) - first[keys]
+    table = np.full((int(counts.max(initial=1)), size), fill, dtype=np.intp)
+    table[rank, keys] = values
+    return table
+
+
+@lru_cache(maxsize=64)
+def gather_index_adjoint(geometry: ConvGeometry, mode: str) -> np.ndarray:
+    """The im2col plan inverted for col2im as a gather: an (R, T, P) array.
+
+    ``[r, t, p]`` is the ``r``-th output position (increasing) at which tap
+    ``t`` reads input sample ``p``, or ``L`` where fewer than ``r + 1`` do.
+    With zero padding R = 1 (a tap reads a sample at one position at most);
+    reflect, replicate and circular padding let a tap read an edge sample from
+    several positions.  ``col2im(cols)[c, p] = Σ_{r,t} cols[c·T + t, [r, t, p]]``.
+    """
+    plan = gather_index(geometry, mode)
+    n_taps, positions = plan.shape
+    pixels = math.prod(geometry.input_size)
+    tap, position = np.nonzero(plan != pixels)
+    table = _ranked_table(tap * pixels + plan[tap, position], position, n_taps * pixels, positions)
+    return _frozen(table.reshape(-1, n_taps, pixels))
+
+
+@lru_cache(maxsize=64)
+def padded_source(geometry: ConvGeometry, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Padding as a gather and its adjoint, over flat (row-major) samples.
+
+    Returns ``(source, adjoint)``: ``source[q]`` is the input sample copied to
+    padded sample ``q`` (``P`` for a zero), of length ``P̃ = ∏ padded_size``;
+    ``adjoint[r, p]`` is the ``r``-th padded sample that copies input sample
+    ``p`` (``P̃`` past the last), so that the padding's adjoint is
+    ``x[p] = Σ_r padded[adjoint[r, p]]`` with a zero appended to ``padded``.
+    """
+    nd = geometry.nd
+    pixels = math.prod(geometry.input_size)
+    flat = np.zeros((1,) * nd, dtype=np.intp)
+    outside = np.zeros((1,) * nd, dtype=bool)
+    for i in range(nd):
+        (before, after), size = geometry.padding[i], geometry.input_size[i]
+        src = axis_source(size, before, after, mode)
+        shape = [1] * nd
+        shape[i] = src.size
+        src = src.reshape(shape)
+        flat = flat * size + np.maximum(src, 0)
+        outside = outside | (src < 0)
+    source = np.where(outside, pixels, flat).reshape(-1)
+    inside = np.flatnonzero(source != pixels)
+    adjoint = _ranked_table(source[inside], inside, pixels, source.size)
+    return _frozen(source), _frozen(adjoint)
+
+
+@lru_cache(maxsize=64)
+def direct_rows(geometry: ConvGeometry) -> np.ndarray:
+    """Where each (output row, leading tap) starts in the flat padded input: (R, T_lead).
+
+    An output "row" runs along the last spatial dim; rows and leading taps are
+    row-major over the other dims.  Output sample ``j`` of row ``r`` under tap
+    ``(t_lead, k)`` reads padded sample ``[r, t_lead] + k·d_last + j·s_last``.
+    """
+    nd = geometry.nd
+    padded = geometry.padded_size
+    strides = [math.prod(padded[i + 1:]) for i in range(nd)]
+    offset = np.zeros((1,) * (2 * (nd - 1)), dtype=np.intp)
+    for i in range(nd - 1):
+        starts = np.arange(geometry.output_size[i]) * geometry.stride[i]
+        taps = np.arange(geometry.kernel_size[i]) * geometry.dilation[i]
+        shape = [1] * (2 * (nd - 1))
+        shape[i], shape[nd - 1 + i] = geometry.output_size[i], geometry.kernel_size[i]
+        offset = offset + (starts[:, None] + taps[None, :]).reshape(shape) * strides[i]
+    rows = math.prod(geometry.output_size[:-1])
+    return _frozen(offset.reshape(rows, math.prod(geometry.kernel_size[:-1])))
