@@ -68,10 +68,14 @@ class ConvPlan:
     workspace_bytes: int    # the engine's buffers, all workers together
     patch_matrix_bytes: int  # what the full patch matrix would take
     reason: str = ""        # why this method, where "auto" chose it or another was substituted
+    flipped: ConvPlan | None = None  # the adjoint run as this forward plan (stride 1, zero padding)
 
     def describe(self) -> str:
         mib = 2 ** 20
         why = f" ({self.reason})" if self.reason else ""
+        if self.flipped is not None:
+            return (f"{self.operation}: a stride-1 convolution with the flipped kernel{why}; "
+                    + self.flipped.describe())
         full = f"the full patch matrix would take {self.patch_matrix_bytes / mib:.1f} MiB"
         if self.method in ("im2col", "zero_insertion"):
             return (f"{self.operation}: {self.method}, the array-API path{why}; whole patch "
@@ -80,7 +84,7 @@ class ConvPlan:
         if self.tile == 0:
             return (f"{self.operation}: {self.method}{why}: one multi-threaded BLAS GEMM on the "
                     f"input itself; workspace {self.workspace_bytes / mib:.2f} MiB ({full})")
-        unit = "channel planes" if self.method == "direct" else "(image, position) pairs"
+        unit = "(image, group) pairs" if self.method == "direct" else "(image, position) pairs"
         return (f"{self.operation}: {self.method}{why}: tiles of {self.tile} {unit} "
                 f"× {self.rows} patch rows on {self.threads} thread(s); workspace "
                 f"{self.workspace_bytes / mib:.2f} MiB ({full})")
@@ -99,18 +103,30 @@ def _pointwise(geometry) -> bool:
         b or a for b, a in geometry.padding)
 
 
+DIRECT_MAX_CHANNEL_PAIRS = 8
+"""``auto`` runs ``direct`` where a group pairs at most this many (input, output) channels."""
+
+IMPLICIT_MIN_POSITIONS = 128
+"""``auto`` runs ``implicit_gemm`` where an image has at least this many output positions
+(fewer leave the micro-kernel's column panels mostly padding)."""
+
+
 def _auto(call, operation, in_per_group, numpy_input):
-    """The method "auto" runs, and why."""
+    """The method "auto" runs, and why (thresholds measured with ``python -m convmm bench``)."""
     from ._conv import transposed_method
 
     if not numpy_input:
         if operation == "adjoint":
             return transposed_method("auto", call.geometry, call.mode), "not a NumPy array"
         return "im2col", "not a NumPy array"
-    if in_per_group == 1 and call.groups > 1:
-        return "direct", "one input channel per group"
+    per_group = _forward_channels(call)[1] // call.groups
+    if in_per_group * per_group <= DIRECT_MAX_CHANNEL_PAIRS:
+        return "direct", f"{in_per_group}×{per_group} channels per group: too thin for a GEMM"
     if _pointwise(call.geometry):
-        return "tiled_blas", "1×1 kernel"
+        return "tiled_blas", "1×1 kernel without padding: one BLAS GEMM on the input"
+    if (operation == "forward" and call.weight.dtype == np.float32
+            and call.geometry.n_positions >= IMPLICIT_MIN_POSITIONS):
+        return "implicit_gemm", "float32 with enough positions per image"
     return "tiled_blas", "patch tiles × BLAS"
 
 
@@ -139,16 +155,17 @@ def plan(call, operation: str) -> ConvPlan:
     if method not in ENGINE_METHODS:
         return ConvPlan(method, operation, rows, positions, positions, 1, patch_bytes,
                         patch_bytes, reason)
-    if method == "direct" and in_per_group != 1:
-        raise ValueError(
-            f"method='direct' computes convolutions with one input channel per group "
-            f"(depthwise); this one has {in_per_group} (use 'auto' or 'tiled_blas')")
+    if operation == "adjoint" and method != "direct" and _flippable(call):
+        inner = plan(_flipped_call(call), "forward")
+        return ConvPlan(inner.method, operation, rows, positions, inner.tile, inner.threads,
+                        inner.workspace_bytes, patch_bytes, "stride 1, zero padding: no col2im",
+                        inner)
     if method == "implicit_gemm" and operation != "forward":
         method, reason = "tiled_blas", "implicit_gemm runs the forward map only"
     threads = _threads()
     if method == "direct":
-        planes = n * layout.channels(call.x.shape) if call.x is not None else call.groups
-        tile = max(1, -(-planes // (4 * threads)))
+        units = n * call.groups                 # (image, group) pairs
+        tile = max(1, -(-units // (4 * threads)))
         padded = math.prod(geometry.padded_size) + 1
         return ConvPlan(method, operation, rows, positions, tile, threads,
                         threads * padded * size, patch_bytes, reason)
@@ -178,6 +195,42 @@ def plan(call, operation: str) -> ConvPlan:
         tile = -(-image // pieces)            # equal pieces of one image
     return ConvPlan(method, operation, rows, positions, tile, threads,
                     threads * rows * tile * size, patch_bytes, reason)
+
+
+def _flipped_padding(geometry):
+    """The padding of the stride-1 convolution that computes Cᵀ: d·(K − 1) − p before, and
+    after whatever brings its output to the forward input size (output padding included)."""
+    pairs = []
+    for (b, _), k, d, i, o in zip(geometry.padding, geometry.kernel_size, geometry.dilation,
+                                  geometry.input_size, geometry.output_size):
+        before = d * (k - 1) - b
+        pairs.append((before, i + d * (k - 1) - o - before))
+    return tuple(pairs)
+
+
+def _flippable(call):
+    """Stride 1, zero padding no wider than the kernel: Cᵀ is a convolution (no col2im)."""
+    geometry = call.geometry
+    return (call.mode == "zeros" and not _pointwise(geometry)
+            and all(s == 1 for s in geometry.stride)
+            and all(b >= 0 and a >= 0 for b, a in _flipped_padding(geometry)))
+
+
+def _flipped_call(call, weight=None):
+    """The forward convolution that computes Cᵀ·y for a stride-1 call (the seeds' recipe):
+    the kernel flipped and its channel axes swapped, padding d·(K − 1) − p."""
+    import dataclasses
+
+    from ._geometry import ConvGeometry
+
+    geometry, layout = call.geometry, call.layout
+    in_channels, _ = _forward_channels(call)
+    flipped = ConvGeometry(geometry.output_size, geometry.kernel_size, geometry.stride,
+                           geometry.dilation, _flipped_padding(geometry), geometry.input_size)
+    weight = call.weight if weight is None else weight
+    return dataclasses.replace(
+        call, geometry=flipped, out_channels=in_channels,
+        weight=layout.flipped_transpose_weight(np, weight, call.groups, geometry.nd))
 
 
 # --------------------------------------------------------------------------- threads
@@ -257,7 +310,7 @@ def forward(call, plan: ConvPlan, x, weight):
 def _with(call, weight):
     import dataclasses
 
-    return call if weight is call.weight else dataclasses.replace(call, weight=weight)
+    return call if weight is None or weight is call.weight else dataclasses.replace(call, weight=weight)
 
 
 def _subsampled(call, x):
@@ -375,6 +428,8 @@ def _implicit_forward(call, plan, x):
 # --------------------------------------------------------------------------- adjoint
 def adjoint(call, plan: ConvPlan, y, weight):
     """X = Cᵀ·y (no bias) for y shaped like conv's output, any engine method."""
+    if plan.flipped is not None:
+        return forward(_flipped_call(call, weight), plan.flipped, y, None)
     call = _with(call, weight)
     if plan.method == "direct":
         return _direct(call, plan, y, "adjoint")
@@ -403,6 +458,17 @@ def _pointwise_adjoint(call, y):
     return x
 
 
+def _tile_pixels(index, tile, pixels):
+    """For each tile of positions, the range [lo, hi) of input samples its taps read
+    (``pixels``, the plan's sentinel for a zero, excluded): col2im gathers only there."""
+    ranges = []
+    for start in range(0, index.shape[1], tile):
+        block = index[:, start:start + tile]
+        read = block[block < pixels]
+        ranges.append(np.array([read.min(), read.max() + 1] if read.size else [0, 0]))
+    return ranges
+
+
 def _tiled_adjoint(call, plan, y):
     from . import _numba_cpu as kernels
 
@@ -414,6 +480,7 @@ def _tiled_adjoint(call, plan, y):
     inverse = gather_index_adjoint(geometry, call.mode)
     w_t = np.ascontiguousarray(_weight_operand(call).transpose(0, 2, 1))  # (G, rows, O_g) / (G, O_g, rows)
     offsets = range(0, positions, plan.tile)
+    reads = _tile_pixels(gather_index(geometry, call.mode), plan.tile, pixels)
     cf = layout.name == "channels_first"
     grads = np.ascontiguousarray(y).reshape((n, out_channels, positions) if cf
                                             else (n, positions, out_channels))
@@ -422,19 +489,19 @@ def _tiled_adjoint(call, plan, y):
     def work(k):
         buffer = _buffer(y.dtype, plan.tile * plan.rows)
         for image in range(k, n, plan.threads):
-            for start in offsets:
+            for start, pixels in zip(offsets, reads):
                 count = min(plan.tile, positions - start)
                 for g in range(groups):
                     channels = slice(g * per_group, (g + 1) * per_group)
                     if cf:
                         cols = _view(buffer, plan.rows, count)
                         np.matmul(w_t[g], grads[image, channels, start:start + count], out=cols)
-                        kernels.col2im_channels_first(cols, inverse, start, count,
+                        kernels.col2im_channels_first(cols, inverse, start, count, pixels,
                                                       g * in_per_group, x[image])
                     else:
                         cols = _view(buffer, count, plan.rows)
                         np.matmul(grads[image, start:start + count, channels], w_t[g], out=cols)
-                        kernels.col2im_channels_last(cols, inverse, start, count,
+                        kernels.col2im_channels_last(cols, inverse, start, count, pixels,
                                                      g * in_per_group, x[image])
 
     _run_workers(work, plan.threads)
@@ -513,12 +580,12 @@ def _tiled_weight_grad(call, plan, a, b):
     return layout.weight_from_operand(np, total, call.weight.shape)
 
 
-# --------------------------------------------------------------------------- direct (depthwise)
+# --------------------------------------------------------------------------- direct
 def _direct(call, plan, operands, operation):
-    """The depthwise kernels on channels-first planes (channels-last goes through a copy)."""
+    """The direct kernels on channels-first planes (channels-last goes through a copy)."""
     from . import _numba_cpu as kernels
 
-    layout, geometry = call.layout, call.geometry
+    layout, geometry, groups = call.layout, call.geometry, call.groups
     in_channels, out_channels = _forward_channels(call)
     positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
     cf = layout.name == "channels_first"
@@ -526,53 +593,53 @@ def _direct(call, plan, operands, operation):
     def planes(a, channels, samples):
         if not cf:
             a = np.moveaxis(a, -1, 1)
-        return np.ascontiguousarray(a).reshape(-1, channels, samples).reshape(-1, samples)
+        return np.ascontiguousarray(a).reshape(-1, samples)
 
-    def image(a, channels, spatial):
+    def images(a, channels, spatial):
         a = a.reshape(-1, channels, *spatial)
         return a if cf else np.ascontiguousarray(np.moveaxis(a, 1, -1))
 
-    w = call.weight.reshape(out_channels, -1) if cf else \
-        np.ascontiguousarray(call.weight.reshape(-1, out_channels).T)
+    if cf:
+        w = np.ascontiguousarray(call.weight.reshape(out_channels, -1))
+    else:   # (*K, C_g, C_out) → (C_out, C_g·T), the channels-first order
+        w = call.weight.reshape(geometry.n_taps, in_channels // groups, out_channels)
+        w = np.ascontiguousarray(w.transpose(2, 1, 0).reshape(out_channels, -1))
     source, adjoint_index = padded_source(geometry, call.mode)
     rows = direct_rows(geometry)
-    width, dilation, stride = geometry.output_size[-1], geometry.dilation[-1], geometry.stride[-1]
+    sweep = (rows, geometry.output_size[-1], geometry.dilation[-1], geometry.stride[-1])
+    n = operands[0].shape[0] if operation == "weight_grad" else operands.shape[0]
+    units = n * groups
+    chunks = [(first, min(first + plan.tile, units)) for first in range(0, units, plan.tile)]
     if operation == "forward":
         x = planes(operands, in_channels, pixels)
-        total = x.shape[0]
-        y = np.empty((total * (out_channels // in_channels), positions), dtype=x.dtype)
-        run = lambda first, stop: kernels.depthwise_forward(           # noqa: E731
-            x, np.ascontiguousarray(w), source, rows, width, dilation, stride, first, stop, y)
-        result = lambda: image(y, out_channels, geometry.output_size)  # noqa: E731
+        y = np.empty((n * out_channels, positions), dtype=x.dtype)
+        run = lambda first, stop, k: kernels.direct_forward(  # noqa: E731
+            x, w, groups, source, *sweep, first, stop, y)
     elif operation == "adjoint":
         g = planes(operands, out_channels, positions)
-        total = g.shape[0] // (out_channels // in_channels)
-        x = np.empty((total, pixels), dtype=g.dtype)
-        run = lambda first, stop: kernels.depthwise_adjoint(           # noqa: E731
-            g, np.ascontiguousarray(w), adjoint_index, rows, width, dilation, stride,
-            source.size, first, stop, x)
-        result = lambda: image(x, in_channels, geometry.input_size)    # noqa: E731
+        x = np.empty((n * in_channels, pixels), dtype=g.dtype)
+        run = lambda first, stop, k: kernels.direct_adjoint(  # noqa: E731
+            g, w, groups, adjoint_index, *sweep, source.size, first, stop, x)
     else:
-        a, b = operands
-        g, x = planes(a, out_channels, positions), planes(b, in_channels, pixels)
-        total = x.shape[0]
+        g = planes(operands[0], out_channels, positions)
+        x = planes(operands[1], in_channels, pixels)
         partial = np.zeros((plan.threads, *w.shape), dtype=np.result_type(g, x))
-        run = None
-    chunks = [(first, min(first + plan.tile, total)) for first in range(0, total, plan.tile)]
+        run = lambda first, stop, k: kernels.direct_weight_grad(  # noqa: E731
+            g, x, groups, source, *sweep, first, stop, partial[k])
 
     def work(k):
         for first, stop in chunks[k::plan.threads]:
-            if run is None:
-                kernels.depthwise_weight_grad(g, x, source, rows, width, dilation, stride,
-                                              first, stop, partial[k])
-            else:
-                run(first, stop)
+            run(first, stop, k)
 
     _run_workers(work, plan.threads)
-    if run is not None:
-        return result()
+    if operation == "forward":
+        return images(y, out_channels, geometry.output_size)
+    if operation == "adjoint":
+        return images(x, in_channels, geometry.input_size)
     dw = partial[0]
-    for k in range(1, plan.threads):
+    for k in range(1, plan.threads):     # a fixed order: the same bits on every run
         dw += partial[k]
-    shape = call.weight.shape
-    return dw.reshape(shape) if cf else np.ascontiguousarray(dw.T).reshape(shape)
+    if cf:
+        return dw.reshape(call.weight.shape)
+    dw = dw.reshape(out_channels, in_channels // groups, geometry.n_taps).transpose(2, 1, 0)
+    return np.ascontiguousarray(dw).reshape(call.weight.shape)

@@ -1,4 +1,4 @@
-"""Numba CPU kernels: patch tiles, col2im as a gather, and the direct depthwise convolution.
+"""Numba CPU kernels: patch tiles, col2im as a gather, and the direct convolution.
 
 Imported only when a NumPy call runs on the CPU engine (never by ``import
 convmm``); compiled once per dtype and cached on disk (``cache=True``).  The
@@ -16,8 +16,8 @@ so small images share one tile and large ones are cut into several.
 ``col2im_*`` are the adjoint as a *gather* (``_plan.gather_index_adjoint``):
 every input sample sums, in a fixed order, the tile entries that read it, so
 the transposed operator has no scatter, no races and no atomics, and gives
-the same bits on every run.  ``depthwise_*`` compute convolutions with one
-input channel per group straight from a padded copy of one channel plane
+the same bits on every run.  ``direct_*`` compute convolutions with few channels per
+group (depthwise above all) straight from a padded copy of one channel plane
 (``_plan.padded_source``), the inner loop running along the last spatial dim.
 """
 
@@ -76,18 +76,19 @@ def patches_channels_first(x, plan, start, count, first_channel, out):
 
 
 @njit(nogil=True, cache=True)
-def col2im_channels_first(cols, inverse, start, count, first_channel, y):
+def col2im_channels_first(cols, inverse, start, count, pixels, first_channel, y):
     """y[first_channel + c, p] += Σ_{r,t} cols[c·T + t, l − start] over positions l ∈ tile.
 
-    One image: cols (C_g·T, ≥ count) holds positions ``start … start + count − 1``;
-    inverse (R, T, P) from ``gather_index_adjoint``; y (C, P).
+    One image: cols (C_g·T, ≥ count) holds positions ``start … start + count − 1``,
+    which read only samples ``pixels[0] … pixels[1] − 1``; inverse (R, T, P)
+    from ``gather_index_adjoint``; y (C, P).
     """
-    ranks, taps, pixels = inverse.shape
+    ranks, taps, _ = inverse.shape
     channels = cols.shape[0] // taps
     stop = start + count
     for c in range(channels):
         target = y[first_channel + c]
-        for p in range(pixels):
+        for p in range(pixels[0], pixels[1]):
             total = target[p]
             for r in range(ranks):
                 for t in range(taps):
@@ -98,15 +99,16 @@ def col2im_channels_first(cols, inverse, start, count, first_channel, y):
 
 
 @njit(nogil=True, cache=True)
-def col2im_channels_last(cols, inverse, start, count, first_channel, y):
+def col2im_channels_last(cols, inverse, start, count, pixels, first_channel, y):
     """y[p, first_channel + c] += Σ_{r,t} cols[l − start, t·C_g + c] over positions l ∈ tile.
 
-    One image: cols (≥ count, T·C_g); inverse (R, T, P); y (P, C).
+    One image: cols (≥ count, T·C_g); samples ``pixels[0] … pixels[1] − 1``;
+    inverse (R, T, P); y (P, C).
     """
-    ranks, taps, pixels = inverse.shape
+    ranks, taps, _ = inverse.shape
     channels = cols.shape[1] // taps
     stop = start + count
-    for p in range(pixels):
+    for p in range(pixels[0], pixels[1]):
         target = y[p, first_channel:first_channel + channels]
         for r in range(ranks):
             for t in range(taps):
@@ -127,105 +129,115 @@ def _pad_plane(x, source, padded):
 
 
 @njit(nogil=True, cache=True)
-def depthwise_forward(x, w, source, rows, width, dilation, stride, first, stop, y):
-    """Planes ``first … stop − 1`` of a depthwise convolution, channels-first.
+def direct_forward(x, w, groups, source, rows, width, dilation, stride, first, stop, y):
+    """Units ``first … stop − 1`` (unit = image·G + group) of a direct convolution, channels-first.
 
-    x (N·C, P) input planes; w (C·m, T) with m output channels per input
-    channel; y (N·C·m, L).  Output row r, sample j, tap (t_lead, k) reads padded
+    x (N·C_in, P) input planes; w (C_out, C_g·T); y (N·C_out, L).  Each input
+    plane of the unit is padded once, then every output plane of its group
+    adds its taps: output row r, sample j under tap (t_lead, k) reads padded
     sample rows[r, t_lead] + k·dilation + j·stride; ``width`` is the output row length.
     """
-    multiplier = y.shape[0] // x.shape[0]
-    channels = w.shape[0] // multiplier
+    out_channels, k_total = w.shape
+    in_channels = x.shape[0] // (y.shape[0] // out_channels)
+    in_per_group, per_group = in_channels // groups, out_channels // groups
     n_rows, lead_taps = rows.shape
-    last_taps = w.shape[1] // lead_taps
+    taps = k_total // in_per_group
+    last_taps = taps // lead_taps
     padded = np.empty(source.shape[0], x.dtype)
-    for plane in range(first, stop):
-        _pad_plane(x[plane], source, padded)
-        c = plane % channels
-        for m in range(multiplier):
-            o = c * multiplier + m
-            out = y[plane * multiplier + m]
-            out[:] = 0
-            for r in range(n_rows):
-                target = out[r * width:(r + 1) * width]
-                for tl in range(lead_taps):
-                    for k in range(last_taps):
-                        weight = w[o, tl * last_taps + k]
-                        src = padded[rows[r, tl] + k * dilation:]
-                        if stride == 1:
-                            for j in range(width):
-                                target[j] += weight * src[j]
-                        else:
-                            for j in range(width):
-                                target[j] += weight * src[j * stride]
+    for unit in range(first, stop):
+        image, g = unit // groups, unit % groups
+        for o in range(g * per_group, (g + 1) * per_group):
+            y[image * out_channels + o, :] = 0
+        for c in range(in_per_group):
+            _pad_plane(x[image * in_channels + g * in_per_group + c], source, padded)
+            for o in range(g * per_group, (g + 1) * per_group):
+                out = y[image * out_channels + o]
+                for r in range(n_rows):
+                    target = out[r * width:(r + 1) * width]
+                    for tl in range(lead_taps):
+                        for k in range(last_taps):
+                            weight = w[o, c * taps + tl * last_taps + k]
+                            src = padded[rows[r, tl] + k * dilation:]
+                            if stride == 1:
+                                for j in range(width):
+                                    target[j] += weight * src[j]
+                            else:
+                                for j in range(width):
+                                    target[j] += weight * src[j * stride]
 
 
 @njit(nogil=True, cache=True)
-def depthwise_adjoint(y, w, adjoint, rows, width, dilation, stride, padded_size, first, stop, x):
-    """Planes ``first … stop − 1`` of the depthwise convolution's transpose, channels-first.
+def direct_adjoint(y, w, groups, adjoint, rows, width, dilation, stride, padded_size, first, stop,
+                   x):
+    """Units ``first … stop − 1`` of the direct convolution's transpose, channels-first.
 
-    y (N·C·m, L); w (C·m, T); x (N·C, P) receives Cᵀ·y: the taps spread each
-    output sample over a padded plane, and the padding's adjoint gathers the
-    plane back (``adjoint`` from ``padded_source``), one plane per thread.
+    y (N·C_out, L); w (C_out, C_g·T); x (N·C_in, P) receives Cᵀ·y: for each
+    input plane the taps spread every output plane of its group over a padded
+    plane, and the padding's adjoint gathers it back (``adjoint`` from
+    ``padded_source``), one plane at a time on one thread.
     """
-    multiplier = y.shape[0] // x.shape[0]
-    channels = w.shape[0] // multiplier
+    out_channels, k_total = w.shape
+    in_channels = x.shape[0] // (y.shape[0] // out_channels)
+    in_per_group, per_group = in_channels // groups, out_channels // groups
     n_rows, lead_taps = rows.shape
-    last_taps = w.shape[1] // lead_taps
+    taps = k_total // in_per_group
+    last_taps = taps // lead_taps
     padded = np.empty(padded_size + 1, y.dtype)
-    for plane in range(first, stop):
-        padded[:] = 0
-        c = plane % channels
-        for m in range(multiplier):
-            o = c * multiplier + m
-            grad = y[plane * multiplier + m]
-            for r in range(n_rows):
-                source = grad[r * width:(r + 1) * width]
-                for tl in range(lead_taps):
-                    for k in range(last_taps):
-                        weight = w[o, tl * last_taps + k]
-                        dst = padded[rows[r, tl] + k * dilation:]
-                        if stride == 1:
-                            for j in range(width):
-                                dst[j] += weight * source[j]
-                        else:
-                            for j in range(width):
-                                dst[j * stride] += weight * source[j]
-        target = x[plane]
-        for p in range(target.shape[0]):
-            total = padded[adjoint[0, p]]
-            for r in range(1, adjoint.shape[0]):
-                total += padded[adjoint[r, p]]
-            target[p] = total
+    for unit in range(first, stop):
+        image, g = unit // groups, unit % groups
+        for c in range(in_per_group):
+            padded[:] = 0
+            for o in range(g * per_group, (g + 1) * per_group):
+                grad = y[image * out_channels + o]
+                for r in range(n_rows):
+                    source = grad[r * width:(r + 1) * width]
+                    for tl in range(lead_taps):
+                        for k in range(last_taps):
+                            weight = w[o, c * taps + tl * last_taps + k]
+                            dst = padded[rows[r, tl] + k * dilation:]
+                            if stride == 1:
+                                for j in range(width):
+                                    dst[j] += weight * source[j]
+                            else:
+                                for j in range(width):
+                                    dst[j * stride] += weight * source[j]
+            target = x[image * in_channels + g * in_per_group + c]
+            for p in range(target.shape[0]):
+                total = padded[adjoint[0, p]]
+                for r in range(1, adjoint.shape[0]):
+                    total += padded[adjoint[r, p]]
+                target[p] = total
 
 
 @njit(nogil=True, cache=True)
-def depthwise_weight_grad(g, x, source, rows, width, dilation, stride, first, stop, dw):
-    """dw[o, t] += Σ_{l} g[plane·m + m', l] · x̃[plane, …] over planes ``first … stop − 1``.
+def direct_weight_grad(g, x, groups, source, rows, width, dilation, stride, first, stop, dw):
+    """dw[o, c·T + t] += Σ_l g[image, o, l] · x̃[image, c, …] over units ``first … stop − 1``.
 
-    g (N·C·m, L) the output gradient; x (N·C, P) the input planes; dw (C·m, T).
+    g (N·C_out, L) the output gradient; x (N·C_in, P) the input planes; dw (C_out, C_g·T).
     """
-    multiplier = g.shape[0] // x.shape[0]
-    channels = dw.shape[0] // multiplier
+    out_channels, k_total = dw.shape
+    in_channels = x.shape[0] // (g.shape[0] // out_channels)
+    in_per_group, per_group = in_channels // groups, out_channels // groups
     n_rows, lead_taps = rows.shape
-    last_taps = dw.shape[1] // lead_taps
+    taps = k_total // in_per_group
+    last_taps = taps // lead_taps
     padded = np.empty(source.shape[0], x.dtype)
-    for plane in range(first, stop):
-        _pad_plane(x[plane], source, padded)
-        c = plane % channels
-        for m in range(multiplier):
-            o = c * multiplier + m
-            grad = g[plane * multiplier + m]
-            for r in range(n_rows):
-                gr = grad[r * width:(r + 1) * width]
-                for tl in range(lead_taps):
-                    for k in range(last_taps):
-                        src = padded[rows[r, tl] + k * dilation:]
-                        total = gr[0] * src[0]
-                        if stride == 1:
-                            for j in range(1, width):
-                                total += gr[j] * src[j]
-                        else:
-                            for j in range(1, width):
-                                total += gr[j] * src[j * stride]
-                        dw[o, tl * last_taps + k] += total
+    for unit in range(first, stop):
+        image, group = unit // groups, unit % groups
+        for c in range(in_per_group):
+            _pad_plane(x[image * in_channels + group * in_per_group + c], source, padded)
+            for o in range(group * per_group, (group + 1) * per_group):
+                grad = g[image * out_channels + o]
+                for r in range(n_rows):
+                    gr = grad[r * width:(r + 1) * width]
+                    for tl in range(lead_taps):
+                        for k in range(last_taps):
+                            src = padded[rows[r, tl] + k * dilation:]
+                            total = gr[0] * src[0]
+                            if stride == 1:
+                                for j in range(1, width):
+                                    total += gr[j] * src[j]
+                            else:
+                                for j in range(1, width):
+                                    total += gr[j] * src[j * stride]
+                            dw[o, c * taps + tl * last_taps + k] += total

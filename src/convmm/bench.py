@@ -1,0 +1,387 @@
+"""``python -m convmm bench``: the layer suite, timed against PyTorch in the same run.
+
+For each layer of ``layers.json`` (a copy of the project's suite, or
+``--layers-file``) and each pass — ``forward`` (``conv``), ``transpose``
+(``conv_transpose`` back to the layer's input size) and ``backward`` (the
+forward pass plus ``conv_backward`` of every gradient) — convmm and, where it
+is installed, PyTorch are called alternately, ``--repeats`` times each after
+a warm-up, and the medians compared.  Both get the same threads.  Between
+calls the other library's thread pool is left a short pause and OpenMP is
+asked to sleep when idle (``OMP_WAIT_POLICY=PASSIVE``, unless set), so one
+library's spinning workers do not slow the other's call.
+
+Extra memory is measured on one more, untimed, call: the larger of the
+tracemalloc peak and the rise of the peak resident set (``VmHWM``, reset
+through ``/proc/self/clear_refs``), less the output's own size.
+
+The GEMM section times ``_numba_gemm.gemm`` (the implicit-GEMM kernel's
+engine) against ``numpy.matmul`` (OpenBLAS) at 1024³ and 2048³, and the
+start-up section the import, a cold Numba cache and a warm one, each in a
+fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from importlib import resources
+
+PASSES = ("forward", "transpose", "backward")
+PAUSE_S = 0.02
+
+
+# --------------------------------------------------------------------------- layers
+def load_layers(path=None):
+    text = (open(path, encoding="utf-8").read() if path
+            else resources.files("convmm").joinpath("layers.json").read_text(encoding="utf-8"))
+    return json.loads(text)["layers"]
+
+
+def pick(layers, names):
+    if not names:
+        return layers
+    chosen = [layer for layer in layers if any(name in layer["name"] for name in names)]
+    if not chosen:
+        known = ", ".join(layer["name"] for layer in layers)
+        raise SystemExit(f"no layer matches {names}; the suite has: {known}")
+    return chosen
+
+
+class Layer:
+    """One row of the suite: shapes, keywords and FLOP counts (channels-first)."""
+
+    def __init__(self, spec, batch=None):
+        self.name = spec["name"]
+        nd = len(spec["spatial"])
+        self.n = batch or spec["N"]
+        self.in_channels, self.out_channels = spec["C"], spec["K"]
+        self.groups = spec.get("groups", 1)
+        self.spatial, self.kernel = tuple(spec["spatial"]), tuple(spec["kernel"])
+        self.nd = nd
+        self.stride, self.padding, self.dilation = spec["stride"], spec["padding"], spec["dilation"]
+        import convmm
+
+        self.output = convmm.conv_output_shape(self.spatial, self.kernel, stride=self.stride,
+                                               padding=self.padding, dilation=self.dilation)
+        # Multiply-adds of the forward map: N·C_out·L·(C_in/G)·∏K.
+        self.macs = (self.n * self.out_channels * math.prod(self.output)
+                     * self.in_channels // self.groups * math.prod(self.kernel))
+
+    def keywords(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups)
+
+    def flops(self, which):
+        return 2 * self.macs * (3 if which == "backward" else 1)
+
+    def shape(self):
+        return ", ".join([f"N={self.n} C={self.in_channels}→{self.out_channels}",
+                          "×".join(map(str, self.spatial)), "k" + "×".join(map(str, self.kernel)),
+                          f"s{self.stride} p{self.padding} d{self.dilation} g{self.groups}"])
+
+
+# --------------------------------------------------------------------------- the calls
+def convmm_call(layer, which, dtype, method, rng):
+    """A no-argument function that runs one pass with convmm, and the output's bytes."""
+    import numpy as np
+
+    import convmm
+
+    kw = layer.keywords()
+    x = rng.standard_normal((layer.n, layer.in_channels, *layer.spatial)).astype(dtype)
+    w = rng.standard_normal((layer.out_channels, layer.in_channels // layer.groups,
+                             *layer.kernel)).astype(dtype) / math.sqrt(
+                                 layer.in_channels * math.prod(layer.kernel))
+    b = rng.standard_normal(layer.in_channels if which == "transpose" else layer.out_channels)
+    b = b.astype(dtype)
+    g = rng.standard_normal((layer.n, layer.out_channels, *layer.output)).astype(dtype)
+    out_bytes = g.nbytes
+    if which == "forward":
+        return (lambda: convmm.conv(x, w, b, method=method, **kw)), out_bytes, (x, w, b, g)
+    if which == "transpose":
+        return (lambda: convmm.conv_transpose(g, w, b, output_size=layer.spatial, method=method,
+                                              **kw)), x.nbytes, (x, w, b, g)
+
+    def forward_backward():
+        convmm.conv(x, w, b, method=method, **kw)
+        return convmm.conv_backward(g, x, w, method=method, **kw)
+
+    return forward_backward, x.nbytes + w.nbytes + b.nbytes, (x, w, b, g)
+
+
+def torch_call(layer, which, arrays):
+    import torch
+
+    x, w, b, g = (torch.from_numpy(a) for a in arrays)
+    kw = layer.keywords()
+    conv = getattr(torch.nn.functional, f"conv{layer.nd}d")
+    if which == "forward":
+        return lambda: conv(x, w, b, **kw)
+    if which == "transpose":
+        transposed = getattr(torch.nn.functional, f"conv_transpose{layer.nd}d")
+        # The output padding that brings conv_transpose back to the layer's input size.
+        smallest = [(o - 1) * layer.stride - 2 * layer.padding + layer.dilation * (k - 1) + 1
+                    for o, k in zip(layer.output, layer.kernel)]
+        extra = tuple(i - m for i, m in zip(layer.spatial, smallest))
+        return lambda: transposed(g, w, b, stride=layer.stride, padding=layer.padding,
+                                  output_padding=extra, groups=layer.groups,
+                                  dilation=layer.dilation)
+    xg, wg, bg = (t.clone().requires_grad_(True) for t in (x, w, b))
+
+    def forward_backward():
+        conv(xg, wg, bg, **kw).backward(g)
+        xg.grad = wg.grad = bg.grad = None
+
+    return forward_backward
+
+
+# --------------------------------------------------------------------------- measuring
+def _seconds(function):
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def timed_pair(ours, theirs, repeats):
+    """Medians of ``repeats`` alternating calls (after one warm-up call each)."""
+    ours()
+    if theirs is not None:
+        theirs()
+    mine, other = [], []
+    for _ in range(repeats):
+        time.sleep(PAUSE_S)
+        mine.append(_seconds(ours))
+        if theirs is not None:
+            time.sleep(PAUSE_S)
+            other.append(_seconds(theirs))
+    return statistics.median(mine), (statistics.median(other) if other else None)
+
+
+def _peak_rss():
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _current_rss():
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def _reset_peak_rss():
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def extra_memory(function, output_bytes):
+    """Bytes a call needs beyond its inputs and its output (tracemalloc and peak RSS)."""
+    tracemalloc.start()
+    function()
+    _, traced = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    resident = 0
+    if _reset_peak_rss():
+        before = _current_rss()
+        function()
+        after = _peak_rss()
+        if before is not None and after is not None:
+            resident = after - before
+    return max(traced, resident) - output_bytes
+
+
+def gemm_share(sizes=(1024, 2048), repeats=5, threads=None):
+    """GFLOP/s of convmm's Numba GEMM and of numpy.matmul, per size, in one run."""
+    import numpy as np
+
+    from . import _engine, _numba_gemm
+
+    rng = np.random.default_rng(0)
+    threads = threads or _engine._threads()
+    rows = []
+    for n in sizes:
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        b = rng.standard_normal((n, n), dtype=np.float32)
+        c = np.empty((n, n), dtype=np.float32)
+        # Column blocks of whole NR panels, one per worker.
+        step = -(-n // threads // _numba_gemm.NR) * _numba_gemm.NR
+        blocks = [(j, min(j + step, n)) for j in range(0, n, step)]
+
+        def ours():
+            _engine._run_workers(lambda k: [_numba_gemm.gemm(a, b, c, j0, j1)
+                                            for j0, j1 in blocks[k::threads]], threads)
+
+        t_ours, t_blas = timed_pair(ours, lambda: np.matmul(a, b), repeats)
+        error = float(np.abs(c - a @ b).max() / np.abs(a @ b).max())
+        flops = 2 * n ** 3
+        rows.append(dict(size=n, numba_gflops=flops / t_ours / 1e9,
+                         blas_gflops=flops / t_blas / 1e9, share=t_blas / t_ours,
+                         relative_error=error))
+    return rows
+
+
+_STARTUP = r"""
+import time, sys
+t0 = time.perf_counter()
+import convmm
+t1 = time.perf_counter()
+import numpy as np
+x = np.random.default_rng(0).standard_normal((2, 8, 12, 12)).astype(np.float32)
+w = np.ones((8, 8, 3, 3), np.float32)
+dw = np.ones((8, 1, 3, 3), np.float32)
+methods = ("tiled_blas", "implicit_gemm")
+def everything(x):
+    for m in methods:
+        convmm.conv(x, w, padding=1, method=m)
+    convmm.conv(x, dw, padding=1, groups=8, method="direct")
+    g = convmm.conv(x, w, padding=1)
+    convmm.conv_backward(g, x, w, padding=1, method="tiled_blas")
+    convmm.conv_backward(g, x, dw, padding=1, groups=8, method="direct")
+t2 = time.perf_counter(); everything(x); t3 = time.perf_counter()
+t4 = time.perf_counter(); everything(x[:1, :, :9, :10]); t5 = time.perf_counter()
+print(t1 - t0, t3 - t2, t5 - t4)
+"""
+
+
+def startup(cache_dir):
+    """Import time, first call and a later call (new shapes) in a fresh interpreter."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    out = subprocess.run([sys.executable, "-c", _STARTUP], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    return dict(import_s=float(out[0]), first_call_s=float(out[1]), later_call_s=float(out[2]))
+
+
+# --------------------------------------------------------------------------- the command
+def _progress(done, total, label):
+    width = 24
+    filled = width * done // total
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<40}")
+    sys.stderr.flush()
+    if done == total:
+        sys.stderr.write("\n")
+
+
+def run(args):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch loads OpenMP
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if args.no_torch:
+        torch = None
+    layers = [Layer(spec, args.batch) for spec in pick(load_layers(args.layers_file), args.layers)]
+    passes = args.passes
+    rng = np.random.default_rng(0)
+    results = []
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        if torch is not None:
+            torch.set_num_threads(args.threads)
+        jobs = [(layer, which) for layer in layers for which in passes]
+        for done, (layer, which) in enumerate(jobs):
+            _progress(done, len(jobs), f"{layer.name} {which}")
+            ours, out_bytes, arrays = convmm_call(layer, which, args.dtype, args.method, rng)
+            theirs = torch_call(layer, which, arrays) if torch is not None else None
+            t_ours, t_torch = timed_pair(ours, theirs, args.repeats)
+            extra = extra_memory(ours, out_bytes)
+            results.append(dict(layer=layer.name, shape=layer.shape(), which=which,
+                                seconds=t_ours, gflops=layer.flops(which) / t_ours / 1e9,
+                                extra_bytes=extra, torch_seconds=t_torch,
+                                ratio=None if t_torch is None else t_ours / t_torch))
+            del ours, theirs, arrays
+        _progress(len(jobs), len(jobs), "done")
+        gemm = gemm_share(threads=args.threads) if args.gemm else []
+    report = dict(dtype=args.dtype, threads=args.threads, method=args.method,
+                  omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+                  torch=None if torch is None else torch.__version__, numpy=np.__version__,
+                  results=results, gemm=gemm)
+    if args.startup:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as cold:
+            report["startup_cold"] = startup(cold)
+            report["startup_warm"] = startup(cold)
+    print(format_report(report, passes))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=1)
+        print(f"figures written to {args.json}")
+    return 0
+
+
+def geometric_mean(values):
+    values = [v for v in values if v]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def format_report(report, passes):
+    lines = [f"convmm bench: {report['dtype']}, {report['threads']} thread(s), method="
+             f"{report['method']}, torch {report['torch'] or 'not installed'}, "
+             f"OMP_WAIT_POLICY={report['omp_wait_policy']}"]
+    for which in passes:
+        rows = [r for r in report["results"] if r["which"] == which]
+        if not rows:
+            continue
+        lines += ["", f"{which}:",
+                  f"{'layer':<18} {'ms':>9} {'GFLOP/s':>8} {'extra MiB':>9} {'torch ms':>9} "
+                  f"{'ratio':>6}"]
+        for r in rows:
+            torch_ms = "" if r["torch_seconds"] is None else f"{r['torch_seconds'] * 1e3:9.2f}"
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:6.2f}"
+            lines.append(f"{r['layer']:<18} {r['seconds'] * 1e3:9.2f} {r['gflops']:8.1f} "
+                         f"{r['extra_bytes'] / 2 ** 20:9.1f} {torch_ms:>9} {ratio:>6}")
+        mean = geometric_mean([r["ratio"] for r in rows])
+        if mean is not None:
+            worst = max(rows, key=lambda r: r["ratio"])
+            lines.append(f"geometric mean convmm/torch: {mean:.2f}   worst: {worst['layer']} "
+                         f"{worst['ratio']:.2f}")
+    for row in report.get("gemm", []):
+        lines.append(f"GEMM {row['size']}³ float32: Numba {row['numba_gflops']:.1f} GFLOP/s, "
+                     f"numpy.matmul {row['blas_gflops']:.1f} GFLOP/s: "
+                     f"{100 * row['share']:.0f}% of OpenBLAS (max rel. error "
+                     f"{row['relative_error']:.1e})")
+    for key, label in (("startup_cold", "cold Numba cache"), ("startup_warm", "warm Numba cache")):
+        if key in report:
+            s = report[key]
+            lines.append(f"start-up, {label}: import {s['import_s']:.2f} s, first calls of "
+                         f"every kernel {s['first_call_s']:.2f} s, the same calls on new shapes "
+                         f"{s['later_call_s']:.3f} s")
+    return "\n".join(lines)
+
+
+def add_arguments(parser):
+    parser.add_argument("--layers", nargs="*", default=[],
+                        help="layer names (or parts of names) to run; default: all")
+    parser.add_argument("--layers-file", help="a layers.json other than the bundled suite")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--pass", dest="passes", nargs="*", default=list(PASSES), choices=PASSES)
+    parser.add_argument("--method", default="auto", help="convmm's method (default auto)")
+    parser.add_argument("--batch", type=int, help="replace every layer's N")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", help="write the figures to this JSON file")
+    parser.add_argument("--no-torch", action="store_true", help="time convmm alone")
+    parser.add_argument("--no-gemm", dest="gemm", action="store_false",
+                        help="skip the GEMM kernel against numpy.matmul")
+    parser.add_argument("--no-startup", dest="startup", action="store_false",
+                        help="skip the start-up and cold-compile timings")
