@@ -1,11 +1,12 @@
-"""The CPU engine (Numba patch tiles × BLAS) on NumPy arrays, against the definition."""
+"""The CPU engine on NumPy arrays (every method, every map) against the definition."""
 
 import numpy as np
 import pytest
 
 import convmm
 from convmm import _engine, reference
-from helpers import assert_close, make_conv_inputs, random_config, wide
+from helpers import assert_close, make_conv_inputs, random_array, random_config, wide
+from test_reference import _transpose_case
 
 SEEDS = range(40)
 
@@ -106,3 +107,140 @@ def test_against_torch(seed):
                                       stride=cfg.stride, padding=cfg.padding,
                                       dilation=cfg.dilation, groups=cfg.groups)
     assert_close(got, want.numpy(), np)
+
+
+ENGINE = ["tiled_blas", "implicit_gemm", "direct"]
+
+
+@pytest.mark.parametrize("method", ENGINE)
+@pytest.mark.parametrize("seed", range(30))
+def test_every_map_by_every_method(method, seed, workspace):
+    """conv, conv_transpose and both backward passes against the loop definition."""
+    rng = np.random.default_rng(1000 + seed)
+    cfg = random_config(rng)
+    x, w, b = make_conv_inputs(rng, cfg)
+    kw = cfg.kwargs(padding_mode=cfg.padding_mode)
+    kept = x.copy(), w.copy()
+    assert_close(convmm.conv(x, w, b, method=method, **kw),
+                 reference.conv(wide(x), wide(w), wide(b), **kw), np, dtype=cfg.dtype)
+    g = random_array(rng, reference.conv(x, w, **kw).shape, cfg.dtype)
+    got = convmm.conv_backward(g, x, w, method=method, **kw)
+    want = reference.conv_backward(wide(g), wide(x), wide(w), **kw)
+    for actual, desired in zip(got, want):
+        assert_close(actual, desired, np, dtype=cfg.dtype)
+    np.testing.assert_array_equal(x, kept[0])
+    np.testing.assert_array_equal(w, kept[1])
+
+    cfg, x, w, b, kw = _transpose_case(rng)
+    assert_close(convmm.conv_transpose(x, w, b, method=method, **kw),
+                 reference.conv_transpose(wide(x), wide(w), wide(b), **kw), np, dtype=cfg.dtype)
+    g = random_array(rng, reference.conv_transpose(x, w, **kw).shape, cfg.dtype)
+    got = convmm.conv_transpose_backward(g, x, w, method=method, **kw)
+    want = reference.conv_transpose_backward(wide(g), wide(x), wide(w), **kw)
+    for actual, desired in zip(got, want):
+        assert_close(actual, desired, np, dtype=cfg.dtype)
+
+
+@pytest.mark.parametrize("method", ENGINE)
+def test_adjoint_is_bitwise_repeatable(method):
+    """col2im and the per-worker weight gradients sum in a fixed order: the same bits twice."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 11, 10)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    kw = dict(stride=2, padding=1, groups=2, padding_mode="reflect", method=method)
+    g = rng.standard_normal(convmm.conv(x, w, **kw).shape).astype(np.float32)
+    first, second = (convmm.conv_backward(g, x, w, **kw) for _ in range(2))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_auto_choices():
+    x = np.ones((2, 16, 20, 20), np.float32)
+    explain = convmm.explain
+    assert explain(convmm.conv, x, np.ones((16, 1, 3, 3), np.float32), groups=16).startswith(
+        "conv: direct")
+    assert explain(convmm.conv, x, np.ones((8, 16, 1, 1), np.float32)).startswith(
+        "conv: tiled_blas (1×1 kernel")
+    assert explain(convmm.conv, x, np.ones((8, 16, 3, 3), np.float32)).startswith(
+        "conv: implicit_gemm")
+    assert explain(convmm.conv, x.astype(np.float64), np.ones((8, 16, 3, 3))).startswith(
+        "conv: tiled_blas")
+    lines = explain(convmm.conv_backward, np.ones((2, 8, 18, 18), np.float32), x,
+                    np.ones((8, 16, 3, 3), np.float32), needs=("input", "weight")).splitlines()
+    assert [line.split(":")[0] for line in lines] == ["input", "weight"]
+    assert "flipped kernel" in lines[0] and "workspace" in lines[1]
+    strided = explain("conv_transpose2d", np.ones((2, 8, 9, 9), np.float32),
+                      np.ones((8, 16, 3, 3), np.float32), stride=2)
+    assert strided.startswith("conv_transpose: tiled_blas")
+    assert "array-API" in explain(convmm.conv, x, np.ones((8, 16, 3, 3), np.float32),
+                                  method="im2col")
+    with pytest.raises(ValueError, match="function must be one of"):
+        explain(np.matmul, x, x)
+
+
+def test_workspace_stays_within_the_budget():
+    """The engine's workspace is the tile budget, never the patch matrix."""
+    x = np.ones((8, 64, 56, 56), np.float32)
+    for weight, groups in ((np.ones((64, 64, 3, 3), np.float32), 1),
+                           (np.ones((64, 1, 3, 3), np.float32), 64)):
+        for method in ENGINE:
+            call = _call(x, weight, groups=groups, method=method)
+            for operation in _engine.OPERATIONS:
+                plan = _engine.plan(call, operation)
+                assert plan.workspace_bytes <= max(32 << 20, plan.patch_matrix_bytes // 8)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 5, 3), (8, 256, 32), (97, 300, 65), (200, 70, 1030)])
+def test_gemm_kernel(shape):
+    """Edge tiles in every dimension, K beyond one KC slice, N beyond one NC block."""
+    from convmm import _numba_gemm
+
+    m, k, n = shape
+    rng = np.random.default_rng(m)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = np.full((m, n), np.nan, np.float32)
+    half = n // 2
+    _numba_gemm.gemm(a, b, c, 0, half)
+    _numba_gemm.gemm(a, b, c, half, n)
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+
+
+def test_microkernel_is_generated():
+    """src/convmm/_microkernel.py is what tools/generate_microkernel.py writes."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("generator", root / "tools" / "generate_microkernel.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    assert (root / "src" / "convmm" / "_microkernel.py").read_text(encoding="utf-8") == generator.source()
+
+
+def test_kernels_run_as_plain_python():
+    """NUMBA_DISABLE_JIT=1: the kernels' Python bodies give the same results (tiny shapes)."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np, convmm
+from convmm import reference
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 2, 5, 4)); w = rng.standard_normal((2, 1, 2, 3))
+kw = dict(stride=(2, 1), padding=1, groups=2, padding_mode="reflect")
+g = rng.standard_normal(reference.conv(x, w, **kw).shape)
+for method in ("tiled_blas", "implicit_gemm", "direct"):
+    np.testing.assert_allclose(convmm.conv(x, w, method=method, **kw), reference.conv(x, w, **kw))
+    got = convmm.conv_backward(g, x, w, method=method, **kw)
+    want = reference.conv_backward(g, x, w, **kw)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+print("ok")
+"""
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -20,6 +20,7 @@ from ._api import (
     conv_transpose3d,
     conv_transpose_backward,
     conv_transpose_output_shape,
+    explain,
     im2col,
     resolve_padding,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "conv_transpose3d",
     "conv_transpose_backward",
     "conv_transpose_output_shape",
+    "explain",
     "im2col",
     "reference",
     "resolve_padding",

@@ -7,6 +7,7 @@ ValueError or TypeError naming the offending parameter; everything below
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -612,3 +613,50 @@ def resolve_padding(input_shape, kernel_size, *, stride=1, padding="same", dilat
     return _resolve(padding_spec(padding, nd), size, kernel,
                     int_tuple(stride, nd, "stride", minimum=1),
                     int_tuple(dilation, nd, "dilation", minimum=1))
+
+
+# --------------------------------------------------------------------------- explain
+_EXPLAINED = {
+    # name: (the public function, transposed?, the maps it runs)
+    "conv": (conv, False, (("conv", "forward"),)),
+    "conv_transpose": (conv_transpose, True, (("conv_transpose", "adjoint"),)),
+    "conv_backward": (conv_backward, False, (("input", "adjoint"), ("weight", "weight_grad"))),
+    "conv_transpose_backward": (conv_transpose_backward, True,
+                                (("input", "forward"), ("weight", "weight_grad"))),
+}
+
+
+def explain(function, *args, **kwargs) -> str:
+    """Which path ``function(*args, **kwargs)`` runs, with what tiles and workspace; nothing runs.
+
+    ``function`` is ``conv``, ``conv_transpose``, ``conv_backward`` or
+    ``conv_transpose_backward`` (or their 1d/2d/3d forms, or a name); the
+    arguments are the ones you would pass it.  One line per map the call runs
+    (a backward pass: one per gradient asked for, the bias gradient being a sum).
+
+    Examples
+    --------
+    >>> import numpy as np, convmm
+    >>> x, w = np.ones((8, 64, 56, 56), np.float32), np.ones((64, 64, 3, 3), np.float32)
+    >>> print(convmm.explain(convmm.conv, x, w, padding=1))   # doctest: +ELLIPSIS
+    conv: implicit_gemm (float32 with enough positions per image): tiles of 3136 ...
+    """
+    name = function if isinstance(function, str) else getattr(function, "__name__", None)
+    if isinstance(name, str) and name[-2:] in ("1d", "2d", "3d"):
+        name = name[:-2]
+    if name not in _EXPLAINED:
+        raise ValueError(f"function must be one of {sorted(_EXPLAINED)}, got {function!r}")
+    public, transposed, maps = _EXPLAINED[name]
+    bound = inspect.signature(public).bind(*args, **kwargs)
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    needs = _needs(arguments.pop("needs", ()))
+    grad_output = arguments.pop("grad_output", None)
+    x, weight, bias = arguments.pop("x"), arguments.pop("weight"), arguments.pop("bias", None)
+    call = _prepare(x, weight, bias, grad_output, transposed=transposed, **arguments)
+    lines = []
+    for label, operation in maps:
+        if "grad_output" in bound.arguments and label not in needs:
+            continue
+        lines.append(f"{label}: " + _engine.plan(call, operation).describe().split(": ", 1)[1])
+    return "\n".join(lines)

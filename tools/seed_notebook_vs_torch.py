@@ -4,7 +4,7 @@ Batch 32, 3×256×256 (and a non-square 3×256×200), kernel (2, 3, 3, 3), strid
 dilation 2, padding 1, float32.  The two are timed interleaved, several repeats,
 medians, so that the ratio is measured under the same machine load.
 
-    python benchmarks/seed_notebook_vs_torch.py [--repeats 25] [--threads 2]
+    python tools/seed_notebook_vs_torch.py [--repeats 25] [--threads 2]
 """
 
 import argparse

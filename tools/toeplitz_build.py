@@ -1,6 +1,6 @@
 """Build time and memory of convmm.toeplitz's CSR matrix for large layers.
 
-    python benchmarks/toeplitz_build.py [--repeats 5]
+    python tools/toeplitz_build.py [--repeats 5]
 
 Each build starts from a cold plan cache (the index plans are rebuilt too);
 memory is the tracemalloc peak during one build (NumPy reports its buffers to

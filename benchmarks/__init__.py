@@ -1,0 +1,1 @@
+"""airspeed velocity (asv) benchmarks: ``asv run`` (history over commits), ``asv check``."""
