@@ -24,9 +24,9 @@ by one of three methods (``explain`` says which, and why):
     image into the register-blocked micro-kernel's panels (``_numba_gemm``);
     its adjoint and weight gradient run ``tiled_blas``.
 ``direct``
-    Convolutions with one input channel per group (depthwise, with any
-    channel multiplier): no GEMM, each channel plane padded once and swept tap
-    by tap along its last spatial dim (``_numba_cpu.depthwise_*``).
+    Convolutions with few channels per group (depthwise above all): no GEMM,
+    each input plane padded once and swept tap by tap along its last spatial
+    dim (``_numba_cpu.direct_*``).
 
 Parallelism comes from our worker threads alone, with BLAS held to one thread
 while they run (threadpoolctl), so Numba's, BLAS's and our threads never
@@ -44,7 +44,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._plan import direct_rows, gather_index, gather_index_adjoint, padded_source
+from ._plan import (direct_rows, gather_index, gather_index_adjoint, padded_source,
+                    tile_pixel_ranges)
 
 WORKSPACE_BYTES = 16 << 20
 """The patch tiles' size budget, all workers together (the tiles are the engine's extra memory)."""
@@ -458,17 +459,6 @@ def _pointwise_adjoint(call, y):
     return x
 
 
-def _tile_pixels(index, tile, pixels):
-    """For each tile of positions, the range [lo, hi) of input samples its taps read
-    (``pixels``, the plan's sentinel for a zero, excluded): col2im gathers only there."""
-    ranges = []
-    for start in range(0, index.shape[1], tile):
-        block = index[:, start:start + tile]
-        read = block[block < pixels]
-        ranges.append(np.array([read.min(), read.max() + 1] if read.size else [0, 0]))
-    return ranges
-
-
 def _tiled_adjoint(call, plan, y):
     from . import _numba_cpu as kernels
 
@@ -480,7 +470,7 @@ def _tiled_adjoint(call, plan, y):
     inverse = gather_index_adjoint(geometry, call.mode)
     w_t = np.ascontiguousarray(_weight_operand(call).transpose(0, 2, 1))  # (G, rows, O_g) / (G, O_g, rows)
     offsets = range(0, positions, plan.tile)
-    reads = _tile_pixels(gather_index(geometry, call.mode), plan.tile, pixels)
+    reads = tile_pixel_ranges(geometry, call.mode, plan.tile)
     cf = layout.name == "channels_first"
     grads = np.ascontiguousarray(y).reshape((n, out_channels, positions) if cf
                                             else (n, positions, out_channels))

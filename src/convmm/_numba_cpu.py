@@ -129,6 +129,16 @@ def _pad_plane(x, source, padded):
 
 
 @njit(nogil=True, cache=True)
+def _direct_shape(weight_shape, in_planes, out_planes, groups, lead_taps):
+    """(C_in, C_g, O_g, T, K_last) from a (C_out, C_g·T) weight and the plane counts."""
+    out_channels, k_total = weight_shape
+    in_channels = in_planes // (out_planes // out_channels)
+    in_per_group = in_channels // groups
+    taps = k_total // in_per_group
+    return in_channels, in_per_group, out_channels // groups, taps, taps // lead_taps
+
+
+@njit(nogil=True, cache=True)
 def direct_forward(x, w, groups, source, rows, width, dilation, stride, first, stop, y):
     """Units ``first … stop − 1`` (unit = image·G + group) of a direct convolution, channels-first.
 
@@ -137,12 +147,10 @@ def direct_forward(x, w, groups, source, rows, width, dilation, stride, first, s
     adds its taps: output row r, sample j under tap (t_lead, k) reads padded
     sample rows[r, t_lead] + k·dilation + j·stride; ``width`` is the output row length.
     """
-    out_channels, k_total = w.shape
-    in_channels = x.shape[0] // (y.shape[0] // out_channels)
-    in_per_group, per_group = in_channels // groups, out_channels // groups
+    in_channels, in_per_group, per_group, taps, last_taps = _direct_shape(
+        w.shape, x.shape[0], y.shape[0], groups, rows.shape[1])
+    out_channels = w.shape[0]
     n_rows, lead_taps = rows.shape
-    taps = k_total // in_per_group
-    last_taps = taps // lead_taps
     padded = np.empty(source.shape[0], x.dtype)
     for unit in range(first, stop):
         image, g = unit // groups, unit % groups
@@ -176,12 +184,10 @@ def direct_adjoint(y, w, groups, adjoint, rows, width, dilation, stride, padded_
     plane, and the padding's adjoint gathers it back (``adjoint`` from
     ``padded_source``), one plane at a time on one thread.
     """
-    out_channels, k_total = w.shape
-    in_channels = x.shape[0] // (y.shape[0] // out_channels)
-    in_per_group, per_group = in_channels // groups, out_channels // groups
+    in_channels, in_per_group, per_group, taps, last_taps = _direct_shape(
+        w.shape, x.shape[0], y.shape[0], groups, rows.shape[1])
+    out_channels = w.shape[0]
     n_rows, lead_taps = rows.shape
-    taps = k_total // in_per_group
-    last_taps = taps // lead_taps
     padded = np.empty(padded_size + 1, y.dtype)
     for unit in range(first, stop):
         image, g = unit // groups, unit % groups
@@ -215,12 +221,10 @@ def direct_weight_grad(g, x, groups, source, rows, width, dilation, stride, firs
 
     g (N·C_out, L) the output gradient; x (N·C_in, P) the input planes; dw (C_out, C_g·T).
     """
-    out_channels, k_total = dw.shape
-    in_channels = x.shape[0] // (g.shape[0] // out_channels)
-    in_per_group, per_group = in_channels // groups, out_channels // groups
+    in_channels, in_per_group, per_group, taps, last_taps = _direct_shape(
+        dw.shape, x.shape[0], g.shape[0], groups, rows.shape[1])
+    out_channels = dw.shape[0]
     n_rows, lead_taps = rows.shape
-    taps = k_total // in_per_group
-    last_taps = taps // lead_taps
     padded = np.empty(source.shape[0], x.dtype)
     for unit in range(first, stop):
         image, group = unit // groups, unit % groups

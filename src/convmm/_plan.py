@@ -149,6 +149,21 @@ def gather_index_adjoint(geometry: ConvGeometry, mode: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
+def tile_pixel_ranges(geometry: ConvGeometry, mode: str, tile: int) -> np.ndarray:
+    """For each tile of ``tile`` output positions, the range [lo, hi) of input samples
+    its taps read (zeros excluded): a (tiles, 2) array; col2im gathers only there."""
+    plan = gather_index(geometry, mode)
+    pixels = math.prod(geometry.input_size)
+    ranges = np.zeros((-(-plan.shape[1] // tile), 2), dtype=np.intp)
+    for k, start in enumerate(range(0, plan.shape[1], tile)):
+        read = plan[:, start:start + tile]
+        read = read[read < pixels]
+        if read.size:
+            ranges[k] = read.min(), read.max() + 1
+    return _frozen(ranges)
+
+
+@lru_cache(maxsize=64)
 def padded_source(geometry: ConvGeometry, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Padding as a gather and its adjoint, over flat (row-major) samples.
 
