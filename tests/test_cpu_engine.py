@@ -169,6 +169,7 @@ def test_auto_choices():
                     np.ones((8, 16, 3, 3), np.float32), needs=("input", "weight")).splitlines()
     assert [line.split(":")[0] for line in lines] == ["input", "weight"]
     assert "flipped kernel" in lines[0] and "workspace" in lines[1]
+    assert lines[1].startswith("weight: implicit_gemm")
     strided = explain("conv_transpose2d", np.ones((2, 8, 9, 9), np.float32),
                       np.ones((8, 16, 3, 3), np.float32), stride=2)
     assert strided.startswith("conv_transpose: tiled_blas")

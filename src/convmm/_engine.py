@@ -20,9 +20,10 @@ by one of three methods (``explain`` says which, and why):
     no patches at all: its (subsampled) input is the patch matrix, and one
     multi-threaded BLAS GEMM does the work.
 ``implicit_gemm``
-    The forward map as a GEMM whose patch operand is packed straight from the
-    image into the register-blocked micro-kernel's panels (``_numba_gemm``);
-    its adjoint and weight gradient run ``tiled_blas``.
+    The forward map and the weight gradient as GEMMs whose patch operand is
+    packed straight from the image into the register-blocked micro-kernel's
+    panels (``_numba_gemm``); the adjoint runs ``tiled_blas`` (or, at stride 1,
+    is itself a forward map).
 ``direct``
     Convolutions with few channels per group (depthwise above all): no GEMM,
     each input plane padded once and swept tap by tap along its last spatial
@@ -125,9 +126,11 @@ def _auto(call, operation, in_per_group, numpy_input):
         return "direct", f"{in_per_group}×{per_group} channels per group: too thin for a GEMM"
     if _pointwise(call.geometry):
         return "tiled_blas", "1×1 kernel without padding: one BLAS GEMM on the input"
-    if (operation == "forward" and call.weight.dtype == np.float32
-            and call.geometry.n_positions >= IMPLICIT_MIN_POSITIONS):
-        return "implicit_gemm", "float32 with enough positions per image"
+    if call.weight.dtype == np.float32:
+        if operation == "weight_grad":
+            return "implicit_gemm", "float32: patches packed straight into the GEMM"
+        if operation == "forward" and call.geometry.n_positions >= IMPLICIT_MIN_POSITIONS:
+            return "implicit_gemm", "float32 with enough positions per image"
     return "tiled_blas", "patch tiles × BLAS"
 
 
@@ -161,8 +164,8 @@ def plan(call, operation: str) -> ConvPlan:
         return ConvPlan(inner.method, operation, rows, positions, inner.tile, inner.threads,
                         inner.workspace_bytes, patch_bytes, "stride 1, zero padding: no col2im",
                         inner)
-    if method == "implicit_gemm" and operation != "forward":
-        method, reason = "tiled_blas", "implicit_gemm runs the forward map only"
+    if method == "implicit_gemm" and operation == "adjoint":
+        method, reason = "tiled_blas", "implicit_gemm runs the forward map and the weight gradient"
     threads = _threads()
     if method == "direct":
         units = n * call.groups                 # (image, group) pairs
@@ -176,11 +179,14 @@ def plan(call, operation: str) -> ConvPlan:
         return ConvPlan(method, operation, rows, positions, 0, threads, work, patch_bytes,
                         reason or "1×1 kernel without padding")
     image = geometry.n_positions
+    # The weight gradient's workers each sum into a weight-sized partial.
+    partial_bytes = (threads * rows * _forward_channels(call)[1] * size
+                     if operation == "weight_grad" else 0)
     if method == "implicit_gemm":
         from ._numba_gemm import KC, MC, NC
 
         tile = max(1, -(-image // max(1, -(-2 * threads // n))))
-        work = threads * (KC * (MC + NC) + 256) * size
+        work = threads * (KC * (MC + NC) + 256) * size + partial_bytes
         return ConvPlan(method, operation, rows, positions, tile, threads, work, patch_bytes,
                         reason)
     # Each worker's tile fits its share of the workspace; at least two tiles per
@@ -195,7 +201,7 @@ def plan(call, operation: str) -> ConvPlan:
         pieces = -(-image // tile)
         tile = -(-image // pieces)            # equal pieces of one image
     return ConvPlan(method, operation, rows, positions, tile, threads,
-                    threads * rows * tile * size, patch_bytes, reason)
+                    threads * rows * tile * size + partial_bytes, patch_bytes, reason)
 
 
 def _flipped_padding(geometry):
@@ -509,23 +515,61 @@ def weight_grad(call, plan: ConvPlan, a, b):
         return _direct(call, plan, (a, b), "weight_grad")
     if plan.tile == 0:
         return _pointwise_weight_grad(call, a, b)
+    if plan.method == "implicit_gemm":
+        return _implicit_weight_grad(call, plan, a, b)
     return _tiled_weight_grad(call, plan, a, b)
 
 
 def _pointwise_weight_grad(call, a, b):
+    """Σ_n A_n·X_nᵀ one image at a time (an einsum over the batch copied both operands)."""
     layout, groups = call.layout, call.groups
     in_channels, out_channels = _forward_channels(call)
     n = a.shape[0]
     p = _subsampled(call, b)
-    if layout.name == "channels_first":
+    cf = layout.name == "channels_first"
+    if cf:
         o = np.ascontiguousarray(a).reshape(n, groups, out_channels // groups, -1)
-        pp = p.reshape(n, groups, in_channels // groups, -1)
-        w = np.einsum("ngol,ngcl->goc", o, pp, optimize=True)
+        pp = p.reshape(n, groups, in_channels // groups, -1).swapaxes(-1, -2)
     else:
-        o = np.ascontiguousarray(a).reshape(-1, groups, out_channels // groups)
-        pp = p.reshape(-1, groups, in_channels // groups)
-        w = np.einsum("lgc,lgo->gco", pp, o, optimize=True)
-    return layout.weight_from_operand(np, w, call.weight.shape)
+        o = np.ascontiguousarray(a).reshape(n, -1, groups, out_channels // groups).swapaxes(1, 2)
+        pp = p.reshape(n, -1, groups, in_channels // groups).transpose(0, 2, 3, 1)
+    total = None
+    for image in range(n):       # (G, O_g, C_g) channels-first, (G, C_g, O_g) channels-last
+        term = np.matmul(o[image], pp[image]) if cf else np.matmul(pp[image], o[image])
+        total = term if total is None else np.add(total, term, out=total)
+    return layout.weight_from_operand(np, total, call.weight.shape)
+
+
+def _implicit_weight_grad(call, plan, a, b):
+    from . import _numba_gemm as kernels
+
+    layout, groups, geometry = call.layout, call.groups, call.geometry
+    n = a.shape[0]
+    in_channels, out_channels = _forward_channels(call)
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    index = gather_index(geometry, call.mode)
+    cf = layout.name == "channels_first"
+    grads = np.ascontiguousarray(a).reshape((n, out_channels, positions) if cf
+                                            else (n, positions, out_channels))
+    source = np.ascontiguousarray(b).reshape((n, in_channels, pixels) if cf
+                                             else (n, pixels, in_channels))
+    partial = np.zeros((plan.threads, groups, plan.rows, out_channels // groups),
+                       dtype=np.result_type(a, b))
+    kernel = kernels.weight_grad_channels_first if cf else kernels.weight_grad_channels_last
+    units = [(image, start, min(start + plan.tile, positions))
+             for image in range(n) for start in range(0, positions, plan.tile)]
+
+    def work(k):
+        for image, start, stop in units[k::plan.threads]:
+            kernel(source[image], index, grads[image], groups, partial[k], start, stop)
+
+    _run_workers(work, plan.threads)
+    total = partial[0]
+    for k in range(1, plan.threads):     # a fixed order: the same bits on every run
+        total += partial[k]
+    if cf:
+        total = total.transpose(0, 2, 1)
+    return layout.weight_from_operand(np, total, call.weight.shape)
 
 
 def _tiled_weight_grad(call, plan, a, b):

@@ -85,17 +85,20 @@ def col2im_channels_first(cols, inverse, start, count, pixels, first_channel, y)
     """
     ranks, taps, _ = inverse.shape
     channels = cols.shape[0] // taps
-    stop = start + count
+    lo, hi = pixels[0], pixels[1]
+    # Tap by tap along the samples (unit stride through ``inverse`` and ``y``):
+    # each sample still receives its terms in the (r, t) order, so the bits do
+    # not depend on the loop order.
     for c in range(channels):
-        target = y[first_channel + c]
-        for p in range(pixels[0], pixels[1]):
-            total = target[p]
-            for r in range(ranks):
-                for t in range(taps):
-                    position = inverse[r, t, p]
-                    if start <= position < stop:
-                        total += cols[c * taps + t, position - start]
-            target[p] = total
+        target = y[first_channel + c, lo:hi]
+        for r in range(ranks):
+            for t in range(taps):
+                row = cols[c * taps + t]
+                positions = inverse[r, t, lo:hi]
+                for p in range(hi - lo):
+                    position = positions[p] - start
+                    if 0 <= position < count:
+                        target[p] += row[position]
 
 
 @njit(nogil=True, cache=True)

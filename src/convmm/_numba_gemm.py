@@ -33,18 +33,22 @@ NC = 1024   # columns of C per packed B block (KC×NC in L2)
 
 
 @njit(nogil=True, cache=True)
-def _pack_a(a, i0, mc, p0, kc, ap):
-    """ap[panel, p, i] = a[i0 + panel·MR + i, p0 + p], zero past row i0 + mc."""
-    for panel in range(-(-mc // MR)):
-        for i in range(MR):
-            r = panel * MR + i
-            if r < mc:
+def _pack_rows(a, i0, m, p0, kc, packed):
+    """packed[panel, p, i] = a[i0 + panel·w + i, p0 + p], zero past row i0 + m; w = packed.shape[2].
+
+    Packs A's MR-row panels, or Bᵀ's NR-column panels from the rows of b.
+    """
+    width = packed.shape[2]
+    for panel in range(-(-m // width)):
+        for i in range(width):
+            r = panel * width + i
+            if r < m:
                 source = a[i0 + r, p0:p0 + kc]
                 for p in range(kc):
-                    ap[panel, p, i] = source[p]
+                    packed[panel, p, i] = source[p]
             else:
                 for p in range(kc):
-                    ap[panel, p, i] = 0
+                    packed[panel, p, i] = 0
 
 
 @njit(nogil=True, cache=True)
@@ -97,7 +101,7 @@ def gemm(a, b, c, j0, j1):
             _pack_b(b, pc, kc, jc, nc, bp)
             for ic in range(0, m, MC):
                 mc = min(MC, m - ic)
-                _pack_a(a, ic, mc, pc, kc, ap)
+                _pack_rows(a, ic, mc, pc, kc, ap)
                 _macro(ap, bp, c, ic, mc, jc, nc, kc, pc == 0, tile)
 
 
@@ -148,7 +152,7 @@ def conv_channels_first(x, plan, w, groups, y, l0, l1):
                 _pack_patches_b(x, plan, g * in_per_group, pc, kc, jc, nc, bp)
                 for ic in range(0, per_group, MC):
                     mc = min(MC, per_group - ic)
-                    _pack_a(wg, ic, mc, pc, kc, ap)
+                    _pack_rows(wg, ic, mc, pc, kc, ap)
                     _macro(ap, bp, yg, ic, mc, jc, nc, kc, pc == 0, tile)
 
 
@@ -195,3 +199,102 @@ def conv_channels_last(x, plan, w, groups, y, l0, l1):
                     mc = min(MC, l1 - ic)
                     _pack_patches_a(x, plan, g * in_per_group, in_per_group, ic, mc, pc, kc, ap)
                     _macro(ap, bp, yg, ic, mc, jc, nc, kc, pc == 0, tile)
+
+
+# --------------------------------------------------------------------------- weight gradient
+#   ΔW_g[k, o] += Σ_l P_n[k, l]·G_n[l, o]: the inner dimension is the position l,
+#   so both operands are packed along it: A from the image (the patch rows),
+#   B from the output gradient; C is a worker's partial sum, (C_g·T, O_g) per group.
+
+
+@njit(nogil=True, cache=True)
+def _pack_patch_rows_a(x, plan, first_channel, i0, mc, p0, kc, ap):
+    """ap[panel, p, i] = P[i0 + panel·MR + i, p0 + p] with P[c·T + t, l] = x[first_channel + c, plan[t, l]].
+
+    x: one image (C, P); the plan's sentinel P reads a zero.
+    """
+    taps = plan.shape[0]
+    pixels = x.shape[1]
+    for panel in range(-(-mc // MR)):
+        for i in range(MR):
+            r = panel * MR + i
+            if r < mc:
+                k = i0 + r
+                c = k // taps
+                channel = x[first_channel + c]
+                source = plan[k - c * taps, p0:p0 + kc]
+                for p in range(kc):
+                    s = source[p]
+                    ap[panel, p, i] = channel[s] if s < pixels else 0
+            else:
+                for p in range(kc):
+                    ap[panel, p, i] = 0
+
+
+@njit(nogil=True, cache=True)
+def _pack_patch_columns_a(x, plan, first_channel, channels, i0, mc, p0, kc, ap):
+    """ap[panel, p, i] = P[p0 + p, i0 + panel·MR + i] with P[l, t·C_g + c] = x[plan[t, l], first_channel + c].
+
+    x: one image (P, C); the plan's sentinel P reads a zero; ``channels`` is C_g.
+    """
+    pixels = x.shape[0]
+    for panel in range(-(-mc // MR)):
+        for p in range(kc):
+            l = p0 + p
+            for i in range(MR):
+                r = panel * MR + i
+                if r < mc:
+                    k = i0 + r
+                    t = k // channels
+                    s = plan[t, l]
+                    ap[panel, p, i] = x[s, first_channel + k - t * channels] if s < pixels else 0
+                else:
+                    ap[panel, p, i] = 0
+
+
+@njit(nogil=True, cache=True)
+def weight_grad_channels_first(x, plan, grads, groups, dw, l0, l1):
+    """dw[g, k, o] += Σ_{l0 ≤ l < l1} P[k, l]·G[g·O_g + o, l], every group; one image.
+
+    x (C_in, P); grads (C_out, L); dw (groups, C_g·T, O_g), a worker's partial sum.
+    """
+    _, k, per_group = dw.shape
+    in_per_group = k // plan.shape[0]
+    ap = np.empty((MC // MR, KC, MR), dw.dtype)
+    bp = np.empty((-(-min(NC, per_group) // NR), KC, NR), dw.dtype)
+    tile = np.empty((MR, NR), dw.dtype)
+    for g in range(groups):
+        gg = grads[g * per_group:(g + 1) * per_group]
+        for jc in range(0, per_group, NC):
+            nc = min(NC, per_group - jc)
+            for pc in range(l0, l1, KC):
+                kc = min(KC, l1 - pc)
+                _pack_rows(gg, jc, nc, pc, kc, bp)
+                for ic in range(0, k, MC):
+                    mc = min(MC, k - ic)
+                    _pack_patch_rows_a(x, plan, g * in_per_group, ic, mc, pc, kc, ap)
+                    _macro(ap, bp, dw[g], ic, mc, jc, nc, kc, False, tile)
+
+
+@njit(nogil=True, cache=True)
+def weight_grad_channels_last(x, plan, grads, groups, dw, l0, l1):
+    """dw[g, k, o] += Σ_{l0 ≤ l < l1} P[l, k]·G[l, g·O_g + o], every group; one image.
+
+    x (P, C_in); grads (L, C_out); dw (groups, T·C_g, O_g), a worker's partial sum.
+    """
+    _, k, per_group = dw.shape
+    in_per_group = k // plan.shape[0]
+    ap = np.empty((MC // MR, KC, MR), dw.dtype)
+    bp = np.empty((-(-min(NC, per_group) // NR), KC, NR), dw.dtype)
+    tile = np.empty((MR, NR), dw.dtype)
+    for g in range(groups):
+        gg = grads[:, g * per_group:(g + 1) * per_group]
+        for jc in range(0, per_group, NC):
+            nc = min(NC, per_group - jc)
+            for pc in range(l0, l1, KC):
+                kc = min(KC, l1 - pc)
+                _pack_b(gg, pc, kc, jc, nc, bp)
+                for ic in range(0, k, MC):
+                    mc = min(MC, k - ic)
+                    _pack_patch_columns_a(x, plan, g * in_per_group, in_per_group, ic, mc, pc, kc, ap)
+                    _macro(ap, bp, dw[g], ic, mc, jc, nc, kc, False, tile)
