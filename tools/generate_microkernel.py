@@ -2,9 +2,10 @@
 
 Numba has no loop-unrolling pragma, and LLVM keeps values in registers only
 when they are scalars, so the MR×NR accumulator tile is spelt out as MR·NR
-scalar locals.  With NUMBA_SLP_VECTORIZE on (see ``_gemm``), LLVM's SLP
-vectoriser packs each row's NR scalars into vector registers and turns the
-updates into broadcast-FMAs.  Run ``python tools/generate_microkernel.py``
+scalar locals.  The engine compiles its kernels with LLVM's SLP vectoriser on
+(``_engine.slp_vectorising``; numba's default is off), which packs each row's
+NR scalars into vector registers and turns the updates into broadcast-FMAs;
+without it the tile stays scalar, at 4% of OpenBLAS.  Run ``python tools/generate_microkernel.py``
 after changing MR or NR; ``tests/test_gemm.py`` checks the file is current.
 """
 

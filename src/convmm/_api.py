@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import array_api_compat
+# NumPy's namespace wrapper costs 0.08 s to import (it probes every numpy
+# attribute); paid here rather than inside a user's first timed call.
+import array_api_compat.numpy  # noqa: F401
 
 from . import _conv, _engine, _lowering
 from ._geometry import ConvGeometry, conv_geometry, resolve_padding as _resolve, transpose_geometry
