@@ -4,7 +4,7 @@ Parameterised by layer (the bundled ``layers.json``), method and backend
 (NumPy; CuPy where a GPU is present, the device synchronised inside the timed
 call).  ``setup`` runs each call once, so the Numba kernels are compiled (or
 loaded from the on-disk cache) before anything is timed.  A combination that
-does not apply (CuPy without a GPU, an engine method on CuPy) raises
+does not apply (CuPy without a GPU, an engine method on CuPy without the CUDA engine) raises
 NotImplementedError in ``setup``, which asv reports as skipped.
 """
 
@@ -42,7 +42,10 @@ class _Suite:
     def setup(self, name, method, backend):
         xp, self.sync = _namespace(backend)
         if backend != "numpy" and method not in ("auto", "im2col"):
-            raise NotImplementedError("the CPU engine's methods run on NumPy only")
+            from convmm._cuda_engine import unavailable_reason
+
+            if unavailable_reason() is not None:
+                raise NotImplementedError(unavailable_reason())
         layer = Layer(LAYERS[name])
         rng = np.random.default_rng(0)
         x = rng.standard_normal((layer.n, layer.in_channels, *layer.spatial), dtype=np.float32)

@@ -88,10 +88,37 @@ def test_tiles_fit_the_workspace_and_cut_images_evenly():
     assert "tiled_blas" in plan.describe() and "workspace" in plan.describe()
 
 
-def test_engine_methods_need_numpy():
+def test_engine_methods_need_numpy_or_cupy():
     torch = pytest.importorskip("torch")
-    with pytest.raises(ValueError, match="runs on NumPy arrays only"):
+    with pytest.raises(ValueError, match="CPU engine's \\(NumPy\\) and the CUDA engine's \\(CuPy\\)"):
         convmm.conv(torch.ones(1, 1, 5), torch.ones(1, 1, 3), method="tiled_blas")
+
+
+def test_cuda_engine_says_why_it_is_missing(monkeypatch):
+    """Without numba-cuda, or without a GPU, the reason names what to install or what is absent."""
+    import importlib.util
+
+    from convmm import _cuda_engine
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and not _gpu_present():
+        _cuda_engine.unavailable_reason.cache_clear()
+        reason = _cuda_engine.unavailable_reason()
+        assert reason is not None and ("no usable CUDA GPU" in reason or "numba-cuda" in reason)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "numba_cuda" else real_find_spec(name, *a))
+    _cuda_engine.unavailable_reason.cache_clear()
+    try:
+        assert "pip install 'convmm[cuda13]'" in _cuda_engine.unavailable_reason()
+    finally:
+        monkeypatch.undo()
+        _cuda_engine.unavailable_reason.cache_clear()
+
+
+def _gpu_present():
+    from helpers import backend_names
+
+    return "cupy" in backend_names()
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -176,9 +176,15 @@ def _configure(xp, x, x_shape, weight, bias, grad_output, batched, x_name, *, tr
     mode = choice(padding_mode, PADDING_MODES, "padding_mode")
     methods = CONV_TRANSPOSE_METHODS if transposed else CONV_METHODS
     method = choice(method, methods, "method")
-    if method in _engine.ENGINE_METHODS and not array_api_compat.is_numpy_array(weight):
+    if method in _engine.ENGINE_METHODS and _engine.device(weight) is None:
+        if array_api_compat.is_cupy_array(weight):
+            from ._cuda_engine import unavailable_reason
+
+            raise RuntimeError(f"method={method!r} on CuPy arrays needs the CUDA engine, "
+                               f"which is not available: {unavailable_reason()}; 'auto' and "
+                               f"'im2col' run on CuPy without it")
         raise ValueError(
-            f"method={method!r} is the CPU engine's and runs on NumPy arrays only; "
+            f"method={method!r} is the CPU engine's (NumPy) and the CUDA engine's (CuPy); "
             f"use 'auto' or 'im2col' for {type(weight).__module__} arrays"
         )
     nd = _spatial_rank(weight)

@@ -72,6 +72,7 @@ class ConvPlan:
     patch_matrix_bytes: int  # what the full patch matrix would take
     reason: str = ""        # why this method, where "auto" chose it or another was substituted
     flipped: ConvPlan | None = None  # the adjoint run as this forward plan (stride 1, zero padding)
+    device: str = "cpu"     # "cpu": the Numba engine; "cuda": the CUDA engine (_cuda_engine)
 
     def describe(self) -> str:
         mib = 2 ** 20
@@ -87,6 +88,16 @@ class ConvPlan:
         if self.tile == 0:
             return (f"{self.operation}: {self.method}{why}: one multi-threaded BLAS GEMM on the "
                     f"input itself; workspace {self.workspace_bytes / mib:.2f} MiB ({full})")
+        if self.device == "cuda":
+            if self.method == "tiled_blas":
+                what = (f"CUDA im2col tiles of {self.tile} (image, position) pairs × {self.rows} "
+                        f"patch rows, cuBLAS")
+            elif self.method == "implicit_gemm":
+                what = "one implicit-GEMM CUDA kernel, patch tiles built in shared memory"
+            else:
+                what = "direct CUDA kernels, one thread per output sample"
+            return (f"{self.operation}: {self.method}{why}: on the GPU, {what}; workspace "
+                    f"{self.workspace_bytes / mib:.2f} MiB ({full})")
         unit = "(image, group) pairs" if self.method == "direct" else "(image, position) pairs"
         return (f"{self.operation}: {self.method}{why}: tiles of {self.tile} {unit} "
                 f"× {self.rows} patch rows on {self.threads} thread(s); workspace "
@@ -114,17 +125,40 @@ IMPLICIT_MIN_POSITIONS = 128
 (fewer leave the micro-kernel's column panels mostly padding)."""
 
 
-def _auto(call, operation, in_per_group, numpy_input):
+NUMPY_ON_CUDA = False
+"""Tests only: run NumPy arrays through the CUDA engine (under the CUDA simulator)."""
+
+
+def device(weight) -> str | None:
+    """The engine for an array: "cpu" (NumPy), "cuda" (CuPy, when the CUDA engine can
+    run), or None (the array-API path alone)."""
+    import array_api_compat
+
+    if array_api_compat.is_numpy_array(weight):
+        return "cuda" if NUMPY_ON_CUDA else "cpu"
+    if array_api_compat.is_cupy_array(weight):
+        from ._cuda_engine import unavailable_reason
+
+        return "cuda" if unavailable_reason() is None else None
+    return None
+
+
+def _auto(call, operation, in_per_group, target):
     """The method "auto" runs, and why (thresholds measured with ``python -m convmm bench``)."""
     from ._conv import transposed_method
 
-    if not numpy_input:
+    if target is None:
+        why = "not a NumPy array" if not _is_cupy(call.weight) else "no CUDA engine"
         if operation == "adjoint":
-            return transposed_method("auto", call.geometry, call.mode), "not a NumPy array"
-        return "im2col", "not a NumPy array"
+            return transposed_method("auto", call.geometry, call.mode), why
+        return "im2col", why
     per_group = _forward_channels(call)[1] // call.groups
     if in_per_group * per_group <= DIRECT_MAX_CHANNEL_PAIRS:
         return "direct", f"{in_per_group}×{per_group} channels per group: too thin for a GEMM"
+    if target == "cuda":
+        if operation == "forward" and np.dtype(call.weight.dtype).kind == "f":
+            return "implicit_gemm", "real floating point: one kernel, no patch tiles"
+        return "tiled_blas", "patch tiles × cuBLAS"
     if _pointwise(call.geometry):
         return "tiled_blas", "1×1 kernel without padding: one BLAS GEMM on the input"
     if call.weight.dtype == np.float32:
@@ -140,10 +174,9 @@ def plan(call, operation: str) -> ConvPlan:
 
     ``call.method`` may be any of conv's or conv_transpose's methods; an engine
     method that does not apply is refused (``direct`` needs one input channel
-    per group) or substituted (``implicit_gemm`` runs the forward map only).
+    per group) or substituted (``implicit_gemm`` has no adjoint; on the GPU no
+    weight gradient either).  CuPy arrays get the CUDA engine's plans.
     """
-    import array_api_compat
-
     geometry, layout = call.geometry, call.layout
     _, in_per_group, _ = layout.weight_parts(call.weight.shape, geometry.nd)
     rows = in_per_group * geometry.n_taps
@@ -152,9 +185,9 @@ def plan(call, operation: str) -> ConvPlan:
     size = itemsize(call.xp, call.weight.dtype)
     patch_bytes = rows * call.groups * positions * size
     method, reason = call.method, ""
+    target = device(call.weight)
     if method == "auto":
-        method, reason = _auto(call, operation, in_per_group,
-                               array_api_compat.is_numpy_array(call.weight))
+        method, reason = _auto(call, operation, in_per_group, target)
     if method == "zero_insertion" and operation != "adjoint":
         method, reason = "im2col", "zero insertion serves the adjoint only"
     if method not in ENGINE_METHODS:
@@ -164,7 +197,9 @@ def plan(call, operation: str) -> ConvPlan:
         inner = plan(_flipped_call(call), "forward")
         return ConvPlan(inner.method, operation, rows, positions, inner.tile, inner.threads,
                         inner.workspace_bytes, patch_bytes, "stride 1, zero padding: no col2im",
-                        inner)
+                        inner, inner.device)
+    if target == "cuda":
+        return _cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, size)
     if method == "implicit_gemm" and operation == "adjoint":
         method, reason = "tiled_blas", "implicit_gemm runs the forward map and the weight gradient"
     threads = _threads()
@@ -205,6 +240,29 @@ def plan(call, operation: str) -> ConvPlan:
                     threads * rows * tile * size + partial_bytes, patch_bytes, reason)
 
 
+def _is_cupy(a):
+    import array_api_compat
+
+    return array_api_compat.is_cupy_array(a)
+
+
+def _cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, size):
+    """The CUDA engine's plan: implicit GEMM for the forward map only; patch tiles of
+    whole images within ``_cuda_engine.WORKSPACE_BYTES`` for cuBLAS."""
+    from ._cuda_engine import WORKSPACE_BYTES as budget
+
+    if method == "implicit_gemm" and operation != "forward":
+        method, reason = "tiled_blas", "on the GPU implicit_gemm runs the forward map only"
+    image = call.geometry.n_positions
+    if method == "tiled_blas":
+        images = max(1, min(budget // max(1, rows * image * size), positions // image))
+        tile = images * image
+        return ConvPlan(method, operation, rows, positions, tile, 1, rows * tile * size,
+                        patch_bytes, reason, device="cuda")
+    return ConvPlan(method, operation, rows, positions, positions, 1, 0, patch_bytes, reason,
+                    device="cuda")
+
+
 def _flipped_padding(geometry):
     """The padding of the stride-1 convolution that computes Cᵀ: d·(K − 1) − p before, and
     after whatever brings its output to the forward input size (output padding included)."""
@@ -238,7 +296,7 @@ def _flipped_call(call, weight=None):
     weight = call.weight if weight is None else weight
     return dataclasses.replace(
         call, geometry=flipped, out_channels=in_channels,
-        weight=layout.flipped_transpose_weight(np, weight, call.groups, geometry.nd))
+        weight=layout.flipped_transpose_weight(call.xp, weight, call.groups, geometry.nd))
 
 
 # --------------------------------------------------------------------------- threads
@@ -346,6 +404,10 @@ def _forward_channels(call):
 def forward(call, plan: ConvPlan, x, weight):
     """Y = C·x (no bias) for x (N, C_in, *S) or (N, *S, C_in), any engine method."""
     call = _with(call, weight)
+    if plan.device == "cuda":
+        from . import _cuda_engine
+
+        return _cuda_engine.forward(call, plan, x)
     if plan.method == "direct":
         return _direct(call, plan, x, "forward")
     if plan.tile == 0:
@@ -479,6 +541,10 @@ def adjoint(call, plan: ConvPlan, y, weight):
     if plan.flipped is not None:
         return forward(_flipped_call(call, weight), plan.flipped, y, None)
     call = _with(call, weight)
+    if plan.device == "cuda":
+        from . import _cuda_engine
+
+        return _cuda_engine.adjoint(call, plan, y)
     if plan.method == "direct":
         return _direct(call, plan, y, "adjoint")
     if plan.tile == 0:
@@ -552,6 +618,10 @@ def weight_grad(call, plan: ConvPlan, a, b):
     No conjugation here: conv's weight gradient is ``weight_grad(G, conj(x))``,
     conv_transpose's ``weight_grad(conj(x), G)``.
     """
+    if plan.device == "cuda":
+        from . import _cuda_engine
+
+        return _cuda_engine.weight_grad(call, plan, a, b)
     if plan.method == "direct":
         return _direct(call, plan, (a, b), "weight_grad")
     if plan.tile == 0:

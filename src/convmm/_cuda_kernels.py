@@ -1,0 +1,368 @@
+"""CUDA kernels (numba-cuda) for the GPU engine: patch tiles, col2im as a gather,
+a shared-memory tiled GEMM, an implicit-GEMM convolution and direct kernels.
+
+Every kernel reads images through the im2col plan of ``_plan`` (``gather_index``:
+``plan[t, l]`` is the flat input sample tap ``t`` reads at output position
+``l``, ``P`` for a zero of the padding) or its inverse (``gather_index_adjoint``),
+so strides, dilation and every padding mode cost nothing here.  Images are
+flat: ``x[n, c, p]`` channels-first, ``x[n, p, c]`` channels-last (the flag
+``cl``); a weight is the GEMM operand ``w[g, o, k]`` with ``k = c·T + t``.
+
+The kernels come from factories closed over a ``Tiles`` configuration (block
+and register tile sizes are compile-time constants for shared and local
+arrays) and the element type, built once per pair.  The tests build them with
+tiny tiles under the CUDA simulator, so that grids of several blocks and
+partial edge tiles are exercised; the GPU runs the default tiles.
+
+No kernel uses atomics: each output element is written by one thread (the
+weight gradient's by one block, reduced in a fixed order), so results are the
+same bits on every run.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+# A module global, not a local of the factories: the CUDA simulator swaps the
+# kernels' global ``cuda`` for its own.
+from numba import cuda
+
+
+class Tiles(NamedTuple):
+    """Block tile BM×BN of C, depth BK per shared-memory stage, TM×TN per thread;
+    ``threads``: the block size of the element-wise kernels (a power of two)."""
+
+    bm: int = 128
+    bn: int = 128
+    bk: int = 8
+    tm: int = 8
+    tn: int = 8
+    threads: int = 256
+
+    @property
+    def gemm_threads(self) -> int:
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+
+DEFAULT_TILES = Tiles()
+SMALL_TILES = Tiles(bm=8, bn=8, bk=4, tm=2, tn=2, threads=8)
+"""Tiny tiles for the simulator tests: 16 threads per GEMM block, 8 per element-wise block."""
+
+
+def _numba_type(dtype_name):
+    from numba import types
+
+    return {"float32": types.float32, "float64": types.float64,
+            "complex64": types.complex64, "complex128": types.complex128}[dtype_name]
+
+
+@lru_cache(maxsize=None)
+def _block_tiling(tiles: Tiles):
+    """The device functions both GEMM kernels are made of (one thread's view of a block).
+
+    ``load_a(a_tile, a, row0, k0, thread)``: a[row0:row0+BM, k0:k0+BK] into
+    shared memory as a_tile[k, i], zeros past a's edges.
+    ``multiply(a_tile, b_tile, acc, a_reg, b_reg, thread)``: acc += the thread's
+    TM×TN share of a_tile·b_tile: rows ty + i·BM/TM, columns tx + j·BN/TN
+    (strided, so that neighbouring threads read neighbouring shared words).
+    """
+    bm, bn, bk, tm, tn = tiles.bm, tiles.bn, tiles.bk, tiles.tm, tiles.tn
+    columns, rows = bn // tn, bm // tm
+    block = columns * rows
+
+    @cuda.jit(device=True)
+    def load_a(a_tile, a, row0, k0, thread):
+        m, k = a.shape
+        for e in range(thread, bm * bk, block):
+            r, kk = e // bk, e % bk
+            if row0 + r < m and k0 + kk < k:
+                a_tile[kk, r] = a[row0 + r, k0 + kk]
+            else:
+                a_tile[kk, r] = 0
+
+    @cuda.jit(device=True)
+    def multiply(a_tile, b_tile, acc, a_reg, b_reg, thread):
+        tx, ty = thread % columns, thread // columns
+        for kk in range(bk):
+            for i in range(tm):
+                a_reg[i] = a_tile[kk, ty + i * rows]
+            for j in range(tn):
+                b_reg[j] = b_tile[kk, tx + j * columns]
+            for i in range(tm):
+                for j in range(tn):
+                    acc[i, j] += a_reg[i] * b_reg[j]
+
+    return load_a, multiply
+
+
+@lru_cache(maxsize=None)
+def gemm_kernel(tiles: Tiles, dtype_name: str):
+    """``gemm[grid, block](a, b, c, accumulate)``: c (=, or += if accumulate) a·b.
+
+    a (M, K), b (K, N), c (M, N); grid (⌈N/BN⌉, ⌈M/BM⌉), block ``tiles.gemm_threads``.
+    Each stage loads a BM×BK slice of a and a BK×BN slice of b into shared
+    memory; each thread keeps a TM×TN tile of c in registers and updates it
+    with outer products of TM values of a and TN values of b per k.
+    """
+    bm, bn, bk, tm, tn = tiles.bm, tiles.bn, tiles.bk, tiles.tm, tiles.tn
+    columns, rows = bn // tn, bm // tm
+    block = columns * rows
+    dtype = _numba_type(dtype_name)
+    load_a, multiply = _block_tiling(tiles)
+
+    @cuda.jit
+    def gemm(a, b, c, accumulate):
+        a_tile = cuda.shared.array((bk, bm), dtype)
+        b_tile = cuda.shared.array((bk, bn), dtype)
+        acc = cuda.local.array((tm, tn), dtype)
+        a_reg = cuda.local.array(tm, dtype)
+        b_reg = cuda.local.array(tn, dtype)
+        m, k = a.shape
+        n = b.shape[1]
+        thread = cuda.threadIdx.x
+        tx, ty = thread % columns, thread // columns
+        row0, col0 = cuda.blockIdx.y * bm, cuda.blockIdx.x * bn
+        for i in range(tm):
+            for j in range(tn):
+                acc[i, j] = 0
+        for k0 in range(0, k, bk):
+            load_a(a_tile, a, row0, k0, thread)
+            for e in range(thread, bk * bn, block):
+                kk, cc = e // bn, e % bn
+                if k0 + kk < k and col0 + cc < n:
+                    b_tile[kk, cc] = b[k0 + kk, col0 + cc]
+                else:
+                    b_tile[kk, cc] = 0
+            cuda.syncthreads()
+            multiply(a_tile, b_tile, acc, a_reg, b_reg, thread)
+            cuda.syncthreads()
+        for i in range(tm):
+            r = row0 + ty + i * rows
+            if r < m:
+                for j in range(tn):
+                    cc = col0 + tx + j * columns
+                    if cc < n:
+                        if accumulate:
+                            c[r, cc] += acc[i, j]
+                        else:
+                            c[r, cc] = acc[i, j]
+
+    return gemm
+
+
+@lru_cache(maxsize=None)
+def implicit_conv_kernel(tiles: Tiles, dtype_name: str):
+    """``conv[grid, block](x, plan, w, cl, y)``: y = W_g·P_n for every image and group,
+    the patch tile built in shared memory from the image (the patch matrix never exists).
+
+    x (N, C_in, P) or (N, P, C_in); plan (T, L); w (G, O_g, C_g·T);
+    y (N, C_out, L) or (N, L, C_out); grid (⌈L/BN⌉, ⌈O_g/BM⌉, N·G).
+    """
+    bm, bn, bk, tm, tn = tiles.bm, tiles.bn, tiles.bk, tiles.tm, tiles.tn
+    columns, rows = bn // tn, bm // tm
+    block = columns * rows
+    dtype = zero = _numba_type(dtype_name)
+    load_a, multiply = _block_tiling(tiles)
+
+    @cuda.jit
+    def conv(x, plan, w, cl, y):
+        w_tile = cuda.shared.array((bk, bm), dtype)
+        p_tile = cuda.shared.array((bk, bn), dtype)
+        acc = cuda.local.array((tm, tn), dtype)
+        a_reg = cuda.local.array(tm, dtype)
+        b_reg = cuda.local.array(tn, dtype)
+        groups, per_group, k = w.shape
+        taps, positions = plan.shape
+        pixels = x.shape[2] if cl == 0 else x.shape[1]
+        in_per_group = k // taps
+        image, g = cuda.blockIdx.z // groups, cuda.blockIdx.z % groups
+        thread = cuda.threadIdx.x
+        tx, ty = thread % columns, thread // columns
+        row0, col0 = cuda.blockIdx.y * bm, cuda.blockIdx.x * bn
+        for i in range(tm):
+            for j in range(tn):
+                acc[i, j] = 0
+        for k0 in range(0, k, bk):
+            load_a(w_tile, w[g], row0, k0, thread)
+            for e in range(thread, bk * bn, block):
+                kk, cc = e // bn, e % bn
+                kr, l = k0 + kk, col0 + cc
+                value = zero(0)
+                if kr < k and l < positions:
+                    c, t = kr // taps, kr % taps
+                    s = plan[t, l]
+                    if s < pixels:
+                        channel = g * in_per_group + c
+                        value = x[image, channel, s] if cl == 0 else x[image, s, channel]
+                p_tile[kk, cc] = value
+            cuda.syncthreads()
+            multiply(w_tile, p_tile, acc, a_reg, b_reg, thread)
+            cuda.syncthreads()
+        for i in range(tm):
+            o = row0 + ty + i * rows
+            if o < per_group:
+                for j in range(tn):
+                    l = col0 + tx + j * columns
+                    if l < positions:
+                        if cl == 0:
+                            y[image, g * per_group + o, l] = acc[i, j]
+                        else:
+                            y[image, l, g * per_group + o] = acc[i, j]
+
+    return conv
+
+
+class Elementwise(NamedTuple):
+    im2col: object
+    col2im: object
+    direct_forward: object
+    direct_adjoint: object
+    direct_weight_grad: object
+
+
+@lru_cache(maxsize=None)
+def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
+    """The kernels of one thread per output element (one block per weight element
+    for the weight gradient), launched with ``tiles.threads`` threads per block:
+
+    ``im2col[grid, block](x, plan, cl, first_channel, start, cols)``
+        cols[c·T + t, j] = x[n, first_channel + c, plan[t, l]] for the flat
+        (image, position) index q = start + j = n·L + l; cols (C_g·T, count);
+        grid over (count, C_g·T).
+    ``col2im[grid, block](cols, inverse, L, cl, first_channel, first_image, out)``
+        out[n, first_channel + c, p] = Σ_{r,t} cols[c·T + t, (n − first_image)·L + inverse[r, t, p]]
+        for the whole images the tile holds (a gather: no atomics); grid over
+        (P, C_g, images).
+    ``direct_forward[grid, block](x, plan, w, cl, y)``
+        y[n, o, l] = Σ_{c,t} w[o, c·T + t]·x[n, g·C_g + c, plan[t, l]] with w
+        (C_out, C_g·T), g = o // O_g; grid over (L, C_out, N).
+    ``direct_adjoint[grid, block](gy, inverse, w, cl, out)``
+        out[n, g·C_g + c, p] = Σ_{o ∈ g, r, t} w[o, c·T + t]·gy[n, o, inverse[r, t, p]];
+        grid over (P, C_in, N).
+    ``direct_weight_grad[grid, block](gy, x, plan, cl, dw)``
+        dw[o, c·T + t] = Σ_{n,l} gy[n, o, l]·x[n, g·C_g + c, plan[t, l]]; one
+        block per weight element, its threads' partial sums reduced in shared
+        memory in a fixed order; grid (C_g·T, C_out).
+    """
+    threads = tiles.threads
+    dtype = zero = _numba_type(dtype_name)
+
+    @cuda.jit
+    def im2col(x, plan, cl, first_channel, start, cols):
+        j, row = cuda.grid(2)
+        rows, count = cols.shape
+        taps, positions = plan.shape
+        if j >= count or row >= rows:
+            return
+        pixels = x.shape[2] if cl == 0 else x.shape[1]
+        q = start + j
+        image, l = q // positions, q % positions
+        c, t = row // taps, row % taps
+        s = plan[t, l]
+        value = zero(0)
+        if s < pixels:
+            value = x[image, first_channel + c, s] if cl == 0 else x[image, s, first_channel + c]
+        cols[row, j] = value
+
+    @cuda.jit
+    def col2im(cols, inverse, positions, cl, first_channel, first_image, out):
+        p, c, local = cuda.grid(3)
+        ranks, taps, pixels = inverse.shape
+        channels = cols.shape[0] // taps
+        if p >= pixels or c >= channels or local >= cols.shape[1] // positions:
+            return
+        total = zero(0)
+        for r in range(ranks):
+            for t in range(taps):
+                position = inverse[r, t, p]
+                if position < positions:
+                    total += cols[c * taps + t, local * positions + position]
+        if cl == 0:
+            out[first_image + local, first_channel + c, p] = total
+        else:
+            out[first_image + local, p, first_channel + c] = total
+
+    @cuda.jit
+    def direct_forward(x, plan, w, cl, y):
+        l, o, image = cuda.grid(3)
+        out_channels, k = w.shape
+        taps, positions = plan.shape
+        if l >= positions or o >= out_channels or image >= y.shape[0]:
+            return
+        pixels = x.shape[2] if cl == 0 else x.shape[1]
+        in_channels = x.shape[1] if cl == 0 else x.shape[2]
+        in_per_group = k // taps
+        per_group = out_channels // (in_channels // in_per_group)
+        first = (o // per_group) * in_per_group
+        total = zero(0)
+        for t in range(taps):
+            s = plan[t, l]
+            if s < pixels:
+                for c in range(in_per_group):
+                    value = x[image, first + c, s] if cl == 0 else x[image, s, first + c]
+                    total += w[o, c * taps + t] * value
+        if cl == 0:
+            y[image, o, l] = total
+        else:
+            y[image, l, o] = total
+
+    @cuda.jit
+    def direct_adjoint(gy, inverse, w, cl, out):
+        p, channel, image = cuda.grid(3)
+        ranks, taps, pixels = inverse.shape
+        out_channels, k = w.shape
+        in_channels = out.shape[1] if cl == 0 else out.shape[2]
+        if p >= pixels or channel >= in_channels or image >= out.shape[0]:
+            return
+        positions = gy.shape[2] if cl == 0 else gy.shape[1]
+        in_per_group = k // taps
+        per_group = out_channels // (in_channels // in_per_group)
+        g, c = channel // in_per_group, channel % in_per_group
+        total = zero(0)
+        for r in range(ranks):
+            for t in range(taps):
+                position = inverse[r, t, p]
+                if position < positions:
+                    for o in range(g * per_group, (g + 1) * per_group):
+                        value = gy[image, o, position] if cl == 0 else gy[image, position, o]
+                        total += w[o, c * taps + t] * value
+        if cl == 0:
+            out[image, channel, p] = total
+        else:
+            out[image, p, channel] = total
+
+    @cuda.jit
+    def direct_weight_grad(gy, x, plan, cl, dw):
+        partial = cuda.shared.array(threads, dtype)
+        kr, o = cuda.blockIdx.x, cuda.blockIdx.y
+        thread = cuda.threadIdx.x
+        out_channels, k = dw.shape
+        taps, positions = plan.shape
+        n = x.shape[0]
+        pixels = x.shape[2] if cl == 0 else x.shape[1]
+        in_channels = x.shape[1] if cl == 0 else x.shape[2]
+        in_per_group = k // taps
+        per_group = out_channels // (in_channels // in_per_group)
+        channel = (o // per_group) * in_per_group + kr // taps
+        t = kr % taps
+        total = zero(0)
+        for q in range(thread, n * positions, threads):
+            image, l = q // positions, q % positions
+            s = plan[t, l]
+            if s < pixels:
+                value = x[image, channel, s] if cl == 0 else x[image, s, channel]
+                g = gy[image, o, l] if cl == 0 else gy[image, l, o]
+                total += g * value
+        partial[thread] = total
+        cuda.syncthreads()
+        half = threads // 2
+        while half > 0:
+            if thread < half:
+                partial[thread] += partial[thread + half]
+            cuda.syncthreads()
+            half //= 2
+        if thread == 0:
+            dw[o, kr] = partial[0]
+
+    return Elementwise(im2col, col2im, direct_forward, direct_adjoint, direct_weight_grad)
