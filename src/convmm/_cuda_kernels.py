@@ -352,8 +352,8 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
             s = plan[t, l]
             if s < pixels:
                 value = x[image, channel, s] if cl == 0 else x[image, s, channel]
-                g = gy[image, o, l] if cl == 0 else gy[image, l, o]
-                total += g * value
+                grad = gy[image, o, l] if cl == 0 else gy[image, l, o]
+                total += grad * value
         partial[thread] = total
         cuda.syncthreads()
         half = threads // 2

@@ -379,6 +379,21 @@ def _tiles(total, image, tile):
     return [(n * image + offset, count) for n in range(total // image) for offset, count in per_image]
 
 
+def _image_ranges(n, positions, tile):
+    """(image, first, stop) position ranges of at most ``tile`` positions, image by image."""
+    return [(image, start, min(start + tile, positions))
+            for image in range(n) for start in range(0, positions, tile)]
+
+
+def _sum_in_order(partial):
+    """Σ_k partial[k], the workers' partial sums added in a fixed order (the same bits on
+    every run), into partial[0]."""
+    total = partial[0]
+    for k in range(1, partial.shape[0]):
+        total += partial[k]
+    return total
+
+
 def _buffer(dtype, shape_size):
     """A worker's flat tile buffer; ``_view`` cuts contiguous blocks from it."""
     return np.empty(shape_size, dtype=dtype)
@@ -511,8 +526,7 @@ def _implicit_forward(call, plan, x):
     positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
     index = gather_index(geometry, call.mode)
     w = _weight_operand(call)
-    units = [(image, start, min(start + plan.tile, positions))
-             for image in range(n) for start in range(0, positions, plan.tile)]
+    units = _image_ranges(n, positions, plan.tile)
     if layout.name == "channels_first":
         source = np.ascontiguousarray(x).reshape(n, in_channels, pixels)
         y = np.empty((n, out_channels, positions), dtype=x.dtype)
@@ -667,17 +681,14 @@ def _implicit_weight_grad(call, plan, a, b):
     partial = np.zeros((plan.threads, groups, plan.rows, out_channels // groups),
                        dtype=np.result_type(a, b))
     kernel = kernels.weight_grad_channels_first if cf else kernels.weight_grad_channels_last
-    units = [(image, start, min(start + plan.tile, positions))
-             for image in range(n) for start in range(0, positions, plan.tile)]
+    units = _image_ranges(n, positions, plan.tile)
 
     def work(k):
         for image, start, stop in units[k::plan.threads]:
             kernel(source[image], index, grads[image], groups, partial[k], start, stop)
 
     _run_workers(work, plan.threads)
-    total = partial[0]
-    for k in range(1, plan.threads):     # a fixed order: the same bits on every run
-        total += partial[k]
+    total = _sum_in_order(partial)
     if cf:
         total = total.transpose(0, 2, 1)
     return layout.weight_from_operand(np, total, call.weight.shape)
@@ -719,9 +730,7 @@ def _tiled_weight_grad(call, plan, a, b):
                     partial[k, g] += patches.T @ grads[image, offset:offset + count, channels]
 
     _run_workers(work, plan.threads)
-    total = partial[0]
-    for k in range(1, plan.threads):     # a fixed order: the same bits on every run
-        total += partial[k]
+    total = _sum_in_order(partial)
     return layout.weight_from_operand(np, total, call.weight.shape)
 
 
@@ -781,9 +790,7 @@ def _direct(call, plan, operands, operation):
         return images(y, out_channels, geometry.output_size)
     if operation == "adjoint":
         return images(x, in_channels, geometry.input_size)
-    dw = partial[0]
-    for k in range(1, plan.threads):     # a fixed order: the same bits on every run
-        dw += partial[k]
+    dw = _sum_in_order(partial)
     if cf:
         return dw.reshape(call.weight.shape)
     dw = dw.reshape(out_channels, in_channels // groups, geometry.n_taps).transpose(2, 1, 0)
