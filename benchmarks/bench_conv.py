@@ -1,11 +1,12 @@
-"""Time and peak memory of conv, conv_transpose and conv_backward over the layer suite.
+"""Time and peak memory of conv, conv_transpose and conv_backward over the layer suite,
+and each engine's GEMM against its BLAS.
 
 Parameterised by layer (the bundled ``layers.json``), method and backend
 (NumPy; CuPy where a GPU is present, the device synchronised inside the timed
-call).  ``setup`` runs each call once, so the Numba kernels are compiled (or
-loaded from the on-disk cache) before anything is timed.  A combination that
-does not apply (CuPy without a GPU, an engine method on CuPy without the CUDA engine) raises
-NotImplementedError in ``setup``, which asv reports as skipped.
+call).  ``setup`` runs each call once, so the kernels are compiled (or loaded
+from Numba's on-disk cache) before anything is timed.  A combination that does
+not apply (CuPy without a GPU, an engine method on CuPy without the CUDA
+engine) raises NotImplementedError in ``setup``, which asv reports as skipped.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class ConvBackward(_Suite):
 
 
 class Gemm:
-    """convmm's Numba GEMM (the implicit-GEMM kernel's core) against numpy.matmul."""
+    """convmm's Numba GEMM (the implicit-GEMM kernel's core) against numpy.matmul, on the CPU."""
 
     params = ([1024, 2048], ["numba", "numpy"])
     param_names = ["size", "implementation"]
@@ -126,6 +127,35 @@ class Gemm:
 
     def time_gemm(self, *_):
         self.run()
+
+
+class CudaGemm:
+    """The CUDA engine's block-tiled GEMM against cupy.matmul (cuBLAS), float32, on the GPU
+    (the device synchronised inside the timed call); skipped without a GPU."""
+
+    params = ([4096], ["convmm", "cupy"])
+    param_names = ["size", "implementation"]
+
+    def setup(self, size, implementation):
+        cupy, self.sync = _namespace("cupy")
+        from convmm import _cuda_engine
+
+        if implementation == "convmm" and _cuda_engine.unavailable_reason() is not None:
+            raise NotImplementedError(_cuda_engine.unavailable_reason())
+        rng = np.random.default_rng(0)
+        a, b = (cupy.asarray(rng.standard_normal((size, size), dtype=np.float32))
+                for _ in range(2))
+        c = cupy.empty((size, size), cupy.float32)
+        if implementation == "cupy":
+            self.run = lambda: cupy.matmul(a, b, out=c)
+        else:
+            self.run = lambda: _cuda_engine.gemm(a, b, c)
+        self.run()
+        self.sync()
+
+    def time_gemm(self, *_):
+        self.run()
+        self.sync()
 
 
 class Smoke:

@@ -115,6 +115,31 @@ def test_cuda_engine_says_why_it_is_missing(monkeypatch):
         _cuda_engine.unavailable_reason.cache_clear()
 
 
+def test_cuda_launches_are_quiet_about_small_grids():
+    """numba-cuda warns on configuring a grid of fewer than 128 blocks (its message, as in
+    numba-cuda's dispatcher); the engine's grids follow the caller's sizes, so its launches
+    drop that warning, and no other."""
+    import warnings
+
+    from convmm._cuda_engine import _launch
+
+    class Kernel:
+        launched = None
+
+        def __init__(self, message):
+            self.message = message
+
+        def __getitem__(self, config):
+            warnings.warn(self.message, RuntimeWarning)
+            return lambda *args: setattr(self, "launched", (config, args))
+
+    quiet = Kernel("Grid size 4 will likely result in GPU under-utilization due to low occupancy.")
+    _launch(quiet, (4, 1), 256, 0, "a", 1)     # the suite turns warnings into errors
+    assert quiet.launched == (((4, 1), 256, 0), ("a", 1))
+    with pytest.raises(RuntimeWarning, match="something else"):
+        _launch(Kernel("something else"), 1, 1, 0)
+
+
 def _gpu_present():
     from helpers import backend_names
 

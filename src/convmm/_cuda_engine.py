@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 from functools import lru_cache
 
 import array_api_compat
@@ -99,6 +100,19 @@ def _grid(size, block):
     return max(1, -(-size // block))
 
 
+def _launch(kernel, grid, block, stream, *args):
+    """``kernel[grid, block, stream](*args)``, without numba-cuda's small-grid warning.
+
+    numba-cuda warns (NumbaPerformanceWarning) whenever a grid has fewer than
+    128 blocks.  Here the grid follows the caller's array sizes: a small
+    convolution would warn on every call, with nothing the caller could change.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Grid size", category=Warning)
+        configured = kernel[grid, block, stream]
+    configured(*args)
+
+
 # --------------------------------------------------------------------------- operands
 def _parts(call):
     """(C_in, C_out, G, C_g, O_g, T, L, P) of the forward convolution."""
@@ -158,13 +172,13 @@ def forward(call, plan, x):
     y = xp.empty((n, positions, out_channels) if cl else (n, out_channels, positions), x.dtype)
     if plan.method == "direct":
         kernel = _kernels(x.dtype).direct_forward
-        kernel[(_grid(positions, tiles.threads), out_channels, n), (tiles.threads, 1, 1), stream](
-            source, index, w, cl, y)
+        _launch(kernel, (_grid(positions, tiles.threads), out_channels, n), (tiles.threads, 1, 1),
+                stream, source, index, w, cl, y)
     elif plan.method == "implicit_gemm":
         kernel = _cuda_kernels.implicit_conv_kernel(tiles, np.dtype(x.dtype).name)
         grid = (_grid(positions, tiles.bn), _grid(per_group, tiles.bm), n * groups)
-        kernel[grid, tiles.gemm_threads, stream](
-            source, index, w.reshape(groups, per_group, -1), cl, y)
+        _launch(kernel, grid, tiles.gemm_threads, stream,
+                source, index, w.reshape(groups, per_group, -1), cl, y)
     else:
         w = w.reshape(groups, per_group, -1)
         for first, images, cols in _patch_tiles(call, plan, x):
@@ -191,8 +205,8 @@ def adjoint(call, plan, y):
     x = xp.empty((n, pixels, in_channels) if cl else (n, in_channels, pixels), y.dtype)
     kernels = _kernels(y.dtype)
     if plan.method == "direct":
-        kernels.direct_adjoint[(_grid(pixels, tiles.threads), in_channels, n),
-                               (tiles.threads, 1, 1), stream](grads, inverse, w, cl, x)
+        _launch(kernels.direct_adjoint, (_grid(pixels, tiles.threads), in_channels, n),
+                (tiles.threads, 1, 1), stream, grads, inverse, w, cl, x)
     else:
         w_t = xp.ascontiguousarray(w.reshape(groups, per_group, -1).transpose(0, 2, 1))
         for first, images, cols in _patch_tiles(call, plan, y):
@@ -200,8 +214,8 @@ def adjoint(call, plan, y):
                 block = _output_block(grads, first, images, g, per_group, cl)
                 xp.matmul(w_t[g], block, out=cols)
                 grid = (_grid(pixels, tiles.threads), in_per_group, images)
-                kernels.col2im[grid, (tiles.threads, 1, 1), stream](
-                    cols, inverse, positions, cl, g * in_per_group, first, x)
+                _launch(kernels.col2im, grid, (tiles.threads, 1, 1), stream,
+                        cols, inverse, positions, cl, g * in_per_group, first, x)
     return x.reshape(call.layout.image_shape(n, in_channels, call.geometry.input_size))
 
 
@@ -216,8 +230,8 @@ def weight_grad(call, plan, a, b):
     dtype = np.result_type(a.dtype, b.dtype)
     dw = xp.zeros((out_channels, in_per_group * taps), dtype)
     if plan.method == "direct":
-        _kernels(dtype).direct_weight_grad[(in_per_group * taps, out_channels), tiles.threads,
-                                           stream](grads, source, index, cl, dw)
+        _launch(_kernels(dtype).direct_weight_grad, (in_per_group * taps, out_channels),
+                tiles.threads, stream, grads, source, index, cl, dw)
         return _weight_from_rows(call, dw)
     dw = dw.reshape(groups, per_group, -1)
     for first, images, cols in _patch_tiles(call, plan, b, dtype):
@@ -226,6 +240,27 @@ def weight_grad(call, plan, a, b):
             block = _output_block(grads, first, images, g, per_group, cl)
             dw[g] += xp.matmul(block, cols.T)
     return _weight_from_rows(call, dw.reshape(out_channels, -1))
+
+
+def gemm(a, b, c, accumulate=False):
+    """c = a·b (c += a·b if ``accumulate``) by the block-tiled GEMM kernel, on c's stream.
+
+    a (M, K), b (K, N), c (M, N), all of one dtype and on one device; returns c.
+    The engine's maps use cuBLAS or the implicit-GEMM kernel; this is the plain
+    GEMM the benchmarks hold against cuBLAS (``cupy.matmul``).
+    """
+    from . import _cuda_kernels
+
+    tiles = _tiles()
+    (m, k), (k_b, n) = a.shape, b.shape
+    if c.shape != (m, n) or k_b != k or not a.dtype == b.dtype == c.dtype:
+        raise ValueError(f"gemm: shapes {a.shape}·{b.shape} into {c.shape}, dtypes "
+                         f"{a.dtype}, {b.dtype}, {c.dtype}: expected (M, K)·(K, N) into (M, N), "
+                         "one dtype")
+    kernel = _cuda_kernels.gemm_kernel(tiles, np.dtype(c.dtype).name)
+    _launch(kernel, (_grid(n, tiles.bn), _grid(m, tiles.bm)), tiles.gemm_threads, _stream(c),
+            a, b, c, accumulate)
+    return c
 
 
 # --------------------------------------------------------------------------- tiles
@@ -255,5 +290,5 @@ def _im2col(source, index, cl, first_channel, start, cols, stream):
     tiles = _tiles()
     kernel = _kernels(cols.dtype).im2col
     rows, count = cols.shape
-    kernel[(_grid(count, tiles.threads), rows), (tiles.threads, 1), stream](
-        source, index, cl, first_channel, start, cols)
+    _launch(kernel, (_grid(count, tiles.threads), rows), (tiles.threads, 1), stream,
+            source, index, cl, first_channel, start, cols)

@@ -5,19 +5,32 @@ For each layer of ``layers.json`` (a copy of the project's suite, or
 (``conv_transpose`` back to the layer's input size) and ``backward`` (the
 forward pass plus ``conv_backward`` of every gradient) — convmm and, where it
 is installed, PyTorch are called alternately, ``--repeats`` times each after
-a warm-up, and the medians compared.  Both get the same threads.  Between
-calls the other library's thread pool is left a short pause and OpenMP is
-asked to sleep when idle (``OMP_WAIT_POLICY=PASSIVE``, unless set), so one
-library's spinning workers do not slow the other's call.
+a warm-up, and the medians compared.
 
-Extra memory is measured on one more, untimed, call: the larger of the
-tracemalloc peak and the rise of the peak resident set (``VmHWM``, reset
-through ``/proc/self/clear_refs``), less the output's own size.
+``--backend numpy`` (the default) times the CPU engine on NumPy arrays against
+PyTorch's CPU convolution (oneDNN), both with the same threads.  Between calls
+the other library's thread pool is left a short pause and OpenMP is asked to
+sleep when idle (``OMP_WAIT_POLICY=PASSIVE``, unless set), so one library's
+spinning workers do not slow the other's call.  Extra memory is measured on
+one more, untimed, call: the larger of the tracemalloc peak and the rise of the
+peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``), less
+the output's own size.  The GEMM section times ``_numba_gemm.gemm`` (the
+implicit-GEMM kernel's engine) against ``numpy.matmul`` (OpenBLAS) at 1024³
+and 2048³.
 
-The GEMM section times ``_numba_gemm.gemm`` (the implicit-GEMM kernel's
-engine) against ``numpy.matmul`` (OpenBLAS) at 1024³ and 2048³, and the
-start-up section the import, a cold Numba cache and a warm one, each in a
-fresh interpreter.
+``--backend cupy`` times the CUDA engine on CuPy arrays against PyTorch on
+cuDNN, with every layer's batch raised to 64 (unless ``--batch`` says
+otherwise).  Each call is timed with CUDA events on the default stream, where
+CuPy, numba-cuda's launches and PyTorch all queue their work, after the device
+has been synchronised.  TF32 is off on both sides (``CUPY_TF32=0`` for cuBLAS,
+``torch.backends.cudnn.allow_tf32`` and ``torch.backends.cuda.matmul.allow_tf32``
+False) unless ``--tf32`` allows it on both; convmm's own kernels always
+compute in strict float32.  Extra memory is the peak of CuPy's memory pool in
+use during the call (a memory hook), less the output.  The GEMM section times
+the CUDA engine's block-tiled GEMM against ``cupy.matmul`` (cuBLAS) at 4096³.
+
+The start-up section times the import, a cold Numba cache and a warm one, each
+in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -32,14 +45,18 @@ import time
 import tracemalloc
 from importlib import resources
 
+import numpy as np
+
 PASSES = ("forward", "transpose", "backward")
 PAUSE_S = 0.02
 
 
 # --------------------------------------------------------------------------- layers
 def load_layers(path=None):
-    text = (open(path, encoding="utf-8").read() if path
-            else resources.files("convmm").joinpath("layers.json").read_text(encoding="utf-8"))
+    source = (resources.files("convmm").joinpath("layers.json").open(encoding="utf-8")
+              if path is None else open(path, encoding="utf-8"))
+    with source as layers:
+        text = layers.read()
     return json.loads(text)["layers"]
 
 
@@ -87,12 +104,13 @@ class Layer:
 
 
 # --------------------------------------------------------------------------- the calls
-def convmm_call(layer, which, dtype, method, rng):
+def convmm_call(layer, which, dtype, method, rng, backend=None):
     """A no-argument function that runs one pass with convmm, the pass's calls each with
-    its output's bytes (for ``extra_memory``), and the arrays."""
+    its output's bytes (for ``extra_memory``), and the arrays (on ``backend``'s device)."""
 
     import convmm
 
+    put = backend.put if backend is not None else (lambda a: a)
     kw = layer.keywords()
     x = rng.standard_normal((layer.n, layer.in_channels, *layer.spatial)).astype(dtype)
     w = rng.standard_normal((layer.out_channels, layer.in_channels // layer.groups,
@@ -101,7 +119,7 @@ def convmm_call(layer, which, dtype, method, rng):
     b = rng.standard_normal(layer.in_channels if which == "transpose" else layer.out_channels)
     b = b.astype(dtype)
     g = rng.standard_normal((layer.n, layer.out_channels, *layer.output)).astype(dtype)
-    arrays = (x, w, b, g)
+    arrays = x, w, b, g = tuple(put(a) for a in (x, w, b, g))
 
     def forward():
         return convmm.conv(x, w, b, method=method, **kw)
@@ -127,9 +145,10 @@ def convmm_call(layer, which, dtype, method, rng):
 
 
 def torch_call(layer, which, arrays):
+    """The same pass in PyTorch, on the same memory (NumPy's or CuPy's, through DLPack)."""
     import torch
 
-    x, w, b, g = (torch.from_numpy(a) for a in arrays)
+    x, w, b, g = (torch.from_dlpack(a) for a in arrays)
     kw = layer.keywords()
     conv = getattr(torch.nn.functional, f"conv{layer.nd}d")
     if which == "forward":
@@ -153,25 +172,27 @@ def torch_call(layer, which, arrays):
 
 
 # --------------------------------------------------------------------------- measuring
-def _seconds(function):
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
-
-
-def timed_pair(ours, theirs, repeats):
-    """Medians of ``repeats`` alternating calls (after one warm-up call each)."""
+def timed_pair(ours, theirs, repeats, seconds=None):
+    """Medians of ``repeats`` alternating calls (after one warm-up call each), each
+    call timed by ``seconds(function)`` (the wall clock unless given)."""
+    seconds = seconds or _wall_seconds
     ours()
     if theirs is not None:
         theirs()
     mine, other = [], []
     for _ in range(repeats):
         time.sleep(PAUSE_S)
-        mine.append(_seconds(ours))
+        mine.append(seconds(ours))
         if theirs is not None:
             time.sleep(PAUSE_S)
-            other.append(_seconds(theirs))
+            other.append(seconds(theirs))
     return statistics.median(mine), (statistics.median(other) if other else None)
+
+
+def _wall_seconds(function):
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
 
 
 def _peak_rss():
@@ -240,12 +261,161 @@ def gemm_share(sizes=(1024, 2048), repeats=5, threads=None):
                                             for j0, j1 in blocks[k::threads]], threads)
 
         t_ours, t_blas = timed_pair(ours, lambda: np.matmul(a, b), repeats)
-        error = float(np.abs(c - a @ b).max() / np.abs(a @ b).max())
-        flops = 2 * n ** 3
-        rows.append(dict(size=n, numba_gflops=flops / t_ours / 1e9,
-                         blas_gflops=flops / t_blas / 1e9, share=t_blas / t_ours,
-                         relative_error=error))
+        exact = a.astype(np.float64) @ b
+        rows.append(_gemm_row(n, t_ours, t_blas, "numpy.matmul (OpenBLAS)",
+                              float(np.abs(c - exact).max() / np.abs(exact).max())))
     return rows
+
+
+def _gemm_row(n, t_ours, t_peer, peer, relative_error):
+    flops = 2 * n ** 3
+    return dict(size=n, convmm_gflops=flops / t_ours / 1e9, peer=peer,
+                peer_gflops=flops / t_peer / 1e9, share=t_peer / t_ours,
+                relative_error=relative_error)
+
+
+class Host:
+    """``--backend numpy``: the CPU engine, timed by the wall clock, against PyTorch's CPU
+    convolution with the same threads."""
+
+    name = "numpy"
+    peer = "torch"
+    default_batch = None
+
+    def __init__(self, args):
+        if args.tf32:
+            raise SystemExit("--tf32 applies to --backend cupy (TF32 is a GPU format)")
+        self.threads = args.threads
+
+    def put(self, a):
+        return a
+
+    seconds = staticmethod(_wall_seconds)
+    extra_memory = staticmethod(extra_memory)
+
+    def setup_torch(self, torch):
+        torch.set_num_threads(self.threads)
+        return torch
+
+    def gemm(self, repeats):
+        return gemm_share(repeats=repeats, threads=self.threads)
+
+    def describe(self):
+        return (f"{self.threads} thread(s), OMP_WAIT_POLICY="
+                f"{os.environ.get('OMP_WAIT_POLICY')}")
+
+
+class Gpu:
+    """``--backend cupy``: the CUDA engine on CuPy arrays, timed with CUDA events, against
+    PyTorch on cuDNN, with TF32 off (or, with ``--tf32``, allowed) on both sides."""
+
+    name = "cupy"
+    peer = "cuDNN"
+    default_batch = 64
+    GEMM_SIZE = 4096
+
+    def __init__(self, args):
+        # cuBLAS's float32 compute type is read from CUPY_TF32 at CuPy's first float32
+        # matmul, which is later than this.
+        os.environ["CUPY_TF32"] = "1" if args.tf32 else "0"
+        self.tf32 = args.tf32
+        try:
+            import cupy
+
+            cupy.cuda.runtime.getDeviceCount()
+        except Exception as error:      # no CuPy, no driver, no device
+            raise SystemExit(f"--backend cupy needs CuPy and a GPU: {error}") from None
+        from ._cuda_engine import unavailable_reason
+
+        self.cupy = cupy
+        self.engine_missing = unavailable_reason()
+        properties = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        self.device_name = properties["name"].decode() if isinstance(
+            properties["name"], bytes) else str(properties["name"])
+
+    def put(self, a):
+        return self.cupy.asarray(a)
+
+    def synchronize(self):
+        self.cupy.cuda.runtime.deviceSynchronize()
+
+    def seconds(self, function):
+        """CUDA events around the call on the default stream, the device idle before."""
+        cuda = self.cupy.cuda
+        self.synchronize()
+        start, end = cuda.Event(), cuda.Event()
+        start.record()
+        function()
+        end.record()
+        end.synchronize()
+        return cuda.get_elapsed_time(start, end) / 1e3
+
+    def extra_memory(self, function, output_bytes):
+        """The peak of CuPy's pool in use during the call, less the output."""
+        hook = _pool_peak_hook(self.cupy)
+        self.synchronize()
+        with hook:
+            function()
+            self.synchronize()
+        return hook.peak - output_bytes
+
+    def setup_torch(self, torch):
+        if not torch.cuda.is_available():
+            return None
+        torch.backends.cudnn.allow_tf32 = self.tf32
+        torch.backends.cuda.matmul.allow_tf32 = self.tf32
+        # convmm's work and PyTorch's must share the stream the events are recorded on.
+        if torch.cuda.current_stream().cuda_stream != self.cupy.cuda.get_current_stream().ptr:
+            raise SystemExit("PyTorch and CuPy are on different CUDA streams: the events "
+                             "would not time PyTorch's kernels")
+        return torch
+
+    def gemm(self, repeats):
+        """convmm's block-tiled GEMM kernel against cupy.matmul (cuBLAS) at 4096³."""
+        from . import _cuda_engine
+
+        cupy, n = self.cupy, self.GEMM_SIZE
+        if self.engine_missing:
+            return []
+        a = self.put(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
+        b = self.put(np.random.default_rng(1).standard_normal((n, n), dtype=np.float32))
+        c, blas = cupy.empty((n, n), cupy.float32), cupy.empty((n, n), cupy.float32)
+        t_ours, t_blas = timed_pair(lambda: _cuda_engine.gemm(a, b, c),
+                                    lambda: cupy.matmul(a, b, out=blas), repeats, self.seconds)
+        exact = cupy.matmul(a.astype(cupy.float64), b.astype(cupy.float64))
+        error = float(cupy.abs(c - exact).max() / cupy.abs(exact).max())
+        return [_gemm_row(n, t_ours, t_blas, "cupy.matmul (cuBLAS)", error)]
+
+    def describe(self):
+        from ._cuda_engine import _tiles
+
+        engine = (f"CUDA engine missing: {self.engine_missing}" if self.engine_missing
+                  else f"CUDA engine tiles {tuple(_tiles())}")
+        return (f"{self.device_name}, CuPy {self.cupy.__version__}, TF32 "
+                f"{'allowed' if self.tf32 else 'off'} (CUPY_TF32={os.environ['CUPY_TF32']}), "
+                f"{engine}")
+
+
+def _pool_peak_hook(cupy):
+    """A CuPy memory hook that follows the pool's bytes in use and keeps their peak."""
+
+    class PoolPeak(cupy.cuda.MemoryHook):
+        name = "convmm_bench_pool_peak"
+
+        def __init__(self):
+            self.in_use = self.peak = 0
+
+        def malloc_postprocess(self, **kw):
+            self.in_use += kw["mem_size"]
+            self.peak = max(self.peak, self.in_use)
+
+        def free_postprocess(self, **kw):
+            self.in_use -= kw["mem_size"]
+
+    return PoolPeak()
+
+
+BACKENDS = {"numpy": Host, "cupy": Gpu}
 
 
 _STARTUP = r"""
@@ -254,9 +424,14 @@ t0 = time.perf_counter()
 import convmm
 t1 = time.perf_counter()
 import numpy as np
-x = np.random.default_rng(0).standard_normal((2, 8, 12, 12)).astype(np.float32)
-w = np.ones((8, 8, 3, 3), np.float32)
-dw = np.ones((8, 1, 3, 3), np.float32)
+if sys.argv[1] == "cupy":
+    import cupy
+    put, sync = cupy.asarray, cupy.cuda.runtime.deviceSynchronize
+else:
+    put, sync = (lambda a: a), (lambda: None)
+x = put(np.random.default_rng(0).standard_normal((2, 8, 12, 12)).astype(np.float32))
+w = put(np.ones((8, 8, 3, 3), np.float32))
+dw = put(np.ones((8, 1, 3, 3), np.float32))
 methods = ("tiled_blas", "implicit_gemm")
 def everything(x):
     for m in methods:
@@ -266,17 +441,18 @@ def everything(x):
     for m in methods:
         convmm.conv_backward(g, x, w, padding=1, method=m)
     convmm.conv_backward(g, x, dw, padding=1, groups=8, method="direct")
+    sync()
 t2 = time.perf_counter(); everything(x); t3 = time.perf_counter()
 t4 = time.perf_counter(); everything(x[:1, :, :9, :10]); t5 = time.perf_counter()
 print(t1 - t0, t3 - t2, t5 - t4)
 """
 
 
-def startup(cache_dir):
+def startup(cache_dir, backend="numpy"):
     """Import time, first call and a later call (new shapes) in a fresh interpreter."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-    out = subprocess.run([sys.executable, "-c", _STARTUP], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run([sys.executable, "-c", _STARTUP, backend], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
     return dict(import_s=float(out[0]), first_call_s=float(out[1]), later_call_s=float(out[2]))
 
 
@@ -292,46 +468,49 @@ def _progress(done, total, label):
 
 def run(args):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch loads OpenMP
-    import numpy as np
     from threadpoolctl import threadpool_limits
 
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if args.no_torch:
-        torch = None
-    layers = [Layer(spec, args.batch) for spec in pick(load_layers(args.layers_file), args.layers)]
+    backend = BACKENDS[args.backend](args)
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            torch = None
+    batch = args.batch or backend.default_batch
+    layers = [Layer(spec, batch) for spec in pick(load_layers(args.layers_file), args.layers)]
     passes = args.passes
     rng = np.random.default_rng(0)
     results = []
     with threadpool_limits(limits=args.threads, user_api="blas"):
         if torch is not None:
-            torch.set_num_threads(args.threads)
+            torch = backend.setup_torch(torch)
         jobs = [(layer, which) for layer in layers for which in passes]
         for done, (layer, which) in enumerate(jobs):
             _progress(done, len(jobs), f"{layer.name} {which}")
-            ours, calls, arrays = convmm_call(layer, which, args.dtype, args.method, rng)
+            ours, calls, arrays = convmm_call(layer, which, args.dtype, args.method, rng, backend)
             theirs = torch_call(layer, which, arrays) if torch is not None else None
-            t_ours, t_torch = timed_pair(ours, theirs, args.repeats)
-            extra = max(extra_memory(call, out_bytes) for call, out_bytes in calls)
+            t_ours, t_torch = timed_pair(ours, theirs, args.repeats, backend.seconds)
+            extra = max(backend.extra_memory(call, out_bytes) for call, out_bytes in calls)
             results.append(dict(layer=layer.name, shape=layer.shape(), which=which,
                                 seconds=t_ours, gflops=layer.flops(which) / t_ours / 1e9,
                                 extra_bytes=extra, torch_seconds=t_torch,
                                 ratio=None if t_torch is None else t_ours / t_torch))
             del ours, theirs, arrays, calls
         _progress(len(jobs), len(jobs), "done")
-        gemm = gemm_share(threads=args.threads) if args.gemm else []
-    report = dict(dtype=args.dtype, threads=args.threads, method=args.method,
-                  omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+        gemm = backend.gemm(repeats=max(args.repeats, 5)) if args.gemm else []
+    report = dict(backend=backend.name, setting=backend.describe(), peer=backend.peer,
+                  dtype=args.dtype, threads=args.threads, method=args.method, batch=batch,
                   torch=None if torch is None else torch.__version__, numpy=np.__version__,
-                  results=results, gemm=gemm)
+                  date=time.strftime("%Y-%m-%d"), results=results, gemm=gemm)
+    if torch is not None and backend.name == "cupy":
+        report["cudnn"] = torch.backends.cudnn.version()
     if args.startup:
         import tempfile
 
         with tempfile.TemporaryDirectory() as cold:
-            report["startup_cold"] = startup(cold)
-            report["startup_warm"] = startup(cold)
+            report["startup_cold"] = startup(cold, backend.name)
+            report["startup_warm"] = startup(cold, backend.name)
     print(format_report(report, passes))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
@@ -346,15 +525,18 @@ def geometric_mean(values):
 
 
 def format_report(report, passes):
-    lines = [f"convmm bench: {report['dtype']}, {report['threads']} thread(s), method="
-             f"{report['method']}, torch {report['torch'] or 'not installed'}, "
-             f"OMP_WAIT_POLICY={report['omp_wait_policy']}"]
+    peer = report["peer"]
+    lines = [f"convmm bench ({report['backend']}, {report['date']}): {report['dtype']}, "
+             f"method={report['method']}, batch {report['batch'] or 'as the suite'}, torch "
+             f"{report['torch'] or 'not timed'}"
+             + (f", cuDNN {report['cudnn']}" if report.get("cudnn") else ""),
+             report["setting"]]
     for which in passes:
         rows = [r for r in report["results"] if r["which"] == which]
         if not rows:
             continue
         lines += ["", f"{which}:",
-                  f"{'layer':<18} {'ms':>9} {'GFLOP/s':>8} {'extra MiB':>9} {'torch ms':>9} "
+                  f"{'layer':<18} {'ms':>9} {'GFLOP/s':>8} {'extra MiB':>9} {peer + ' ms':>9} "
                   f"{'ratio':>6}"]
         for r in rows:
             torch_ms = "" if r["torch_seconds"] is None else f"{r['torch_seconds'] * 1e3:9.2f}"
@@ -364,13 +546,12 @@ def format_report(report, passes):
         mean = geometric_mean([r["ratio"] for r in rows])
         if mean is not None:
             worst = max(rows, key=lambda r: r["ratio"])
-            lines.append(f"geometric mean convmm/torch: {mean:.2f}   worst: {worst['layer']} "
+            lines.append(f"geometric mean convmm/{peer}: {mean:.2f}   worst: {worst['layer']} "
                          f"{worst['ratio']:.2f}")
     for row in report.get("gemm", []):
-        lines.append(f"GEMM {row['size']}³ float32: Numba {row['numba_gflops']:.1f} GFLOP/s, "
-                     f"numpy.matmul {row['blas_gflops']:.1f} GFLOP/s: "
-                     f"{100 * row['share']:.0f}% of OpenBLAS (max rel. error "
-                     f"{row['relative_error']:.1e})")
+        lines.append(f"GEMM {row['size']}³ float32: convmm {row['convmm_gflops']:.1f} GFLOP/s, "
+                     f"{row['peer']} {row['peer_gflops']:.1f} GFLOP/s: convmm at "
+                     f"{100 * row['share']:.0f}% (max rel. error {row['relative_error']:.1e})")
     for key, label in (("startup_cold", "cold Numba cache"), ("startup_warm", "warm Numba cache")):
         if key in report:
             s = report[key]
@@ -381,6 +562,12 @@ def format_report(report, passes):
 
 
 def add_arguments(parser):
+    parser.add_argument("--backend", default="numpy", choices=tuple(BACKENDS),
+                        help="numpy: the CPU engine against PyTorch's CPU convolution; cupy: "
+                             "the CUDA engine against PyTorch on cuDNN, N=64 unless --batch")
+    parser.add_argument("--tf32", action="store_true",
+                        help="with --backend cupy: allow TF32 in cuBLAS (CUPY_TF32=1) and in "
+                             "PyTorch (cudnn and matmul allow_tf32); default off on both")
     parser.add_argument("--layers", nargs="*", default=[],
                         help="layer names (or parts of names) to run; default: all")
     parser.add_argument("--layers-file", help="a layers.json other than the bundled suite")
@@ -393,6 +580,6 @@ def add_arguments(parser):
     parser.add_argument("--json", help="write the figures to this JSON file")
     parser.add_argument("--no-torch", action="store_true", help="time convmm alone")
     parser.add_argument("--no-gemm", dest="gemm", action="store_false",
-                        help="skip the GEMM kernel against numpy.matmul")
+                        help="skip the GEMM kernel against numpy.matmul (cupy.matmul on the GPU)")
     parser.add_argument("--no-startup", dest="startup", action="store_false",
                         help="skip the start-up and cold-compile timings")

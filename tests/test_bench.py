@@ -1,0 +1,66 @@
+"""``python -m convmm bench``'s command line, report and figures (tiny layers: not a timing)."""
+
+import json
+
+import pytest
+
+from convmm import bench
+from convmm.__main__ import main
+
+TINY = {"about": "two tiny layers for the tests",
+        "layers": [{"name": "tiny_3x3", "N": 2, "C": 4, "spatial": [9, 9], "K": 6,
+                    "kernel": [3, 3], "stride": 2, "padding": 1, "dilation": 1},
+                   {"name": "tiny_depthwise", "N": 2, "C": 4, "spatial": [7, 7], "K": 4,
+                    "kernel": [3, 3], "stride": 1, "padding": 1, "dilation": 1, "groups": 4}]}
+
+
+@pytest.fixture
+def layers_file(tmp_path):
+    path = tmp_path / "layers.json"
+    path.write_text(json.dumps(TINY))
+    return str(path)
+
+
+def test_numpy_bench_writes_its_figures(layers_file, tmp_path, capsys):
+    out = tmp_path / "figures.json"
+    assert main(["bench", "--layers-file", layers_file, "--repeats", "1", "--no-gemm",
+                 "--no-startup", "--method", "tiled_blas", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["backend"] == "numpy" and report["method"] == "tiled_blas"
+    assert [(r["layer"], r["which"]) for r in report["results"]] == [
+        (name, which) for name in ("tiny_3x3", "tiny_depthwise") for which in bench.PASSES]
+    flops = {(r["layer"], r["which"]): r["gflops"] * r["seconds"] for r in report["results"]}
+    # Forward of tiny_3x3: 2 images · 6 channels · 5·5 positions · 4·9 multiply-adds, 2 FLOPs each.
+    assert flops["tiny_3x3", "forward"] == pytest.approx(2 * 2 * 6 * 25 * 4 * 9 / 1e9)
+    assert flops["tiny_3x3", "backward"] == pytest.approx(3 * flops["tiny_3x3", "forward"])
+    printed = capsys.readouterr().out
+    assert "convmm bench (numpy" in printed and "tiny_depthwise" in printed
+    if report["torch"] is not None:
+        assert all(r["ratio"] > 0 for r in report["results"])
+        assert "geometric mean convmm/torch" in printed
+
+
+def test_batch_replaces_every_layers_n(layers_file):
+    layer = bench.Layer(TINY["layers"][0], batch=64)
+    assert layer.n == 64 and layer.macs == 64 * 6 * 25 * 4 * 9
+
+
+def test_tf32_is_refused_on_the_cpu(layers_file):
+    with pytest.raises(SystemExit, match="--tf32 applies to --backend cupy"):
+        main(["bench", "--layers-file", layers_file, "--tf32"])
+
+
+def test_cupy_backend_says_what_is_missing(layers_file, monkeypatch):
+    """Without CuPy (or without a GPU) --backend cupy stops with the reason."""
+    from helpers import backend_names
+
+    if "cupy" in backend_names():
+        pytest.skip("a GPU is present: the CUDA engine's tests run the cupy bench")
+    monkeypatch.setitem(__import__("sys").modules, "cupy", None)   # import cupy fails
+    with pytest.raises(SystemExit, match="--backend cupy needs CuPy and a GPU"):
+        main(["bench", "--backend", "cupy", "--layers-file", layers_file])
+
+
+def test_unknown_layer_lists_the_suite():
+    with pytest.raises(SystemExit, match="the suite has: .*seed_notebook"):
+        bench.pick(bench.load_layers(), ["no_such_layer"])
