@@ -5,7 +5,7 @@ import pytest
 
 import convmm
 from convmm import reference
-from helpers import assert_close, to_numpy, to_xp
+from helpers import assert_close, namespace, to_numpy, to_xp
 
 rng = np.random.default_rng(7)
 
@@ -95,11 +95,14 @@ def test_memory_layouts_give_the_same_answer(layout, padding, mode):
 
 def test_torch_non_contiguous():
     torch = pytest.importorskip("torch")
-    x = torch.randn(2, 3, 6, 7, dtype=torch.float64).transpose(-1, -2)
-    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    seeded = torch.Generator().manual_seed(96)
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64, generator=seeded).transpose(-1, -2)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, generator=seeded)
     got = convmm.conv(x, w, padding=1, padding_mode="circular")
     want = reference.conv(x.contiguous().numpy(), w.numpy(), padding=1, padding_mode="circular")
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+    # The suite's tolerance, relative to the largest output (a plain rtol failed, now and
+    # then, on an output that cancels to nearly zero; the inputs were not seeded then).
+    assert_close(got, want, namespace("torch"))
 
 
 def test_inputs_are_never_modified(xp):

@@ -140,6 +140,49 @@ def test_cuda_launches_are_quiet_about_small_grids():
         _launch(Kernel("something else"), 1, 1, 0)
 
 
+def test_cuda_engine_host_code_with_a_stand_in_cupy(monkeypatch):
+    """The CUDA engine's CuPy-only host code, which the simulator (NumPy arrays) never
+    runs: index plans copied to the device once per plan and device, keyed by the
+    plan's description (a NumPy plan is not hashable), and the default stream as 0."""
+    from types import SimpleNamespace
+
+    from convmm import _cuda_engine, _geometry, _plan
+
+    copies = []
+
+    class Device:
+        def __init__(self, device_id):
+            self.id = device_id
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+    def asarray(a):
+        copies.append(a)
+        return np.array(a)
+
+    cupy = SimpleNamespace(asarray=asarray, cuda=SimpleNamespace(
+        Device=Device, get_current_stream=lambda: SimpleNamespace(ptr=0)))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    _cuda_engine._device_plan.cache_clear()
+    geometry = _geometry.conv_geometry((7, 6), (3, 2), (2, 1), ((1, 1), (0, 1)), (1, 2),
+                                       "reflect")
+    on_gpu = SimpleNamespace(device=Device(0))
+    try:
+        first = _cuda_engine._on_device(on_gpu, _plan.gather_index, geometry, "reflect")
+        again = _cuda_engine._on_device(on_gpu, _plan.gather_index, geometry, "reflect")
+        inverse = _cuda_engine._on_device(on_gpu, _plan.gather_index_adjoint, geometry, "reflect")
+        assert again is first and len(copies) == 2
+        np.testing.assert_array_equal(first, _plan.gather_index(geometry, "reflect"))
+        np.testing.assert_array_equal(inverse, _plan.gather_index_adjoint(geometry, "reflect"))
+        assert _cuda_engine._stream(on_gpu) == 0
+    finally:
+        _cuda_engine._device_plan.cache_clear()
+
+
 def _gpu_present():
     from helpers import backend_names
 

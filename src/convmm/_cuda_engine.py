@@ -72,28 +72,38 @@ def _module(a):
 
 
 def _stream(a):
-    """CuPy's current stream as a numba stream; 0 (the default) for the simulator's NumPy."""
+    """CuPy's current stream for numba's launches: 0 where that is the default stream
+    (and for the simulator's NumPy), else the stream wrapped once per pointer."""
     if array_api_compat.is_numpy_array(a):
         return 0
     import cupy
+
+    pointer = cupy.cuda.get_current_stream().ptr
+    return _external_stream(pointer) if pointer else 0
+
+
+@lru_cache(maxsize=16)
+def _external_stream(pointer):
     from numba import cuda
 
-    return cuda.external_stream(cupy.cuda.get_current_stream().ptr)
+    return cuda.external_stream(pointer)
 
 
-def _on_device(a, index):
-    """The index plan on a's device (copied once per device and plan)."""
+def _on_device(a, plan_of, geometry, mode):
+    """The index plan ``plan_of(geometry, mode)`` on a's device, copied there once per
+    device and plan (a fresh copy for the simulator, which copies kernel arguments back)."""
     if array_api_compat.is_numpy_array(a):
-        return index.copy()     # the simulator copies kernel arguments back: not read-only
-    return _device_copy(index, a.device.id)
+        return plan_of(geometry, mode).copy()
+    return _device_plan(plan_of, geometry, mode, a.device.id)
 
 
 @lru_cache(maxsize=64)
-def _device_copy(index, device_id):
+def _device_plan(plan_of, geometry, mode, device_id):
+    # Keyed by the plan's hashable description: the NumPy plan itself is not hashable.
     import cupy
 
     with cupy.cuda.Device(device_id):
-        return cupy.asarray(index)
+        return cupy.asarray(plan_of(geometry, mode))
 
 
 def _grid(size, block):
@@ -167,7 +177,7 @@ def forward(call, plan, x):
     cl = int(call.layout.name == "channels_last")
     n = x.shape[0]
     source = _flat(call, x, in_channels, pixels)
-    index = _on_device(x, gather_index(call.geometry, call.mode))
+    index = _on_device(x, gather_index, call.geometry, call.mode)
     w = _weight_rows(call, call.weight)
     y = xp.empty((n, positions, out_channels) if cl else (n, out_channels, positions), x.dtype)
     if plan.method == "direct":
@@ -200,7 +210,7 @@ def adjoint(call, plan, y):
     cl = int(call.layout.name == "channels_last")
     n = y.shape[0]
     grads = _flat(call, y, out_channels, positions)
-    inverse = _on_device(y, gather_index_adjoint(call.geometry, call.mode))
+    inverse = _on_device(y, gather_index_adjoint, call.geometry, call.mode)
     w = _weight_rows(call, call.weight)
     x = xp.empty((n, pixels, in_channels) if cl else (n, in_channels, pixels), y.dtype)
     kernels = _kernels(y.dtype)
@@ -226,7 +236,7 @@ def weight_grad(call, plan, a, b):
     cl = int(call.layout.name == "channels_last")
     grads = _flat(call, a, out_channels, positions)
     source = _flat(call, b, in_channels, pixels)
-    index = _on_device(a, gather_index(call.geometry, call.mode))
+    index = _on_device(a, gather_index, call.geometry, call.mode)
     dtype = np.result_type(a.dtype, b.dtype)
     dw = xp.zeros((out_channels, in_per_group * taps), dtype)
     if plan.method == "direct":
