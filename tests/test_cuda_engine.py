@@ -211,7 +211,7 @@ class _MemoryHook:
 # not CuPy, and its times and memory mean nothing.
 _STAND_IN_CUPY = SimpleNamespace(
     __version__="stand-in", asarray=np.asarray, empty=np.empty, matmul=np.matmul, abs=np.abs,
-    float32=np.float32, float64=np.float64,
+    float32=np.float32, float64=np.float64, random=SimpleNamespace(default_rng=np.random.default_rng),
     cuda=SimpleNamespace(
         runtime=SimpleNamespace(getDeviceCount=lambda: 1,
                                 getDeviceProperties=lambda i: {"name": b"Simulated GPU"},

@@ -104,22 +104,20 @@ class Layer:
 
 
 # --------------------------------------------------------------------------- the calls
-def convmm_call(layer, which, dtype, method, rng, backend=None):
+def convmm_call(layer, which, method, random):
     """A no-argument function that runs one pass with convmm, the pass's calls each with
-    its output's bytes (for ``extra_memory``), and the arrays (on ``backend``'s device)."""
+    its output's bytes (for ``extra_memory``), and the arrays (``random(shape)``: standard
+    normal samples of the benchmark's dtype, on the backend's device)."""
 
     import convmm
 
-    put = backend.put if backend is not None else (lambda a: a)
     kw = layer.keywords()
-    x = rng.standard_normal((layer.n, layer.in_channels, *layer.spatial)).astype(dtype)
-    w = rng.standard_normal((layer.out_channels, layer.in_channels // layer.groups,
-                             *layer.kernel)).astype(dtype) / math.sqrt(
-                                 layer.in_channels * math.prod(layer.kernel))
-    b = rng.standard_normal(layer.in_channels if which == "transpose" else layer.out_channels)
-    b = b.astype(dtype)
-    g = rng.standard_normal((layer.n, layer.out_channels, *layer.output)).astype(dtype)
-    arrays = x, w, b, g = tuple(put(a) for a in (x, w, b, g))
+    x = random((layer.n, layer.in_channels, *layer.spatial))
+    w = random((layer.out_channels, layer.in_channels // layer.groups, *layer.kernel))
+    w /= math.sqrt(layer.in_channels * math.prod(layer.kernel))
+    b = random((layer.in_channels if which == "transpose" else layer.out_channels,))
+    g = random((layer.n, layer.out_channels, *layer.output))
+    arrays = x, w, b, g
 
     def forward():
         return convmm.conv(x, w, b, method=method, **kw)
@@ -287,8 +285,10 @@ class Host:
             raise SystemExit("--tf32 applies to --backend cupy (TF32 is a GPU format)")
         self.threads = args.threads
 
-    def put(self, a):
-        return a
+    @staticmethod
+    def random(dtype, seed):
+        rng = np.random.default_rng(seed)
+        return lambda shape: rng.standard_normal(shape).astype(dtype)
 
     seconds = staticmethod(_wall_seconds)
     extra_memory = staticmethod(extra_memory)
@@ -333,8 +333,10 @@ class Gpu:
         self.device_name = properties["name"].decode() if isinstance(
             properties["name"], bytes) else str(properties["name"])
 
-    def put(self, a):
-        return self.cupy.asarray(a)
+    def random(self, dtype, seed):
+        """Samples drawn on the device: the suite at N=64 holds 10⁹ of them per pass."""
+        rng = self.cupy.random.default_rng(seed)
+        return lambda shape: rng.standard_normal(shape, dtype=dtype)
 
     def synchronize(self):
         self.cupy.cuda.runtime.deviceSynchronize()
@@ -377,8 +379,8 @@ class Gpu:
         cupy, n = self.cupy, self.GEMM_SIZE
         if self.engine_missing:
             return []
-        a = self.put(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
-        b = self.put(np.random.default_rng(1).standard_normal((n, n), dtype=np.float32))
+        random = self.random("float32", seed=0)
+        a, b = random((n, n)), random((n, n))
         c, blas = cupy.empty((n, n), cupy.float32), cupy.empty((n, n), cupy.float32)
         t_ours, t_blas = timed_pair(lambda: _cuda_engine.gemm(a, b, c),
                                     lambda: cupy.matmul(a, b, out=blas), repeats, self.seconds)
@@ -480,7 +482,7 @@ def run(args):
     batch = args.batch or backend.default_batch
     layers = [Layer(spec, batch) for spec in pick(load_layers(args.layers_file), args.layers)]
     passes = args.passes
-    rng = np.random.default_rng(0)
+    random = backend.random(args.dtype, seed=0)
     results = []
     with threadpool_limits(limits=args.threads, user_api="blas"):
         if torch is not None:
@@ -488,7 +490,7 @@ def run(args):
         jobs = [(layer, which) for layer in layers for which in passes]
         for done, (layer, which) in enumerate(jobs):
             _progress(done, len(jobs), f"{layer.name} {which}")
-            ours, calls, arrays = convmm_call(layer, which, args.dtype, args.method, rng, backend)
+            ours, calls, arrays = convmm_call(layer, which, args.method, random)
             theirs = torch_call(layer, which, arrays) if torch is not None else None
             t_ours, t_torch = timed_pair(ours, theirs, args.repeats, backend.seconds)
             extra = max(backend.extra_memory(call, out_bytes) for call, out_bytes in calls)
