@@ -170,10 +170,15 @@ def torch_call(layer, which, arrays):
 
 
 # --------------------------------------------------------------------------- measuring
-def timed_pair(ours, theirs, repeats, seconds=None):
+def _wall_seconds(function):
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def timed_pair(ours, theirs, repeats, seconds=_wall_seconds):
     """Medians of ``repeats`` alternating calls (after one warm-up call each), each
-    call timed by ``seconds(function)`` (the wall clock unless given)."""
-    seconds = seconds or _wall_seconds
+    call timed by ``seconds(function)``."""
     ours()
     if theirs is not None:
         theirs()
@@ -185,12 +190,6 @@ def timed_pair(ours, theirs, repeats, seconds=None):
             time.sleep(PAUSE_S)
             other.append(seconds(theirs))
     return statistics.median(mine), (statistics.median(other) if other else None)
-
-
-def _wall_seconds(function):
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
 
 
 def _peak_rss():
@@ -374,11 +373,11 @@ class Gpu:
 
     def gemm(self, repeats):
         """convmm's block-tiled GEMM kernel against cupy.matmul (cuBLAS) at 4096³."""
+        if self.engine_missing:
+            return []
         from . import _cuda_engine
 
         cupy, n = self.cupy, self.GEMM_SIZE
-        if self.engine_missing:
-            return []
         random = self.random("float32", seed=0)
         a, b = random((n, n)), random((n, n))
         c, blas = cupy.empty((n, n), cupy.float32), cupy.empty((n, n), cupy.float32)
