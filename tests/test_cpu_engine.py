@@ -240,6 +240,43 @@ def test_every_map_by_every_method(method, seed, workspace):
         assert_close(actual, desired, np, dtype=cfg.dtype)
 
 
+@pytest.mark.parametrize("seed", range(24))
+def test_implicit_forward_with_wide_channels(seed, monkeypatch):
+    """implicit_gemm's forward map reads patches in place from padded images: several
+    NR-wide weight panels, the last one partial; rows ending inside an MR-wide tile;
+    units of several small images (odd seeds: one image per unit) or of pieces of one."""
+    import dataclasses
+
+    from convmm._numba_gemm import NR
+
+    rng = np.random.default_rng(3000 + seed)
+    if seed % 2:
+        monkeypatch.setattr(_engine, "PADDED_BATCH_BYTES", 1)
+    cfg = random_config(rng)
+    groups = cfg.groups
+    cfg = dataclasses.replace(cfg, in_channels=groups * int(rng.integers(1, 12)),
+                              out_channels=groups * int(rng.integers(NR // 2, 3 * NR)),
+                              batch=int(rng.integers(1, 6)))
+    x, w, b = make_conv_inputs(rng, cfg)
+    kw = cfg.kwargs(padding_mode=cfg.padding_mode)
+    kept = x.copy(), w.copy()
+    got = convmm.conv(x, w, b, method="implicit_gemm", **kw)
+    assert_close(got, reference.conv(wide(x), wide(w), wide(b), **kw), np, dtype=cfg.dtype)
+    np.testing.assert_array_equal(x, kept[0])
+    np.testing.assert_array_equal(w, kept[1])
+
+
+def test_implicit_forward_units():
+    """Small images go several to a worker's unit, within the padded-image budget; large
+    ones are cut into pieces of whole output rows."""
+    small = _engine.plan(_call(np.ones((8, 16, 7, 7), np.float32), np.ones((32, 16, 3, 3), np.float32),
+                               method="implicit_gemm"), "forward")
+    assert small.tile == -(-8 // small.threads) * 49
+    large = _engine.plan(_call(np.ones((1, 16, 40, 30), np.float32), np.ones((32, 16, 3, 3), np.float32),
+                               method="implicit_gemm"), "forward")
+    assert large.tile % 30 == 0 and large.tile < 1200 and -(-1200 // large.tile) >= 2 * large.threads
+
+
 @pytest.mark.parametrize("method", ENGINE)
 def test_adjoint_is_bitwise_repeatable(method):
     """col2im and the per-worker weight gradients sum in a fixed order: the same bits twice."""
@@ -263,6 +300,10 @@ def test_auto_choices():
     assert explain(convmm.conv, x, np.ones((8, 16, 3, 3), np.float32)).startswith(
         "conv: implicit_gemm")
     assert explain(convmm.conv, x.astype(np.float64), np.ones((8, 16, 3, 3))).startswith(
+        "conv: implicit_gemm")
+    assert explain(convmm.conv, x.astype(np.complex64), np.ones((8, 16, 3, 3), np.complex64)
+                   ).startswith("conv: tiled_blas")
+    assert explain(convmm.conv, x[..., :9, :9], np.ones((8, 16, 3, 3), np.float32)).startswith(
         "conv: tiled_blas")
     lines = explain(convmm.conv_backward, np.ones((2, 8, 18, 18), np.float32), x,
                     np.ones((8, 16, 3, 3), np.float32), needs=("input", "weight")).splitlines()

@@ -24,7 +24,8 @@ def source(mr: int = MR, nr: int = NR) -> str:
         "",
         "``microkernel(kc, a, b, tile)`` sets ``tile[i, j] = Σ_p a[p, i]·b[p, j]`` for packed",
         f"panels ``a`` (kc, {mr}) and ``b`` (kc, {nr}), kc ≥ 1, keeping the {mr}×{nr} tile in",
-        "scalar locals that LLVM's SLP vectoriser packs into registers.",
+        "scalar locals that LLVM's SLP vectoriser packs into registers;",
+        "``microkernel_padded`` computes the same tile with A read in place from a padded image.",
         '"""',
         "",
         "from numba import njit",
@@ -56,11 +57,49 @@ def source(mr: int = MR, nr: int = NR) -> str:
     for i in range(mr):
         for j in range(nr):
             lines.append(f"        {acc[i][j]} += a{i} * b{j}")
-    for i in range(mr):
-        lines.append(f"    row = tile[{i}]")
-        for j in range(nr):
-            lines.append(f"    row[{j}] = {acc[i][j]}")
+    lines += _store(acc)
+    lines += ["", "", *_padded_source(acc)]
     return "\n".join(lines) + "\n"
+
+
+def _store(acc) -> list[str]:
+    lines = []
+    for i, row in enumerate(acc):
+        lines.append(f"    row = tile[{i}]")
+        lines += [f"    row[{j}] = {name}" for j, name in enumerate(row)]
+    return lines
+
+
+def _padded_source(acc) -> list[str]:
+    """``microkernel_padded``: the same tile, its A operand read in place from a padded
+    channels-last image instead of a packed panel (no patch is ever copied)."""
+    mr, nr = len(acc), len(acc[0])
+    lines = [
+        "@njit(nogil=True, cache=True, fastmath=FASTMATH)",
+        "def microkernel_padded(image, base, step, offsets, first_channel, channels, w, zero, tile):"
+        "  # pragma: no cover",
+        '    """tile[i, j] = Σ_t Σ_k image[base + i·step + offsets[t], first_channel + k]·w[t·channels + k, j].',
+        "",
+        f"    ``image`` (Q, C) is a padded channels-last image, ``w`` (T·channels, {nr}) a panel of",
+        "    the weight; the sum runs tap by tap, channel by channel, from ``zero``.",
+        '    """',
+    ]
+    lines += [f"    {name} = zero" for row in acc for name in row]
+    lines += [
+        "    for t in range(offsets.shape[0]):",
+        "        q = base + offsets[t]",
+    ]
+    lines += [f"        x{i} = image[q + {i} * step, first_channel:first_channel + channels]"
+              for i in range(mr)]
+    lines += [
+        "        wt = w[t * channels:(t + 1) * channels]",
+        "        for k in range(channels):",
+        "            b_p = wt[k]",
+    ]
+    lines += [f"            a{i} = x{i}[k]" for i in range(mr)]
+    lines += [f"            b{j} = b_p[{j}]" for j in range(nr)]
+    lines += [f"            {acc[i][j]} += a{i} * b{j}" for i in range(mr) for j in range(nr)]
+    return lines + _store(acc)
 
 
 if __name__ == "__main__":

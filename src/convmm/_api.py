@@ -648,7 +648,7 @@ def explain(function, *args, **kwargs) -> str:
     >>> import numpy as np, convmm
     >>> x, w = np.ones((8, 64, 56, 56), np.float32), np.ones((64, 64, 3, 3), np.float32)
     >>> print(convmm.explain(convmm.conv, x, w, padding=1))   # doctest: +ELLIPSIS
-    conv: implicit_gemm (float32 with enough positions per image): tiles of 3136 ...
+    conv: implicit_gemm (real floating point, enough positions per image: patches read in place): ...
     """
     name = function if isinstance(function, str) else getattr(function, "__name__", None)
     if isinstance(name, str) and name[-2:] in ("1d", "2d", "3d"):

@@ -20,10 +20,13 @@ by one of three methods (``explain`` says which, and why):
     no patches at all: its (subsampled) input is the patch matrix, and one
     multi-threaded BLAS GEMM does the work.
 ``implicit_gemm``
-    The forward map and the weight gradient as GEMMs whose patch operand is
-    packed straight from the image into the register-blocked micro-kernel's
-    panels (``_numba_gemm``); the adjoint runs ``tiled_blas`` (or, at stride 1,
-    is itself a forward map).
+    The forward map with its patches read in place: each image is padded once
+    into a channels-last copy, from which the register-blocked micro-kernel
+    reads MR output positions × the channels of one tap, tap after tap, against
+    the weight packed once into NR-wide panels (``_numba_gemm``).  The weight
+    gradient is a packed GEMM whose patch operand is packed straight from the
+    image; the adjoint runs ``tiled_blas`` (or, at stride 1, is itself a
+    forward map).
 ``direct``
     Convolutions with few channels per group (depthwise above all): no GEMM,
     each input plane padded once and swept tap by tap along its last spatial
@@ -47,7 +50,7 @@ from functools import lru_cache
 import numpy as np
 
 from ._plan import (direct_rows, gather_index, gather_index_adjoint, padded_source,
-                    tile_pixel_ranges)
+                    padded_taps, tile_pixel_ranges)
 
 WORKSPACE_BYTES = 16 << 20
 """The patch tiles' size budget, all workers together (the tiles are the engine's extra memory)."""
@@ -121,8 +124,15 @@ DIRECT_MAX_CHANNEL_PAIRS = 8
 """``auto`` runs ``direct`` where a group pairs at most this many (input, output) channels."""
 
 IMPLICIT_MIN_POSITIONS = 128
-"""``auto`` runs ``implicit_gemm`` where an image has at least this many output positions
-(fewer leave the micro-kernel's column panels mostly padding)."""
+"""``auto`` runs ``implicit_gemm``'s forward map where an image has at least this many
+output positions (measured: ResNet's 7×7 layer runs faster as BLAS on patch tiles)."""
+
+SMALL_IMAGE_POSITIONS = 256
+"""``implicit_gemm``'s forward map puts several whole images in a unit below this many
+output positions per image, so that each weight panel serves more rows."""
+
+PADDED_BATCH_BYTES = 4 * 2 ** 20
+"""At most this much of padded images per worker in such a unit (at least one image)."""
 
 
 NUMPY_ON_CUDA = False
@@ -161,11 +171,11 @@ def _auto(call, operation, in_per_group, target):
         return "tiled_blas", "patch tiles × cuBLAS"
     if _pointwise(call.geometry):
         return "tiled_blas", "1×1 kernel without padding: one BLAS GEMM on the input"
-    if call.weight.dtype == np.float32:
-        if operation == "weight_grad":
-            return "implicit_gemm", "float32: patches packed straight into the GEMM"
-        if operation == "forward" and call.geometry.n_positions >= IMPLICIT_MIN_POSITIONS:
-            return "implicit_gemm", "float32 with enough positions per image"
+    real = np.dtype(call.weight.dtype).kind == "f"
+    if operation == "forward" and real and call.geometry.n_positions >= IMPLICIT_MIN_POSITIONS:
+        return "implicit_gemm", "real floating point, enough positions per image: patches read in place"
+    if operation == "weight_grad" and call.weight.dtype == np.float32:
+        return "implicit_gemm", "float32: patches packed straight into the GEMM"
     return "tiled_blas", "patch tiles × BLAS"
 
 
@@ -218,6 +228,28 @@ def plan(call, operation: str) -> ConvPlan:
     # The weight gradient's workers each sum into a weight-sized partial.
     partial_bytes = (threads * rows * _forward_channels(call)[1] * size
                      if operation == "weight_grad" else 0)
+    if method == "implicit_gemm" and operation == "forward":
+        from ._numba_gemm import MR, NR
+
+        # Units of whole output rows, at least two per worker where the batch allows;
+        # small images go several to a unit, so that a weight panel serves more rows
+        # before the next is read.  Each worker holds its unit's padded channels-last
+        # images; the weight is packed once.
+        width = geometry.output_size[-1]
+        padded_image = math.prod(geometry.padded_size) * _forward_channels(call)[0] * size
+        if image < SMALL_IMAGE_POSITIONS:
+            batch = max(1, min(-(-n // threads), PADDED_BATCH_BYTES // padded_image))
+            tile = batch * image
+        else:
+            output_rows = image // width
+            tile = -(-output_rows // max(1, -(-2 * threads // n))) * width
+            batch = 1
+        in_channels, out_channels = _forward_channels(call)
+        padded = batch * math.prod(geometry.padded_size) + (MR - 1) * geometry.stride[-1]
+        panels = call.groups * -(-out_channels // call.groups // NR) * NR
+        work = (threads * padded * in_channels + rows * panels) * size
+        return ConvPlan(method, operation, rows, positions, tile, threads, work, patch_bytes,
+                        reason)
     if method == "implicit_gemm":
         from ._numba_gemm import KC, MC, NC
 
@@ -517,36 +549,69 @@ def _tiled_forward(call, plan, x):
     return y.reshape(n, out_channels, *geometry.output_size)
 
 
+def _weight_panels(call):
+    """W as (G, ⌈O_g/NR⌉, T·C_g, NR) for ``conv_padded``: row t·C_g + c of panel p holds
+    output channels p·NR … p·NR + NR − 1 of the group (zeros past O_g)."""
+    from ._numba_gemm import NR
+
+    out_channels, in_per_group, kernel = call.layout.weight_parts(call.weight.shape, call.geometry.nd)
+    groups, taps = call.groups, math.prod(kernel)
+    per_group = out_channels // groups
+    if call.layout.name == "channels_first":     # (C_out, C_g, *K) → (G, T, C_g, O_g)
+        w = call.weight.reshape(groups, per_group, in_per_group, taps).transpose(0, 3, 2, 1)
+    else:                                        # (*K, C_g, C_out) → (G, T, C_g, O_g)
+        w = call.weight.reshape(taps, in_per_group, groups, per_group).transpose(2, 0, 1, 3)
+    panels = -(-per_group // NR)
+    packed = np.zeros((groups, taps * in_per_group, panels * NR), dtype=call.weight.dtype)
+    packed[:, :, :per_group] = w.reshape(groups, taps * in_per_group, per_group)
+    return np.ascontiguousarray(packed.reshape(groups, -1, panels, NR).transpose(0, 2, 1, 3))
+
+
 def _implicit_forward(call, plan, x):
+    """Each image padded once into a channels-last copy, then every output row's patches
+    read in place by ``microkernel_padded``: nothing but the weight is packed."""
     from . import _numba_gemm as kernels
 
-    layout, groups, geometry = call.layout, call.groups, call.geometry
+    layout, geometry = call.layout, call.geometry
     n = x.shape[0]
     in_channels, out_channels = _forward_channels(call)
-    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
-    index = gather_index(geometry, call.mode)
-    w = _weight_operand(call)
-    units = _image_ranges(n, positions, plan.tile)
-    if layout.name == "channels_first":
-        source = np.ascontiguousarray(x).reshape(n, in_channels, pixels)
-        y = np.empty((n, out_channels, positions), dtype=x.dtype)
-        w2 = w.reshape(out_channels, -1)
-
-        def work(k):
-            for image, start, stop in units[k::plan.threads]:
-                kernels.conv_channels_first(source[image], index, w2, groups, y[image], start, stop)
-
-        _run_workers(work, plan.threads)
-        return y.reshape(n, out_channels, *geometry.output_size)
-    source = np.ascontiguousarray(x).reshape(n, pixels, in_channels)
-    y = np.empty((n, positions, out_channels), dtype=x.dtype)
+    pixels, positions = math.prod(geometry.input_size), geometry.n_positions
+    source, _ = padded_source(geometry, call.mode)
+    row_start, offsets = padded_taps(geometry)
+    width, step = geometry.output_size[-1], geometry.stride[-1]
+    panels = _weight_panels(call)
+    channels_first = layout.name == "channels_first"
+    images = np.ascontiguousarray(x).reshape(
+        (n, in_channels, pixels) if channels_first else (n, pixels, in_channels))
+    y = np.empty((n, out_channels, positions) if channels_first else (n, positions, out_channels),
+                 dtype=x.dtype)
+    image_rows = source.shape[0]
+    if plan.tile >= positions:                 # several whole images per unit
+        batch = plan.tile // positions
+        units = [(first, min(first + batch, n), 0, row_start.shape[0]) for first in range(0, n, batch)]
+    else:                                      # pieces of one image
+        units = [(image, image + 1, first, stop)
+                 for image, first, stop in _image_ranges(n, row_start.shape[0], plan.tile // width)]
+    batch = max(stop - first for first, stop, _, _ in units)
+    zero = np.zeros((), dtype=x.dtype)[()]
 
     def work(k):
-        for image, start, stop in units[k::plan.threads]:
-            kernels.conv_channels_last(source[image], index, w, groups, y[image], start, stop)
+        # The last row tile of an image reads up to MR − 1 samples past its row's end.
+        padded = np.empty((batch * image_rows + (kernels.MR - 1) * step, in_channels), dtype=x.dtype)
+        padded[batch * image_rows:] = 0
+        current = None
+        for first, stop, r0, r1 in units[k::plan.threads]:
+            if (first, stop) != current:
+                for b in range(stop - first):
+                    kernels.pad_channels_last(images[first + b], source, channels_first,
+                                              padded[b * image_rows:(b + 1) * image_rows])
+                current = first, stop
+            kernels.conv_padded(padded, image_rows, row_start, offsets, step, width, panels,
+                                call.groups, not channels_first, r0, r1, zero, y[first:stop])
 
     _run_workers(work, plan.threads)
-    return y.reshape(n, *geometry.output_size, out_channels)
+    return y.reshape((n, out_channels, *geometry.output_size) if channels_first
+                     else (n, *geometry.output_size, out_channels))
 
 
 # --------------------------------------------------------------------------- adjoint

@@ -9,12 +9,17 @@ then walks the tiles.  Packing pads short panels with zeros, so the
 micro-kernel never branches, and edge tiles are written through a small tile
 buffer.
 
-The implicit-GEMM convolutions are the same nest with one operand packed
-straight from the image through the im2col plan (``_plan.gather_index``): the
-patch matrix exists only as the packed panel being multiplied.
+The implicit-GEMM convolutions never build the patch matrix.  The forward map
+pads each image once into a channels-last copy and reads its A operand in place
+(``microkernel_padded``: MR output positions of one row × the channels of one
+tap, tap after tap), with the weight packed once into NR-wide panels:
 
-    channels_first   Y_n[o, l] = W_g[o, k] · P_n[k, l],  k = c·T + t  (B packed from x)
-    channels_last    Y_n[l, o] = P_n[l, k] · W_g[k, o],  k = t·C_g + c  (A packed from x)
+    Y_n[l, o] = Σ_t Σ_c X̃_n[start(l) + offset(t), c] · W[t·C_g + c, o]
+
+The weight gradient is the packed nest with its A operand packed straight from
+the image through the im2col plan (``_plan.gather_index``):
+
+    ΔW_g[k, o] += Σ_l P_n[k, l]·G_n[l, o]
 
 Every kernel is serial and releases the GIL: ``_engine`` runs them on worker
 threads over disjoint column ranges, so no two threads write the same output.
@@ -25,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._microkernel import MR, NR, microkernel
+from ._microkernel import MR, NR, microkernel, microkernel_padded
 
 KC = 256    # the inner-dimension slice: an A panel (KC×MR) stays in L1
 MC = 96     # rows of C per packed A block (MR·12)
@@ -103,102 +108,6 @@ def gemm(a, b, c, j0, j1):
                 mc = min(MC, m - ic)
                 _pack_rows(a, ic, mc, pc, kc, ap)
                 _macro(ap, bp, c, ic, mc, jc, nc, kc, pc == 0, tile)
-
-
-@njit(nogil=True, cache=True)
-def _pack_patches_b(x, plan, first_channel, p0, kc, j0, nc, bp):
-    """bp[panel, p, j] = P[p0 + p, j0 + panel·NR + j] with P[c·T + t, l] = x[first_channel + c, plan[t, l]].
-
-    x: one image (C, P); the plan's sentinel P reads a zero.
-    """
-    taps = plan.shape[0]
-    pixels = x.shape[1]
-    for p in range(kc):
-        k = p0 + p
-        c = k // taps
-        channel = x[first_channel + c]
-        rows = plan[k - c * taps]
-        for panel in range(-(-nc // NR)):
-            j = j0 + panel * NR
-            width = min(NR, j0 + nc - j)
-            source = rows[j:j + width]
-            target = bp[panel, p]
-            for q in range(width):
-                s = source[q]
-                target[q] = channel[s] if s < pixels else 0
-            for q in range(width, NR):
-                target[q] = 0
-
-
-@njit(nogil=True, cache=True)
-def conv_channels_first(x, plan, w, groups, y, l0, l1):
-    """y[o, l] = Σ_k W[o, k]·P[k, l] for l0 ≤ l < l1, every group; one image.
-
-    x (C_in, P); w (C_out, C_g·T); y (C_out, L).
-    """
-    out_channels, k = w.shape
-    per_group = out_channels // groups
-    in_per_group = k // plan.shape[0]
-    ap = np.empty((MC // MR, KC, MR), w.dtype)
-    bp = np.empty((NC // NR, KC, NR), w.dtype)
-    tile = np.empty((MR, NR), w.dtype)
-    for g in range(groups):
-        wg = w[g * per_group:(g + 1) * per_group]
-        yg = y[g * per_group:(g + 1) * per_group]
-        for jc in range(l0, l1, NC):
-            nc = min(NC, l1 - jc)
-            for pc in range(0, k, KC):
-                kc = min(KC, k - pc)
-                _pack_patches_b(x, plan, g * in_per_group, pc, kc, jc, nc, bp)
-                for ic in range(0, per_group, MC):
-                    mc = min(MC, per_group - ic)
-                    _pack_rows(wg, ic, mc, pc, kc, ap)
-                    _macro(ap, bp, yg, ic, mc, jc, nc, kc, pc == 0, tile)
-
-
-@njit(nogil=True, cache=True)
-def _pack_patches_a(x, plan, first_channel, channels, i0, mc, p0, kc, ap):
-    """ap[panel, p, i] = P[i0 + panel·MR + i, p0 + p] with P[l, t·C_g + c] = x[plan[t, l], first_channel + c].
-
-    x: one image (P, C); the plan's sentinel P reads a zero; ``channels`` is C_g.
-    """
-    pixels = x.shape[0]
-    for panel in range(-(-mc // MR)):
-        for i in range(MR):
-            l = i0 + panel * MR + i
-            if l - i0 >= mc:
-                for p in range(kc):
-                    ap[panel, p, i] = 0
-                continue
-            for p in range(kc):
-                k = p0 + p
-                t = k // channels
-                source = plan[t, l]
-                ap[panel, p, i] = x[source, first_channel + k - t * channels] if source < pixels else 0
-
-
-@njit(nogil=True, cache=True)
-def conv_channels_last(x, plan, w, groups, y, l0, l1):
-    """y[l, o] = Σ_k P[l, k]·W[k, o] for l0 ≤ l < l1, every group; one image.
-
-    x (P, C_in); w (groups, T·C_g, O_g); y (L, C_out).
-    """
-    _, k, per_group = w.shape
-    in_per_group = k // plan.shape[0]
-    ap = np.empty((MC // MR, KC, MR), w.dtype)
-    bp = np.empty((NC // NR, KC, NR), w.dtype)
-    tile = np.empty((MR, NR), w.dtype)
-    for g in range(groups):
-        yg = y[:, g * per_group:(g + 1) * per_group]
-        for jc in range(0, per_group, NC):
-            nc = min(NC, per_group - jc)
-            for pc in range(0, k, KC):
-                kc = min(KC, k - pc)
-                _pack_b(w[g], pc, kc, jc, nc, bp)
-                for ic in range(l0, l1, MC):
-                    mc = min(MC, l1 - ic)
-                    _pack_patches_a(x, plan, g * in_per_group, in_per_group, ic, mc, pc, kc, ap)
-                    _macro(ap, bp, yg, ic, mc, jc, nc, kc, pc == 0, tile)
 
 
 # --------------------------------------------------------------------------- weight gradient
@@ -298,3 +207,90 @@ def weight_grad_channels_last(x, plan, grads, groups, dw, l0, l1):
                     mc = min(MC, k - ic)
                     _pack_patch_columns_a(x, plan, g * in_per_group, in_per_group, ic, mc, pc, kc, ap)
                     _macro(ap, bp, dw[g], ic, mc, jc, nc, kc, False, tile)
+
+
+# --------------------------------------------------------------------------- in-place patches
+#   The forward convolution with no packing of patches at all: each image is padded
+#   once into a channels-last copy, and ``microkernel_padded`` reads its A operand
+#   (MR output positions × the channels of one tap) straight from that copy, tap by
+#   tap; only the weight is packed, once per call, into NR-wide panels.
+
+
+@njit(nogil=True, cache=True)
+def pad_channels_last(x, source, channels_first, padded):
+    """padded[q, c] = x̃[c, source[q]], zero where source[q] = P, for q < Q = len(source).
+
+    x: one image, (C, P) if ``channels_first`` else (P, C); padded (Q, C).
+    """
+    if channels_first:
+        channels, pixels = x.shape
+    else:
+        pixels, channels = x.shape
+    used = source.shape[0]
+    if channels_first:
+        # A transpose: 16 channel planes read side by side, 64-byte pieces of rows written.
+        for c0 in range(0, channels, 16):
+            block = x[c0:c0 + 16]
+            count = block.shape[0]
+            for q in range(used):
+                s = source[q]
+                target = padded[q, c0:c0 + count]
+                if s < pixels:
+                    for c in range(count):
+                        target[c] = block[c, s]
+                else:
+                    for c in range(count):
+                        target[c] = 0
+    else:
+        for q in range(used):
+            s = source[q]
+            target = padded[q]
+            if s < pixels:
+                row = x[s]
+                for c in range(channels):
+                    target[c] = row[c]
+            else:
+                for c in range(channels):
+                    target[c] = 0
+
+
+@njit(nogil=True, cache=True)
+def conv_padded(padded, image_rows, row_start, offsets, step, width, w, groups, channels_last,
+                r0, r1, zero, y):
+    """Output rows r0 ≤ r < r1 of ``y.shape[0]`` images from their padded channels-last copies.
+
+    padded (B·Q + slack, C_in): image b's copy starts at row b·Q (Q = ``image_rows``);
+    w (G, ⌈O_g/NR⌉, T·C_g, NR), the weight in zero-padded panels (``_engine._weight_panels``);
+    y (B, C_out, L), or (B, L, C_out) if ``channels_last``; output rows of ``width``
+    samples.  Each weight panel serves every row of every image before the next is read
+    (blocking it over channels to keep a piece in L1 measured slower: the tile's
+    partial sums then go through memory).
+    """
+    _, panels, k, _ = w.shape
+    in_per_group = k // offsets.shape[0]
+    per_group = (y.shape[2] if channels_last else y.shape[1]) // groups
+    tile = np.empty((MR, NR), w.dtype)
+    for g in range(groups):
+        for jp in range(panels):
+            panel = w[g, jp]
+            o0 = g * per_group + jp * NR
+            used = min(NR, per_group - jp * NR)
+            for b in range(y.shape[0]):
+                out = y[b]
+                for r in range(r0, r1):
+                    for j0 in range(0, width, MR):
+                        height = min(MR, width - j0)
+                        microkernel_padded(padded, b * image_rows + row_start[r] + j0 * step, step,
+                                           offsets, g * in_per_group, in_per_group, panel, zero, tile)
+                        l0 = r * width + j0
+                        if channels_last:
+                            for i in range(height):
+                                target = out[l0 + i, o0:o0 + used]
+                                source = tile[i]
+                                for q in range(used):
+                                    target[q] = source[q]
+                        else:
+                            for q in range(used):
+                                target = out[o0 + q, l0:l0 + height]
+                                for i in range(height):
+                                    target[i] = tile[i, q]

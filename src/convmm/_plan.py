@@ -211,3 +211,17 @@ def direct_rows(geometry: ConvGeometry) -> np.ndarray:
         offset = offset + (starts[:, None] + taps[None, :]).reshape(shape) * strides[i]
     rows = math.prod(geometry.output_size[:-1])
     return _frozen(offset.reshape(rows, math.prod(geometry.kernel_size[:-1])))
+
+
+@lru_cache(maxsize=64)
+def padded_taps(geometry: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """``(row_start, offsets)`` over the flat padded input, for reading patches in place.
+
+    Output sample ``j`` of output row ``r`` (rows as in ``direct_rows``) under kernel
+    tap ``t`` (row-major over ``kernel_size``) reads padded sample
+    ``row_start[r] + j·s_last + offsets[t]``.
+    """
+    rows = direct_rows(geometry)
+    last = np.arange(geometry.kernel_size[-1]) * geometry.dilation[-1]
+    offsets = (rows[0][:, None] + last[None, :]).reshape(-1)
+    return _frozen(np.ascontiguousarray(rows[:, 0])), _frozen(offsets)
