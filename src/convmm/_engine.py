@@ -236,16 +236,16 @@ def plan(call, operation: str) -> ConvPlan:
         # before the next is read.  Each worker holds its unit's padded channels-last
         # images; the weight is packed once.
         width = geometry.output_size[-1]
-        padded_image = math.prod(geometry.padded_size) * _forward_channels(call)[0] * size
+        in_channels, out_channels = _forward_channels(call)
+        padded_image = math.prod(geometry.padded_size)
         if image < SMALL_IMAGE_POSITIONS:
-            batch = max(1, min(-(-n // threads), PADDED_BATCH_BYTES // padded_image))
+            batch = max(1, min(-(-n // threads), PADDED_BATCH_BYTES // (padded_image * in_channels * size)))
             tile = batch * image
         else:
             output_rows = image // width
             tile = -(-output_rows // max(1, -(-2 * threads // n))) * width
             batch = 1
-        in_channels, out_channels = _forward_channels(call)
-        padded = batch * math.prod(geometry.padded_size) + (MR - 1) * geometry.stride[-1]
+        padded = batch * padded_image + (MR - 1) * geometry.stride[-1]
         panels = call.groups * -(-out_channels // call.groups // NR) * NR
         work = (threads * padded * in_channels + rows * panels) * size
         return ConvPlan(method, operation, rows, positions, tile, threads, work, patch_bytes,
@@ -554,16 +554,15 @@ def _weight_panels(call):
     output channels p·NR … p·NR + NR − 1 of the group (zeros past O_g)."""
     from ._numba_gemm import NR
 
-    out_channels, in_per_group, kernel = call.layout.weight_parts(call.weight.shape, call.geometry.nd)
-    groups, taps = call.groups, math.prod(kernel)
-    per_group = out_channels // groups
-    if call.layout.name == "channels_first":     # (C_out, C_g, *K) → (G, T, C_g, O_g)
-        w = call.weight.reshape(groups, per_group, in_per_group, taps).transpose(0, 3, 2, 1)
-    else:                                        # (*K, C_g, C_out) → (G, T, C_g, O_g)
-        w = call.weight.reshape(taps, in_per_group, groups, per_group).transpose(2, 0, 1, 3)
+    w = call.layout.weight_operand(np, call.weight, call.groups)   # (G, O_g, C_g·T) / (G, T·C_g, O_g)
+    groups, taps = call.groups, call.geometry.n_taps
+    if call.layout.name == "channels_first":
+        w = w.reshape(groups, w.shape[1], -1, taps).transpose(0, 3, 2, 1)   # (G, T, C_g, O_g)
+    per_group = w.shape[-1]
+    w = w.reshape(groups, -1, per_group)
     panels = -(-per_group // NR)
-    packed = np.zeros((groups, taps * in_per_group, panels * NR), dtype=call.weight.dtype)
-    packed[:, :, :per_group] = w.reshape(groups, taps * in_per_group, per_group)
+    packed = np.zeros((groups, w.shape[1], panels * NR), dtype=call.weight.dtype)
+    packed[:, :, :per_group] = w
     return np.ascontiguousarray(packed.reshape(groups, -1, panels, NR).transpose(0, 2, 1, 3))
 
 

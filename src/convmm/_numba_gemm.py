@@ -222,12 +222,9 @@ def pad_channels_last(x, source, channels_first, padded):
 
     x: one image, (C, P) if ``channels_first`` else (P, C); padded (Q, C).
     """
-    if channels_first:
-        channels, pixels = x.shape
-    else:
-        pixels, channels = x.shape
     used = source.shape[0]
     if channels_first:
+        channels, pixels = x.shape
         # A transpose: 16 channel planes read side by side, 64-byte pieces of rows written.
         for c0 in range(0, channels, 16):
             block = x[c0:c0 + 16]
@@ -242,6 +239,7 @@ def pad_channels_last(x, source, channels_first, padded):
                     for c in range(count):
                         target[c] = 0
     else:
+        pixels, channels = x.shape
         for q in range(used):
             s = source[q]
             target = padded[q]
