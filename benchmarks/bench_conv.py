@@ -43,7 +43,7 @@ class _Suite:
     def setup(self, name, method, backend):
         xp, self.sync = _namespace(backend)
         if backend != "numpy" and method not in ("auto", "im2col"):
-            from convmm._cuda_engine import unavailable_reason
+            from convmm._engines.cuda.engine import unavailable_reason
 
             if unavailable_reason() is not None:
                 raise NotImplementedError(unavailable_reason())
@@ -108,21 +108,16 @@ class Gemm:
     param_names = ["size", "implementation"]
 
     def setup(self, size, implementation):
-        from convmm import _engine, _numba_gemm
+        from convmm._engines.cpu import engine
 
         rng = np.random.default_rng(0)
         a = rng.standard_normal((size, size), dtype=np.float32)
         b = rng.standard_normal((size, size), dtype=np.float32)
         c = np.empty((size, size), dtype=np.float32)
-        threads = _engine._threads()
-        step = -(-size // threads // _numba_gemm.NR) * _numba_gemm.NR
-        blocks = [(j, min(j + step, size)) for j in range(0, size, step)]
         if implementation == "numpy":
             self.run = lambda: np.matmul(a, b, out=c)
         else:
-            self.run = lambda: _engine._run_workers(
-                lambda k: [_numba_gemm.gemm(a, b, c, j0, j1) for j0, j1 in blocks[k::threads]],
-                threads)
+            self.run = lambda: engine.gemm(a, b, c)
         self.run()
 
     def time_gemm(self, *_):
@@ -138,10 +133,10 @@ class CudaGemm:
 
     def setup(self, size, implementation):
         cupy, self.sync = _namespace("cupy")
-        from convmm import _cuda_engine
+        from convmm._engines.cuda import engine
 
-        if implementation == "convmm" and _cuda_engine.unavailable_reason() is not None:
-            raise NotImplementedError(_cuda_engine.unavailable_reason())
+        if implementation == "convmm" and engine.unavailable_reason() is not None:
+            raise NotImplementedError(engine.unavailable_reason())
         rng = np.random.default_rng(0)
         a, b = (cupy.asarray(rng.standard_normal((size, size), dtype=np.float32))
                 for _ in range(2))
@@ -149,7 +144,7 @@ class CudaGemm:
         if implementation == "cupy":
             self.run = lambda: cupy.matmul(a, b, out=c)
         else:
-            self.run = lambda: _cuda_engine.gemm(a, b, c)
+            self.run = lambda: engine.gemm(a, b, c)
         self.run()
         self.sync()
 

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 import convmm
-from convmm import _engine, reference
+from convmm import reference
+from convmm._engines import policy
+from convmm._engines.cpu import engine as cpu_engine
+from convmm._engines.cpu import threads
 from helpers import assert_close, make_conv_inputs, random_array, random_config, wide
 from test_reference import _transpose_case
 
@@ -19,7 +22,7 @@ SEEDS = range(40)
 def workspace(request, monkeypatch):
     """The default budget (mostly one tile) and a tiny one: many tiles, some across images."""
     if request.param == "tiny_tiles":
-        monkeypatch.setattr(_engine, "WORKSPACE_BYTES", 600)
+        monkeypatch.setattr(policy, "WORKSPACE_BYTES", 600)
     return request.param
 
 
@@ -48,7 +51,7 @@ def test_tiles_of_whole_images(data_format, groups):
         x, w = np.moveaxis(x, 1, -1), np.moveaxis(np.moveaxis(w, 0, -1), 0, -2)
     kw = dict(padding=1, groups=groups, data_format=data_format)
     call = _call(x, w, **kw)
-    plan = _engine.plan(call, "forward")
+    plan = policy.plan(call, "forward")
     image = call.geometry.n_positions                       # 6·4 output positions
     assert plan.tile % image == 0 and plan.tile > image and plan.positions % plan.tile
     assert_close(convmm.conv(x, w, method="tiled_blas", **kw), reference.conv(x, w, **kw), np)
@@ -76,12 +79,12 @@ def _call(x, w, **keywords):
 
 def test_tiles_fit_the_workspace_and_cut_images_evenly():
     x = np.ones((3, 8, 40, 40), dtype=np.float32)
-    plan = _engine.plan(_call(x, np.ones((8, 8, 3, 3), dtype=np.float32)), "forward")
+    plan = policy.plan(_call(x, np.ones((8, 8, 3, 3), dtype=np.float32)), "forward")
     assert plan.method == "tiled_blas" and plan.rows == 72 and plan.positions == 3 * 1600
-    assert plan.workspace_bytes <= _engine.WORKSPACE_BYTES
+    assert plan.workspace_bytes <= policy.WORKSPACE_BYTES
     assert plan.workspace_bytes == plan.threads * plan.rows * plan.tile * 4
     assert plan.patch_matrix_bytes == 72 * 4800 * 4
-    tiles = _engine._tiles(plan.positions, 1600, plan.tile)
+    tiles = cpu_engine._tiles(plan.positions, 1600, plan.tile)
     assert sum(count for _, count in tiles) == plan.positions
     assert all(start // 1600 == (start + count - 1) // 1600 or count % 1600 == 0
                for start, count in tiles)
@@ -98,21 +101,21 @@ def test_cuda_engine_says_why_it_is_missing(monkeypatch):
     """Without numba-cuda, or without a GPU, the reason names what to install or what is absent."""
     import importlib.util
 
-    from convmm import _cuda_engine
+    from convmm._engines.cuda import engine as cuda_engine
 
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and not _gpu_present():
-        _cuda_engine.unavailable_reason.cache_clear()
-        reason = _cuda_engine.unavailable_reason()
+        cuda_engine.unavailable_reason.cache_clear()
+        reason = cuda_engine.unavailable_reason()
         assert reason is not None and ("no usable CUDA GPU" in reason or "numba-cuda" in reason)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "numba_cuda" else real_find_spec(name, *a))
-    _cuda_engine.unavailable_reason.cache_clear()
+    cuda_engine.unavailable_reason.cache_clear()
     try:
-        assert "pip install 'convmm[cuda13]'" in _cuda_engine.unavailable_reason()
+        assert "pip install 'convmm[cuda13]'" in cuda_engine.unavailable_reason()
     finally:
         monkeypatch.undo()
-        _cuda_engine.unavailable_reason.cache_clear()
+        cuda_engine.unavailable_reason.cache_clear()
 
 
 def test_cuda_launches_are_quiet_about_small_grids():
@@ -121,7 +124,7 @@ def test_cuda_launches_are_quiet_about_small_grids():
     drop that warning, and no other."""
     import warnings
 
-    from convmm._cuda_engine import _launch
+    from convmm._engines.cuda.engine import _launch
 
     class Kernel:
         launched = None
@@ -146,7 +149,8 @@ def test_cuda_engine_host_code_with_a_stand_in_cupy(monkeypatch):
     plan's description (a NumPy plan is not hashable), and the default stream as 0."""
     from types import SimpleNamespace
 
-    from convmm import _cuda_engine, _geometry, _plan
+    from convmm._core import geometry as _geometry, index_plans as _plan
+    from convmm._engines.cuda import engine as cuda_engine
 
     copies = []
 
@@ -167,20 +171,20 @@ def test_cuda_engine_host_code_with_a_stand_in_cupy(monkeypatch):
     cupy = SimpleNamespace(asarray=asarray, cuda=SimpleNamespace(
         Device=Device, get_current_stream=lambda: SimpleNamespace(ptr=0)))
     monkeypatch.setitem(sys.modules, "cupy", cupy)
-    _cuda_engine._device_plan.cache_clear()
+    cuda_engine._device_plan.cache_clear()
     geometry = _geometry.conv_geometry((7, 6), (3, 2), (2, 1), ((1, 1), (0, 1)), (1, 2),
                                        "reflect")
     on_gpu = SimpleNamespace(device=Device(0))
     try:
-        first = _cuda_engine._on_device(on_gpu, _plan.gather_index, geometry, "reflect")
-        again = _cuda_engine._on_device(on_gpu, _plan.gather_index, geometry, "reflect")
-        inverse = _cuda_engine._on_device(on_gpu, _plan.gather_index_adjoint, geometry, "reflect")
+        first = cuda_engine._on_device(on_gpu, _plan.gather_index, geometry, "reflect")
+        again = cuda_engine._on_device(on_gpu, _plan.gather_index, geometry, "reflect")
+        inverse = cuda_engine._on_device(on_gpu, _plan.gather_index_adjoint, geometry, "reflect")
         assert again is first and len(copies) == 2
         np.testing.assert_array_equal(first, _plan.gather_index(geometry, "reflect"))
         np.testing.assert_array_equal(inverse, _plan.gather_index_adjoint(geometry, "reflect"))
-        assert _cuda_engine._stream(on_gpu) == 0
+        assert cuda_engine._stream(on_gpu) == 0
     finally:
-        _cuda_engine._device_plan.cache_clear()
+        cuda_engine._device_plan.cache_clear()
 
 
 def _gpu_present():
@@ -247,11 +251,11 @@ def test_implicit_forward_with_wide_channels(seed, monkeypatch):
     units of several small images (odd seeds: one image per unit) or of pieces of one."""
     import dataclasses
 
-    from convmm._numba_gemm import NR
+    from convmm._engines.cpu.gemm import NR
 
     rng = np.random.default_rng(3000 + seed)
     if seed % 2:
-        monkeypatch.setattr(_engine, "PADDED_BATCH_BYTES", 1)
+        monkeypatch.setattr(policy, "PADDED_BATCH_BYTES", 1)
     cfg = random_config(rng)
     groups = cfg.groups
     cfg = dataclasses.replace(cfg, in_channels=groups * int(rng.integers(1, 12)),
@@ -269,10 +273,10 @@ def test_implicit_forward_with_wide_channels(seed, monkeypatch):
 def test_implicit_forward_units():
     """Small images go several to a worker's unit, within the padded-image budget; large
     ones are cut into pieces of whole output rows."""
-    small = _engine.plan(_call(np.ones((8, 16, 7, 7), np.float32), np.ones((32, 16, 3, 3), np.float32),
+    small = policy.plan(_call(np.ones((8, 16, 7, 7), np.float32), np.ones((32, 16, 3, 3), np.float32),
                                method="implicit_gemm"), "forward")
     assert small.tile == -(-8 // small.threads) * 49
-    large = _engine.plan(_call(np.ones((1, 16, 40, 30), np.float32), np.ones((32, 16, 3, 3), np.float32),
+    large = policy.plan(_call(np.ones((1, 16, 40, 30), np.float32), np.ones((32, 16, 3, 3), np.float32),
                                method="implicit_gemm"), "forward")
     assert large.tile % 30 == 0 and large.tile < 1200 and -(-1200 // large.tile) >= 2 * large.threads
 
@@ -326,15 +330,15 @@ def test_workspace_stays_within_the_budget():
                            (np.ones((64, 1, 3, 3), np.float32), 64)):
         for method in ENGINE:
             call = _call(x, weight, groups=groups, method=method)
-            for operation in _engine.OPERATIONS:
-                plan = _engine.plan(call, operation)
+            for operation in policy.OPERATIONS:
+                plan = policy.plan(call, operation)
                 assert plan.workspace_bytes <= max(32 << 20, plan.patch_matrix_bytes // 8)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (7, 5, 3), (8, 256, 32), (97, 300, 65), (200, 70, 1030)])
 def test_gemm_kernel(shape):
     """Edge tiles in every dimension, K beyond one KC slice, N beyond one NC block."""
-    from convmm import _engine, _numba_gemm
+    from convmm._engines.cpu import gemm
 
     m, k, n = shape
     rng = np.random.default_rng(m)
@@ -342,23 +346,23 @@ def test_gemm_kernel(shape):
     b = rng.standard_normal((k, n)).astype(np.float32)
     c = np.full((m, n), np.nan, np.float32)
     half = n // 2
-    with _engine.slp_vectorising:      # as the engine compiles it (the cache ignores the flag)
-        _numba_gemm.gemm(a, b, c, 0, half)
-        _numba_gemm.gemm(a, b, c, half, n)
+    with threads.slp_vectorising:      # as the engine compiles it (the cache ignores the flag)
+        gemm.gemm(a, b, c, 0, half)
+        gemm.gemm(a, b, c, half, n)
     np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
 
 
 _VECTORISED = r"""
 import re, sys
 import numpy as np
-from convmm import _engine, _numba_gemm
+from convmm._engines.cpu import gemm, threads
 a = np.ones((16, 300), np.float32); b = np.ones((300, 40), np.float32); c = np.empty((16, 40), np.float32)
-_engine._run_workers(lambda k: _numba_gemm.gemm(a, b, c, 0, 40), 1)
+threads.run_workers(lambda k: gemm.gemm(a, b, c, 0, 40), 1)
 assert (c == 300).all()
 import convmm
 x = np.ones((1, 3, 6, 6), np.float32)
 assert (convmm.conv(x, np.ones((40, 3, 3, 3), np.float32), method="implicit_gemm") == 27).all()
-from convmm._microkernel import microkernel, microkernel_padded
+from convmm._engines.cpu.microkernel import microkernel, microkernel_padded
 for kernel in (microkernel, microkernel_padded):
     ir = "".join(kernel.inspect_llvm().values())
     lanes = {int(n) for n in re.findall(r"(?:fmul|fma)[a-z ]*<(\d+) x float>", ir)}   # the k-loop's products
@@ -381,7 +385,7 @@ def test_microkernel_compiles_to_vector_code(tmp_path):
 
 
 def test_microkernel_is_generated():
-    """src/convmm/_microkernel.py is what tools/generate_microkernel.py writes."""
+    """src/convmm/_engines/cpu/microkernel.py is what tools/generate_microkernel.py writes."""
     import importlib.util
     from pathlib import Path
 
@@ -389,7 +393,7 @@ def test_microkernel_is_generated():
     spec = importlib.util.spec_from_file_location("generator", root / "tools" / "generate_microkernel.py")
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
-    assert (root / "src" / "convmm" / "_microkernel.py").read_text(encoding="utf-8") == generator.source()
+    assert (root / "src" / "convmm" / "_engines" / "cpu" / "microkernel.py").read_text(encoding="utf-8") == generator.source()
 
 
 def test_kernels_run_as_plain_python():

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1",
                                 reason="the simulator replaces the compiler")
 
 import convmm  # noqa: E402
-from convmm import _engine  # noqa: E402
+from convmm._engines import policy  # noqa: E402
 
 HOPPER = (9, 0)     # the compute capability of the H100/H200 the engine is measured on
 
@@ -29,7 +29,7 @@ def _compiler_or_skip():
     pytest.importorskip("numba_cuda")
     from numba import cuda
 
-    from convmm._cuda_engine import unavailable_reason
+    from convmm._engines.cuda.engine import unavailable_reason
 
     if unavailable_reason() is None:
         # The device functions compiled below would stay compiled for Hopper in this
@@ -53,7 +53,7 @@ def launches():
     """(kernel, argument types) of every launch the engine makes over the maps, methods,
     dtypes and data formats below, with the kernels not run."""
     cuda = _compiler_or_skip()
-    from convmm import _cuda_engine
+    from convmm._engines.cuda import engine as cuda_engine
 
     recorded = set()
 
@@ -63,8 +63,8 @@ def launches():
         recorded.add((kernel, tuple(typeof(a) for a in args)))
 
     patches = pytest.MonkeyPatch()
-    patches.setattr(_engine, "NUMPY_ON_CUDA", True)
-    patches.setattr(_cuda_engine, "_launch", record)
+    patches.setattr(policy, "NUMPY_ON_CUDA", True)
+    patches.setattr(cuda_engine, "_launch", record)
     try:
         rng = np.random.default_rng(0)
         for dtype in ("float32", "float64", "complex64", "complex128"):
@@ -86,9 +86,9 @@ def launches():
                             y = convmm.conv(x, weight, **kw)
                             convmm.conv_backward(y, x, weight, **kw)
                             convmm.conv_transpose(y, weight, output_size=(6, 5), **kw)
-        from convmm import _cuda_kernels
+        from convmm._engines.cuda import gemm as gemm_kernels, kernels
 
-        gemm = _cuda_kernels.gemm_kernel(_cuda_kernels.DEFAULT_TILES, "float32")
+        gemm = gemm_kernels.gemm_kernel(kernels.DEFAULT_TILES, "float32")
         a = np.ones((4, 4), np.float32)
         record(gemm, None, None, 0, a, a, a, False)
     finally:

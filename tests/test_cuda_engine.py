@@ -8,8 +8,8 @@ does this)::
 
     NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda_engine.py
 
-There NumPy arrays stand in for CuPy's (``_engine.NUMPY_ON_CUDA``), and the
-kernels are built with tiny tiles (``_cuda_kernels.SMALL_TILES``: 16 threads
+There NumPy arrays stand in for CuPy's (``policy.NUMPY_ON_CUDA``), and the
+kernels are built with tiny tiles (``kernels.SMALL_TILES``: 16 threads
 per GEMM block, 8 per element-wise block), so that every launch spans several
 blocks and ends in partial tiles.  The simulator runs each thread in Python:
 shapes stay tiny.
@@ -33,7 +33,7 @@ def _gpu_engine():
     """True where CuPy has a GPU and the CUDA engine can run on it."""
     if "cupy" not in backend_names():
         return False
-    from convmm._cuda_engine import unavailable_reason
+    from convmm._engines.cuda.engine import unavailable_reason
 
     return unavailable_reason() is None
 
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.skipif(
            "NUMBA_ENABLE_CUDASIM=1 (a separate pytest run)")
 
 import convmm  # noqa: E402
-from convmm import _engine  # noqa: E402
+from convmm._engines import policy  # noqa: E402
 from helpers import (assert_close, make_conv_inputs, namespace, random_array,  # noqa: E402
                      random_config, to_numpy)
 from test_reference import _transpose_case  # noqa: E402
@@ -72,25 +72,25 @@ def on_cuda(request, monkeypatch):
     With small tiles a cuBLAS tile holds one image, so the tiled paths loop over
     several tiles, and every kernel's grid spans several blocks."""
     pytest.importorskip("numba_cuda")
-    from convmm import _cuda_engine, _cuda_kernels
+    from convmm._engines.cuda import engine as cuda_engine, kernels
 
     if request.param == "small tiles":
-        monkeypatch.setattr(_cuda_engine, "TILES", _cuda_kernels.SMALL_TILES)
-        monkeypatch.setattr(_cuda_engine, "WORKSPACE_BYTES", 1)
+        monkeypatch.setattr(cuda_engine, "TILES", kernels.SMALL_TILES)
+        monkeypatch.setattr(policy, "CUDA_WORKSPACE_BYTES", 1)
     if SIMULATED:
-        monkeypatch.setattr(_engine, "NUMPY_ON_CUDA", True)
+        monkeypatch.setattr(policy, "NUMPY_ON_CUDA", True)
         return Device(np)
     return Device(namespace("cupy"))
 
 
 def _numpy_path(function, *args, **kw):
     """The same call on the CPU, through the array-API path (the oracle here)."""
-    before = _engine.NUMPY_ON_CUDA
-    _engine.NUMPY_ON_CUDA = False
+    before = policy.NUMPY_ON_CUDA
+    policy.NUMPY_ON_CUDA = False
     try:
         return function(*args, method="im2col", **kw)
     finally:
-        _engine.NUMPY_ON_CUDA = before
+        policy.NUMPY_ON_CUDA = before
 
 
 def _small_case(rng, transposed=False):
@@ -142,7 +142,7 @@ def test_every_map_by_every_method(on_cuda, method, seed):
 @pytest.mark.parametrize("shape", [(1, 1, 1), (8, 4, 8), (13, 11, 19), (5, 9, 3)])
 def test_gemm_kernel(on_cuda, shape, dtype):
     """The tiled GEMM: edge tiles in every dimension, K beyond one stage; c += a·b too."""
-    from convmm import _cuda_engine
+    from convmm._engines.cuda import engine as cuda_engine
 
     m, k, n = shape
     rng = np.random.default_rng(m * k * n)
@@ -151,12 +151,12 @@ def test_gemm_kernel(on_cuda, shape, dtype):
     c = on_cuda.put(np.full((m, n), np.nan, dtype))
     want = a.astype(np.complex128) @ b
     tol = 1e-5 if dtype == "float32" else 1e-13
-    assert _cuda_engine.gemm(*on_cuda.put(a, b), c) is c
+    assert cuda_engine.gemm(*on_cuda.put(a, b), c) is c
     np.testing.assert_allclose(to_numpy(c), want, rtol=tol, atol=tol * np.sqrt(k))
-    _cuda_engine.gemm(*on_cuda.put(a, b), c, accumulate=True)
+    cuda_engine.gemm(*on_cuda.put(a, b), c, accumulate=True)
     np.testing.assert_allclose(to_numpy(c), 2 * want, rtol=tol, atol=2 * tol * np.sqrt(k))
     with pytest.raises(ValueError, match="gemm"):
-        _cuda_engine.gemm(*on_cuda.put(a, b, np.empty((m + 1, n), dtype)))
+        cuda_engine.gemm(*on_cuda.put(a, b, np.empty((m + 1, n), dtype)))
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -2,6 +2,7 @@
 the README's test command."""
 
 import doctest
+import importlib
 import re
 import subprocess
 import sys
@@ -37,10 +38,12 @@ def test_readme_examples():
     assert result.attempted > 10 and result.failed == 0
 
 
-@pytest.mark.parametrize("module", ["_api", "_geometry", "_plan", "_lowering", "_conv", "_layout",
-                                    "_toeplitz", "_operator", "_bilinear"])
+@pytest.mark.parametrize("module", ["_api", "_core.geometry", "_core.index_plans", "_core.lowering",
+                                    "_core.algorithms", "_core.layout", "_core.validation",
+                                    "_operator.toeplitz", "_operator.conv_operator",
+                                    "_operator.bilinear"])
 def test_docstring_examples(module):
-    mod = __import__(f"convmm.{module}", fromlist=[module])
+    mod = importlib.import_module(f"convmm.{module}")
     result = doctest.testmod(mod, optionflags=FLAGS)
     assert result.failed == 0
 
@@ -58,8 +61,9 @@ def test_import_loads_no_kernel_and_no_framework():
     """Importing convmm imports numba itself (so that a first call does not pay for it) but
     defines no kernel, so nothing compiles or loads from the cache; no framework either."""
     modules = ("numba", "threadpoolctl", "torch", "cupy", "array_api_strict", "numba_cuda",
-               "convmm._numba_gemm", "convmm._numba_cpu", "convmm._microkernel",
-               "convmm._cuda_kernels")
+               "convmm._engines.cpu.gemm", "convmm._engines.cpu.kernels",
+               "convmm._engines.cpu.microkernel", "convmm._engines.cuda.kernels",
+               "convmm._engines.cuda.gemm")
     code = f"import sys, convmm; print(sorted(m for m in {modules!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "['numba']", done.stdout + done.stderr

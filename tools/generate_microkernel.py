@@ -1,12 +1,12 @@
-"""Write ``src/convmm/_microkernel.py``: the register-blocked GEMM micro-kernel.
+"""Write ``src/convmm/_engines/cpu/microkernel.py``: the register-blocked GEMM micro-kernel.
 
 Numba has no loop-unrolling pragma, and LLVM keeps values in registers only
 when they are scalars, so the MR×NR accumulator tile is spelt out as MR·NR
 scalar locals.  The engine compiles its kernels with LLVM's SLP vectoriser on
-(``_engine.slp_vectorising``; numba's default is off), which packs each row's
+(``_engines.cpu.threads.slp_vectorising``; numba's default is off), which packs each row's
 NR scalars into vector registers and turns the updates into broadcast-FMAs;
 without it the tile stays scalar, at 4% of OpenBLAS.  Run ``python tools/generate_microkernel.py``
-after changing MR or NR; ``tests/test_gemm.py`` checks the file is current.
+after changing MR or NR; ``tests/test_cpu_engine.py`` checks the file is current.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import pathlib
 
 MR, NR = 8, 32
-TARGET = pathlib.Path(__file__).resolve().parents[1] / "src" / "convmm" / "_microkernel.py"
+TARGET = pathlib.Path(__file__).resolve().parents[1] / "src" / "convmm" / "_engines" / "cpu" / "microkernel.py"
 
 
 def source(mr: int = MR, nr: int = NR) -> str:

@@ -17,7 +17,7 @@ import tracemalloc
 import numpy as np
 
 import convmm
-from convmm import _plan
+from convmm._core import index_plans
 
 CASES = [
     ("2-d 64→64 3×3 on 56×56, pad 1", (64, 64, 3, 3), (64, 56, 56), {"padding": 1}),
@@ -32,8 +32,8 @@ CASES = [
 
 
 def _cold_build(weight, shape, keywords):
-    _plan.toeplitz_pairs.cache_clear()
-    _plan.gather_index.cache_clear()
+    index_plans.toeplitz_pairs.cache_clear()
+    index_plans.gather_index.cache_clear()
     return convmm.toeplitz(weight, shape, **keywords)
 
 

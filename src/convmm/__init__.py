@@ -24,8 +24,9 @@ from ._api import (
     im2col,
     resolve_padding,
 )
-from ._bilinear import bilinear_kernel, upsample_bilinear
-from ._operator import ConvOperator, toeplitz
+from ._operator.bilinear import bilinear_kernel, upsample_bilinear
+from ._operator.conv_operator import ConvOperator
+from ._operator.toeplitz import toeplitz
 from . import reference
 
 # Numba itself (no kernel: nothing compiles or loads here) is imported with the package

@@ -1,32 +1,31 @@
-"""The public functions: validation at the boundary, then the array-API algorithms.
+"""The public functions: validated once at the boundary, then planned and run.
 
-Every public function validates its arguments here, once, and raises a
-ValueError or TypeError naming the offending parameter; everything below
-(``_conv``, ``_lowering``, ``_plan``) trusts what it is given.
+Every public function checks its arguments once with ``_core.validation``
+(a ValueError or TypeError naming the offending parameter), lets
+``_engines.policy`` check that the method asked for can run on those arrays,
+and hands the validated call to ``_engines.dispatch``, which runs each map by
+its plan.  Nothing below trusts less than it is given here.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import array_api_compat
 # NumPy's namespace wrapper costs 0.08 s to import (it probes every numpy
 # attribute); paid here rather than inside a user's first timed call.
 import array_api_compat.numpy  # noqa: F401
 
-from . import _conv, _engine, _lowering
-from ._geometry import ConvGeometry, conv_geometry, resolve_padding as _resolve, transpose_geometry
-from ._layout import LAYOUTS
-from ._lowering import col2im as _col2im, im2col as _im2col
-from ._params import (DATA_FORMATS, PADDING_MODES, as_int, choice, groups_count, int_tuple,
-                      padding_spec)
-
-CONV_METHODS = ("auto", "im2col", *_engine.ENGINE_METHODS)
-CONV_TRANSPOSE_METHODS = ("auto", "im2col", "zero_insertion", *_engine.ENGINE_METHODS)
-GRADIENT_NAMES = ("input", "weight", "bias")
+from ._core import lowering
+from ._core.algorithms import bias_gradient, conj
+from ._core.geometry import conv_geometry, resolve_padding as _resolve, transpose_geometry
+from ._core.layout import LAYOUTS
+from ._core.params import DATA_FORMATS, GRADIENT_NAMES, choice, int_tuple, padding_spec
+from ._core.validation import (check_dtype, checked_grad_output, gradient_needs,
+                               lowering_geometry, namespace, prepare, rank_from, shape_args,
+                               spatial_rank, unbatch, with_batch_axis)
+from ._engines import dispatch, policy
 
 
 class ConvGrads(NamedTuple):
@@ -37,230 +36,14 @@ class ConvGrads(NamedTuple):
     bias: Any
 
 
-# --------------------------------------------------------------------------- arrays
-def _namespace(**arrays):
-    present = {name: a for name, a in arrays.items() if a is not None}
-    for name, a in present.items():
-        try:
-            array_api_compat.array_namespace(a)
-        except TypeError:
-            raise TypeError(f"{name} must be an array, got {type(a).__name__}") from None
-    try:
-        return array_api_compat.array_namespace(*present.values())
-    except TypeError:
-        kinds = ", ".join(f"{n}: {type(a).__module__}.{type(a).__name__}" for n, a in present.items())
-        raise TypeError(
-            f"{' and '.join(present)} must come from one array namespace, got {kinds}"
-        ) from None
-
-
-def _check_dtype(xp, a, name):
-    allowed = (xp.float32, xp.float64, xp.complex64, xp.complex128)
-    if a.dtype not in allowed:
-        raise TypeError(
-            f"{name} has dtype {a.dtype}; convmm computes in float32, float64, complex64 or "
-            f"complex128: cast it first, e.g. xp.astype({name}, xp.float32)"
-        )
-
-
-def _common_dtype(xp, **arrays):
-    """Check each array's dtype and promote them all as the array API does."""
-    present = {name: a for name, a in arrays.items() if a is not None}
-    for name, a in present.items():
-        _check_dtype(xp, a, name)
-    dtype = xp.result_type(*(a.dtype for a in present.values()))
-    return {name: (a if a is None or a.dtype == dtype else xp.astype(a, dtype))
-            for name, a in arrays.items()}
-
-
-def _spatial_rank(weight, expected=None):
-    nd = weight.ndim - 2
-    if nd not in (1, 2, 3):
-        raise ValueError(
-            f"weight must have 3, 4 or 5 dimensions (1, 2 or 3 spatial dims), got shape "
-            f"{tuple(weight.shape)}"
-        )
-    if expected is not None and nd != expected:
-        raise ValueError(
-            f"weight must have {expected + 2} dimensions for a {expected}-d convolution, "
-            f"got shape {tuple(weight.shape)}"
-        )
-    return nd
-
-
-def _batched(xp, x, nd, name):
-    """(x with a batch axis, whether it came with one)."""
-    if x.ndim == nd + 2:
-        return x, True
-    if x.ndim == nd + 1:
-        return xp.expand_dims(x, axis=0), False
-    raise ValueError(
-        f"{name} must have {nd + 2} dimensions (batched) or {nd + 1} (unbatched) for a "
-        f"{nd}-d convolution, got shape {tuple(x.shape)}"
-    )
-
-
-def _unbatch(a, batched):
-    return a if batched or a is None else a[0, ...]
-
-
-def _kernel(kernel, nd, name="weight"):
-    if any(k < 1 for k in kernel) or len(kernel) != nd:
-        raise ValueError(f"{name} must have a kernel size >= 1 in every spatial dim, got {kernel}")
-    return tuple(int(k) for k in kernel)
-
-
-def _output_size(output_size, nd, layout):
-    if output_size is None:
-        return None
-    if not isinstance(output_size, Sequence) or isinstance(output_size, str):
-        raise TypeError(f"output_size must be a sequence of ints, got {output_size!r}")
-    sizes = tuple(as_int(o, "output_size") for o in output_size)
-    if len(sizes) == nd + 2:  # a full shape, as PyTorch accepts
-        sizes = layout.spatial(sizes, nd)
-    if len(sizes) != nd:
-        raise ValueError(
-            f"output_size must give the {nd} spatial sizes (or a full {nd + 2}-d shape), "
-            f"got {tuple(output_size)}"
-        )
-    return sizes
-
-
-def _needs(needs):
-    if isinstance(needs, str):
-        needs = (needs,)
-    needs = tuple(needs)
-    for name in needs:
-        if name not in GRADIENT_NAMES:
-            raise ValueError(f"needs must name some of {GRADIENT_NAMES}, got {name!r}")
-    return frozenset(needs)
-
-
-# --------------------------------------------------------------------------- calls
-@dataclass(frozen=True)
-class _Call:
-    """A validated convolution call: batched input, promoted arrays, resolved geometry."""
-
-    xp: Any
-    layout: type
-    x: Any
-    weight: Any
-    bias: Any
-    geometry: ConvGeometry
-    groups: int
-    mode: str
-    method: str
-    batched: bool
-    out_channels: int
-    grad_output: Any = None  # the backward passes' ∂L/∂y, promoted like the rest
-
-
-def _prepare(x, weight, bias, grad_output, *, transposed, stride, padding, dilation,
-             groups, padding_mode, data_format, method, output_padding=0, output_size=None):
-    xp = _namespace(x=x, weight=weight, bias=bias, grad_output=grad_output)
-    arrays = _common_dtype(xp, x=x, weight=weight, bias=bias, grad_output=grad_output)
-    nd = _spatial_rank(arrays["weight"])
-    x, batched = _batched(xp, arrays["x"], nd, "x")
-    return _configure(xp, x, tuple(x.shape), arrays["weight"], arrays["bias"],
-                      arrays["grad_output"], batched, "x", transposed=transposed, stride=stride,
-                      padding=padding, dilation=dilation, groups=groups,
-                      padding_mode=padding_mode, data_format=data_format, method=method,
-                      output_padding=output_padding, output_size=output_size)
-
-
-def _configure(xp, x, x_shape, weight, bias, grad_output, batched, x_name, *, transposed, stride,
-               padding, dilation, groups, padding_mode, data_format, method, output_padding=0,
-               output_size=None):
-    """The keywords checked against a batched input shape and the weight: a ``_Call``."""
-    layout = LAYOUTS[choice(data_format, DATA_FORMATS, "data_format")]
-    mode = choice(padding_mode, PADDING_MODES, "padding_mode")
-    methods = CONV_TRANSPOSE_METHODS if transposed else CONV_METHODS
-    method = choice(method, methods, "method")
-    if method in _engine.ENGINE_METHODS and _engine.device(weight) is None:
-        if array_api_compat.is_cupy_array(weight):
-            from ._cuda_engine import unavailable_reason
-
-            raise RuntimeError(f"method={method!r} on CuPy arrays needs the CUDA engine, "
-                               f"which is not available: {unavailable_reason()}; 'auto' and "
-                               f"'im2col' run on CuPy without it")
-        raise ValueError(
-            f"method={method!r} is the CPU engine's (NumPy) and the CUDA engine's (CuPy); "
-            f"use 'auto' or 'im2col' for {type(weight).__module__} arrays"
-        )
-    nd = _spatial_rank(weight)
-    stride = int_tuple(stride, nd, "stride", minimum=1)
-    dilation = int_tuple(dilation, nd, "dilation", minimum=1)
-    padding = padding_spec(padding, nd)
-
-    # The forward convolution's channels: the weight is always the forward weight.
-    fwd_out, fwd_in_per_group, kernel = layout.weight_parts(weight.shape, nd)
-    kernel = _kernel(kernel, nd)
-    if fwd_out < 1 or fwd_in_per_group < 1:
-        raise ValueError(f"weight has no channels: shape {tuple(weight.shape)}")
-    channels = layout.channels(x_shape)
-    if transposed:  # x stands where the forward convolution's output was
-        groups = groups_count(groups, channels, fwd_in_per_group * as_int(groups, "groups"))
-        expected, out_channels = fwd_out, fwd_in_per_group * groups
-    else:
-        groups = groups_count(groups, channels, fwd_out)
-        expected, out_channels = fwd_in_per_group * groups, fwd_out
-    if channels != expected:
-        raise ValueError(
-            f"{x_name} has {channels} channels but weight of shape {tuple(weight.shape)} with "
-            f"groups={groups} expects {expected} ({layout.name})"
-        )
-    if bias is not None and tuple(bias.shape) != (out_channels,):
-        raise ValueError(f"bias must have shape ({out_channels},), got {tuple(bias.shape)}")
-
-    spatial = layout.spatial(x_shape, nd)
-    if transposed:
-        geometry = transpose_geometry(
-            spatial, kernel, stride, padding, dilation,
-            int_tuple(output_padding, nd, "output_padding", minimum=0),
-            _output_size(output_size, nd, layout), mode)
-    else:
-        geometry = conv_geometry(spatial, kernel, stride, padding, dilation, mode)
-    return _Call(xp, layout, x, weight, bias, geometry, groups, mode, method, batched,
-                 out_channels, grad_output)
-
-
-def _prepare_operator(weight, input_shape, *, stride, padding, dilation, groups, padding_mode,
-                      data_format, method="auto"):
-    """A ``_Call`` without an input, for the explicit operator on one sample of ``input_shape``."""
-    xp = _namespace(weight=weight)
-    _check_dtype(xp, weight, "weight")
-    nd = _spatial_rank(weight)
-    if not isinstance(input_shape, Sequence) or isinstance(input_shape, str):
-        raise TypeError(f"input_shape must be a sequence of ints, got {input_shape!r}")
-    if len(input_shape) != nd + 1:
-        raise ValueError(
-            f"input_shape must be one sample's shape, {nd + 1} ints (channels and {nd} spatial "
-            f"sizes) for weight of shape {tuple(weight.shape)}, got {tuple(input_shape)}"
-        )
-    shape = tuple(as_int(s, "input_shape") for s in input_shape)
-    if any(s < 1 for s in shape):
-        raise ValueError(f"input_shape must be positive, got {shape}")
-    return _configure(xp, None, (1, *shape), weight, None, None, True, "input_shape",
-                      transposed=False, stride=stride, padding=padding, dilation=dilation,
-                      groups=groups, padding_mode=padding_mode, data_format=data_format,
-                      method=method)
-
-
-def _checked_grad_output(call, spatial):
-    """The call's grad_output, batched like x, checked against the shape of the output."""
-    grad_output = call.grad_output
-    expected = call.layout.image_shape(call.x.shape[0], call.out_channels, spatial)
-    if not call.batched:
-        expected = expected[1:]
-    if tuple(grad_output.shape) != tuple(expected):
-        raise ValueError(
-            f"grad_output must have the output's shape {tuple(expected)}, "
-            f"got {tuple(grad_output.shape)}"
-        )
-    return grad_output if call.batched else call.xp.expand_dims(grad_output, axis=0)
-
-
 # --------------------------------------------------------------------------- conv
+def _prepare(x, weight, bias, grad_output, **keywords):
+    """The validated call, its method checked against the engines the arrays can use."""
+    call = prepare(x, weight, bias, grad_output, **keywords)
+    policy.check_method(call)
+    return call
+
+
 def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
          padding_mode="zeros", data_format="channels_first", method="auto"):
     """N-d convolution (cross-correlation, as in deep learning) lowered to a GEMM.
@@ -303,21 +86,7 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
     call = _prepare(x, weight, bias, None, transposed=False, stride=stride,
                     padding=padding, dilation=dilation, groups=groups,
                     padding_mode=padding_mode, data_format=data_format, method=method)
-    return _run_conv(call)
-
-
-def _run_conv(call):
-    xp = call.xp
-    plan = _engine.plan(call, "forward")
-    if plan.method in _engine.ENGINE_METHODS:
-        y = _engine.forward(call, plan, call.x, call.weight)
-        if call.bias is not None:   # in place: no second output-sized array
-            y += call.bias.reshape(call.layout.bias_shape(call.bias.shape[0], call.geometry.nd))
-    else:
-        y = _conv.conv_forward(xp, call.x, call.weight, call.geometry, call.mode, call.groups,
-                               call.layout)
-        y = _conv.add_bias(xp, y, call.bias, call.layout, call.geometry.nd)
-    return _unbatch(y, call.batched)
+    return dispatch.conv(call)
 
 
 def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
@@ -362,52 +131,16 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
                     padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                     data_format=data_format, method=method, output_padding=output_padding,
                     output_size=output_size)
-    return _run_conv_transpose(call)
-
-
-def _run_conv_transpose(call):
-    xp = call.xp
-    y = _adjoint(call, _engine.plan(call, "adjoint"), call.x, call.weight)
-    if call.bias is not None and array_api_compat.is_numpy_array(y):
-        y += call.bias.reshape(call.layout.bias_shape(call.bias.shape[0], call.geometry.nd))
-    else:
-        y = _conv.add_bias(xp, y, call.bias, call.layout, call.geometry.nd)
-    return _unbatch(y, call.batched)
-
-
-def _forward(call, plan, x, weight):
-    """C·x without bias, by the plan's method."""
-    if plan.method in _engine.ENGINE_METHODS:
-        return _engine.forward(call, plan, x, weight)
-    return _conv.conv_forward(call.xp, x, weight, call.geometry, call.mode, call.groups,
-                              call.layout)
-
-
-def _adjoint(call, plan, y, weight):
-    """Cᵀ·y without bias, by the plan's method."""
-    if plan.method in _engine.ENGINE_METHODS:
-        return _engine.adjoint(call, plan, y, weight)
-    return _conv.conv_adjoint(call.xp, y, weight, call.geometry, call.mode, call.groups,
-                              call.layout, plan.method)
-
-
-def _weight_grad(call, plan, a, b):
-    """Σ_n A·P(b)ᵀ shaped like the weight, by the plan's method."""
-    if plan.method in _engine.ENGINE_METHODS:
-        return _engine.weight_grad(call, plan, a, b)
-    xp, layout = call.xp, call.layout
-    cols = _lowering.im2col(xp, b, call.geometry, call.mode, layout)
-    return _conv.weight_gradient(xp, layout.output_operand(xp, a, call.groups), cols,
-                                 call.weight.shape, call.geometry, call.groups, layout)
+    return dispatch.conv_transpose(call)
 
 
 def _gradient_plans(call, needs, input_operation):
     """The plans a backward pass runs, by gradient name (explain shows them)."""
     plans = {}
     if "input" in needs:
-        plans["input"] = _engine.plan(call, input_operation)
+        plans["input"] = policy.plan(call, input_operation)
     if "weight" in needs:
-        plans["weight"] = _engine.plan(call, "weight_grad")
+        plans["weight"] = policy.plan(call, "weight_grad")
     return plans
 
 
@@ -428,17 +161,17 @@ def conv_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, pad
     call = _prepare(x, weight, None, grad_output, transposed=False, stride=stride,
                     padding=padding, dilation=dilation, groups=groups,
                     padding_mode=padding_mode, data_format=data_format, method=method)
-    needs = _needs(needs)
-    g = _checked_grad_output(call, call.geometry.output_size)
+    needs = gradient_needs(needs)
+    g = checked_grad_output(call, call.geometry.output_size)
     plans = _gradient_plans(call, needs, "adjoint")
     xp = call.xp
     gi = gw = gb = None
     if "input" in needs:
-        gi = _unbatch(_adjoint(call, plans["input"], g, _conv.conj(xp, call.weight)), call.batched)
+        gi = unbatch(dispatch.adjoint(call, plans["input"], g, conj(xp, call.weight)), call.batched)
     if "weight" in needs:
-        gw = _weight_grad(call, plans["weight"], g, _conv.conj(xp, call.x))
+        gw = dispatch.weight_grad(call, plans["weight"], g, conj(xp, call.x))
     if "bias" in needs:
-        gb = _conv.bias_gradient(xp, g, call.layout)
+        gb = bias_gradient(xp, g, call.layout)
     return ConvGrads(gi, gw, gb)
 
 
@@ -454,24 +187,24 @@ def conv_transpose_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, str
                     padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                     data_format=data_format, method=method, output_padding=output_padding,
                     output_size=output_size)
-    needs = _needs(needs)
-    g = _checked_grad_output(call, call.geometry.input_size)
+    needs = gradient_needs(needs)
+    g = checked_grad_output(call, call.geometry.input_size)
     plans = _gradient_plans(call, needs, "forward")
     xp = call.xp
     gi = gw = gb = None
     if "input" in needs:
-        gi = _unbatch(_forward(call, plans["input"], g, _conv.conj(xp, call.weight)), call.batched)
+        gi = unbatch(dispatch.forward(call, plans["input"], g, conj(xp, call.weight)), call.batched)
     if "weight" in needs:
-        gw = _weight_grad(call, plans["weight"], _conv.conj(xp, call.x), g)
+        gw = dispatch.weight_grad(call, plans["weight"], conj(xp, call.x), g)
     if "bias" in needs:
-        gb = _conv.bias_gradient(xp, g, call.layout)
+        gb = bias_gradient(xp, g, call.layout)
     return ConvGrads(gi, gw, gb)
 
 
 def _ranked(function, rank):
     def ranked(x, weight, bias=None, **kwargs):
-        _namespace(x=x, weight=weight, bias=bias)
-        _spatial_rank(weight, rank)
+        namespace(x=x, weight=weight, bias=bias)
+        spatial_rank(weight, rank)
         return function(x, weight, bias, **kwargs)
 
     ranked.__name__ = ranked.__qualname__ = f"{function.__name__}{rank}d"
@@ -485,27 +218,6 @@ conv_transpose1d, conv_transpose2d, conv_transpose3d = (_ranked(conv_transpose, 
 
 
 # --------------------------------------------------------------------------- im2col
-def _lowering_geometry(spatial, kernel_size, nd, stride, padding, dilation, padding_mode,
-                       data_format):
-    layout = LAYOUTS[choice(data_format, DATA_FORMATS, "data_format")]
-    mode = choice(padding_mode, PADDING_MODES, "padding_mode")
-    geometry = conv_geometry(tuple(spatial), int_tuple(kernel_size, nd, "kernel_size", minimum=1),
-                             int_tuple(stride, nd, "stride", minimum=1), padding_spec(padding, nd),
-                             int_tuple(dilation, nd, "dilation", minimum=1), mode)
-    return layout, mode, geometry
-
-
-def _rank_from(kernel_size, fallback, name):
-    if isinstance(kernel_size, Sequence) and not isinstance(kernel_size, str):
-        nd = len(kernel_size)
-    else:
-        as_int(kernel_size, name)
-        nd = fallback
-    if nd not in (1, 2, 3):
-        raise ValueError(f"{name} must describe 1, 2 or 3 spatial dims, got {nd}")
-    return nd
-
-
 def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zeros",
            data_format="channels_first"):
     """The patch matrix (``torch.nn.functional.unfold`` generalised to 1-3 spatial dims).
@@ -525,14 +237,14 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zer
            [3., 4., 6., 7.],
            [4., 5., 7., 8.]])
     """
-    xp = _namespace(x=x)
-    _check_dtype(xp, x, "x")
-    nd = _rank_from(kernel_size, x.ndim - 2, "kernel_size")
-    xb, batched = _batched(xp, x, nd, "x")
+    xp = namespace(x=x)
+    check_dtype(xp, x, "x")
+    nd = rank_from(kernel_size, x.ndim - 2, "kernel_size")
+    xb, batched = with_batch_axis(xp, x, nd, "x")
     spatial = LAYOUTS[choice(data_format, DATA_FORMATS, "data_format")].spatial(xb.shape, nd)
-    layout, mode, geometry = _lowering_geometry(spatial, kernel_size, nd, stride, padding,
+    layout, mode, geometry = lowering_geometry(spatial, kernel_size, nd, stride, padding,
                                                 dilation, padding_mode, data_format)
-    return _unbatch(_im2col(xp, xb, geometry, mode, layout), batched)
+    return unbatch(lowering.im2col(xp, xb, geometry, mode, layout), batched)
 
 
 def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1,
@@ -545,12 +257,12 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1,
     padding's samples are added back onto the samples they copy.  Both sizes
     as ints mean 2 spatial dims, as in ``fold``.
     """
-    xp = _namespace(cols=cols)
-    _check_dtype(xp, cols, "cols")
-    nd = _rank_from(output_size, None, "output_size") if isinstance(output_size, Sequence) \
-        else _rank_from(kernel_size, 2, "kernel_size")
+    xp = namespace(cols=cols)
+    check_dtype(xp, cols, "cols")
+    nd = rank_from(output_size, None, "output_size") if isinstance(output_size, Sequence) \
+        else rank_from(kernel_size, 2, "kernel_size")
     spatial = int_tuple(output_size, nd, "output_size", minimum=1)
-    layout, mode, geometry = _lowering_geometry(spatial, kernel_size, nd, stride, padding,
+    layout, mode, geometry = lowering_geometry(spatial, kernel_size, nd, stride, padding,
                                                 dilation, padding_mode, data_format)
     if cols.ndim not in (2, 3):
         raise ValueError(f"cols must have 3 dimensions (or 2 unbatched), got shape {tuple(cols.shape)}")
@@ -564,20 +276,10 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1,
             f"kernel_size {geometry.kernel_size}: expected {positions} positions and a "
             f"multiple of {taps} rows ({layout.name})"
         )
-    return _unbatch(_col2im(xp, cb, geometry, mode, layout, rows // taps), batched)
+    return unbatch(lowering.col2im(xp, cb, geometry, mode, layout, rows // taps), batched)
 
 
 # --------------------------------------------------------------------------- shapes
-def _shape_args(input_shape, kernel_size):
-    if not isinstance(input_shape, Sequence) or isinstance(input_shape, str):
-        raise TypeError(f"input_shape must be a sequence of spatial sizes, got {input_shape!r}")
-    nd = len(input_shape)
-    if nd < 1:
-        raise ValueError("input_shape must have at least one spatial size")
-    return nd, int_tuple(input_shape, nd, "input_shape", minimum=1), \
-        int_tuple(kernel_size, nd, "kernel_size", minimum=1)
-
-
 def conv_output_shape(input_shape, kernel_size, *, stride=1, padding=0, dilation=1):
     """Spatial output size of ``conv``: ``o = ⌊(i + p_b + p_a − d·(k − 1) − 1) / s⌋ + 1`` per dim.
 
@@ -587,7 +289,7 @@ def conv_output_shape(input_shape, kernel_size, *, stride=1, padding=0, dilation
     >>> convmm.conv_output_shape((7,), 2, stride=2, padding="same")
     (4,)
     """
-    nd, size, kernel = _shape_args(input_shape, kernel_size)
+    nd, size, kernel = shape_args(input_shape, kernel_size)
     return conv_geometry(size, kernel, int_tuple(stride, nd, "stride", minimum=1),
                          padding_spec(padding, nd),
                          int_tuple(dilation, nd, "dilation", minimum=1)).output_size
@@ -601,7 +303,7 @@ def conv_transpose_output_shape(input_shape, kernel_size, *, stride=1, padding=0
     >>> convmm.conv_transpose_output_shape((2, 2), 2, stride=2)
     (4, 4)
     """
-    nd, size, kernel = _shape_args(input_shape, kernel_size)
+    nd, size, kernel = shape_args(input_shape, kernel_size)
     return transpose_geometry(size, kernel, int_tuple(stride, nd, "stride", minimum=1),
                               padding_spec(padding, nd),
                               int_tuple(dilation, nd, "dilation", minimum=1),
@@ -618,7 +320,7 @@ def resolve_padding(input_shape, kernel_size, *, stride=1, padding="same", dilat
     >>> convmm.resolve_padding((5,), 3, padding="full", dilation=2)
     ((4, 4),)
     """
-    nd, size, kernel = _shape_args(input_shape, kernel_size)
+    nd, size, kernel = shape_args(input_shape, kernel_size)
     return _resolve(padding_spec(padding, nd), size, kernel,
                     int_tuple(stride, nd, "stride", minimum=1),
                     int_tuple(dilation, nd, "dilation", minimum=1))
@@ -659,7 +361,7 @@ def explain(function, *args, **kwargs) -> str:
     bound = inspect.signature(public).bind(*args, **kwargs)
     bound.apply_defaults()
     arguments = dict(bound.arguments)
-    needs = _needs(arguments.pop("needs", ()))
+    needs = gradient_needs(arguments.pop("needs", ()))
     grad_output = arguments.pop("grad_output", None)
     x, weight, bias = arguments.pop("x"), arguments.pop("weight"), arguments.pop("bias", None)
     call = _prepare(x, weight, bias, grad_output, transposed=transposed, **arguments)
@@ -667,5 +369,5 @@ def explain(function, *args, **kwargs) -> str:
     for label, operation in maps:
         if "grad_output" in bound.arguments and label not in needs:
             continue
-        lines.append(f"{label}: " + _engine.plan(call, operation).describe().split(": ", 1)[1])
+        lines.append(f"{label}: " + policy.plan(call, operation).describe().split(": ", 1)[1])
     return "\n".join(lines)

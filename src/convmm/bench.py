@@ -14,7 +14,7 @@ sleep when idle (``OMP_WAIT_POLICY=PASSIVE``, unless set), so one library's
 spinning workers do not slow the other's call.  Extra memory is measured on
 one more, untimed, call: the larger of the tracemalloc peak and the rise of the
 peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``), less
-the output's own size.  The GEMM section times ``_numba_gemm.gemm`` (the
+the output's own size.  The GEMM section times ``_engines.cpu.gemm.gemm`` (the
 implicit-GEMM kernel's engine) against ``numpy.matmul`` (OpenBLAS) at 1024³
 and 2048³.
 
@@ -240,22 +240,17 @@ def gemm_share(sizes=(1024, 2048), repeats=5, threads=None):
     """GFLOP/s of convmm's Numba GEMM and of numpy.matmul, per size, in one run."""
     import numpy as np
 
-    from . import _engine, _numba_gemm
+    from ._engines.cpu import engine
 
     rng = np.random.default_rng(0)
-    threads = threads or _engine._threads()
     rows = []
     for n in sizes:
         a = rng.standard_normal((n, n), dtype=np.float32)
         b = rng.standard_normal((n, n), dtype=np.float32)
         c = np.empty((n, n), dtype=np.float32)
-        # Column blocks of whole NR panels, one per worker.
-        step = -(-n // threads // _numba_gemm.NR) * _numba_gemm.NR
-        blocks = [(j, min(j + step, n)) for j in range(0, n, step)]
 
         def ours():
-            _engine._run_workers(lambda k: [_numba_gemm.gemm(a, b, c, j0, j1)
-                                            for j0, j1 in blocks[k::threads]], threads)
+            engine.gemm(a, b, c, threads)
 
         t_ours, t_blas = timed_pair(ours, lambda: np.matmul(a, b), repeats)
         exact = a.astype(np.float64) @ b
@@ -324,7 +319,7 @@ class Gpu:
             cupy.cuda.runtime.getDeviceCount()
         except Exception as error:      # no CuPy, no driver, no device
             raise SystemExit(f"--backend cupy needs CuPy and a GPU: {error}") from None
-        from ._cuda_engine import unavailable_reason
+        from ._engines.cuda.engine import unavailable_reason
 
         self.cupy = cupy
         self.engine_missing = unavailable_reason()
@@ -375,20 +370,20 @@ class Gpu:
         """convmm's block-tiled GEMM kernel against cupy.matmul (cuBLAS) at 4096³."""
         if self.engine_missing:
             return []
-        from . import _cuda_engine
+        from ._engines.cuda import engine
 
         cupy, n = self.cupy, self.GEMM_SIZE
         random = self.random("float32", seed=0)
         a, b = random((n, n)), random((n, n))
         c, blas = cupy.empty((n, n), cupy.float32), cupy.empty((n, n), cupy.float32)
-        t_ours, t_blas = timed_pair(lambda: _cuda_engine.gemm(a, b, c),
+        t_ours, t_blas = timed_pair(lambda: engine.gemm(a, b, c),
                                     lambda: cupy.matmul(a, b, out=blas), repeats, self.seconds)
         exact = cupy.matmul(a.astype(cupy.float64), b.astype(cupy.float64))
         error = float(cupy.abs(c - exact).max() / cupy.abs(exact).max())
         return [_gemm_row(n, t_ours, t_blas, "cupy.matmul (cuBLAS)", error)]
 
     def describe(self):
-        from ._cuda_engine import _tiles
+        from ._engines.cuda.engine import _tiles
 
         engine = (f"CUDA engine missing: {self.engine_missing}" if self.engine_missing
                   else f"CUDA engine tiles {tuple(_tiles())}")

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._geometry import ConvGeometry
+from .geometry import ConvGeometry
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ._params import PADDING_MODES
+from .params import PADDING_MODES
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class ConvGeometry:
 
 
 def resolve_padding(spec, input_size, kernel_size, stride, dilation):
-    """``(before, after)`` pairs for a canonical padding spec (see ``_params.padding_spec``).
+    """``(before, after)`` pairs for a canonical padding spec (see ``params.padding_spec``).
 
     ``"same"`` gives ``o = ⌈i / s⌉`` for any stride, with the odd extra sample
     at the end, as TensorFlow and JAX do; ``"full"`` pads ``k_e − 1`` on both

@@ -1,6 +1,6 @@
 """im2col, col2im and padding, written once against the array API standard.
 
-These functions trust their arguments: the public functions in ``_api`` have
+These functions trust their arguments: the public boundary (``validation``) has
 validated shapes, dtypes and parameters and resolved the geometry.  Images are
 batched, in the layout's axis order; ``mode`` is a padding mode.
 
@@ -27,10 +27,10 @@ import numpy as np
 from array_api_compat import device as device_of
 from array_api_compat import is_cupy_array, is_numpy_array
 
-from ._plan import axis_source, axis_source_adjoint, gather_index
+from .index_plans import axis_source, axis_source_adjoint, gather_index
 
 
-def _index(xp, plan: np.ndarray, like):
+def index_array(xp, plan: np.ndarray, like):
     """A cached plan as an index array in x's namespace and on its device.
 
     Plans are frozen; namespaces that would share the NumPy buffer get a
@@ -62,7 +62,7 @@ def pad(xp, x, geometry, mode, layout):
     axes = layout.spatial_axes(geometry.nd)
     for axis, size, (before, after) in zip(axes, geometry.input_size, geometry.padding):
         if before or after:
-            x = xp.take(x, _index(xp, axis_source(size, before, after, mode), x), axis=axis)
+            x = xp.take(x, index_array(xp, axis_source(size, before, after, mode), x), axis=axis)
     return x
 
 
@@ -85,9 +85,9 @@ def pad_adjoint(xp, g, geometry, mode, layout):
         zero_shape[axis] = 1
         extended = xp.concat([g, xp.zeros(zero_shape, dtype=g.dtype, device=device_of(g))], axis=axis)
         table = axis_source_adjoint(size, before, after, mode)
-        total = xp.take(extended, _index(xp, table[0], g), axis=axis)
+        total = xp.take(extended, index_array(xp, table[0], g), axis=axis)
         for row in table[1:]:
-            total = total + xp.take(extended, _index(xp, row, g), axis=axis)
+            total = total + xp.take(extended, index_array(xp, row, g), axis=axis)
         g = total
     return g
 
@@ -135,11 +135,11 @@ def im2col(xp, x, geometry, mode, layout):
     if layout.name == "channels_first":
         flat = xp.reshape(x, (n, channels, pixels))
         flat = xp.concat([flat, xp.zeros((n, channels, 1), dtype=x.dtype, device=device_of(x))], axis=2)
-        cols = xp.take(flat, _index(xp, np.reshape(plan, -1), x), axis=2)
+        cols = xp.take(flat, index_array(xp, np.reshape(plan, -1), x), axis=2)
     else:
         flat = xp.reshape(x, (n, pixels, channels))
         flat = xp.concat([flat, xp.zeros((n, 1, channels), dtype=x.dtype, device=device_of(x))], axis=1)
-        cols = xp.take(flat, _index(xp, np.reshape(plan.T, -1), x), axis=1)
+        cols = xp.take(flat, index_array(xp, np.reshape(plan.T, -1), x), axis=1)
     return xp.reshape(cols, cols_shape)
 
 

@@ -96,3 +96,11 @@ def groups_count(groups, in_channels: int, out_channels: int) -> int:
             f"and the output channels ({out_channels})"
         )
     return g
+
+
+ENGINE_METHODS = ("tiled_blas", "implicit_gemm", "direct")
+"""The engines' methods: the CPU engine's on NumPy arrays, the CUDA engine's on CuPy arrays
+(the array-API path, ``im2col``, serves every namespace)."""
+CONV_METHODS = ("auto", "im2col", *ENGINE_METHODS)
+CONV_TRANSPOSE_METHODS = ("auto", "im2col", "zero_insertion", *ENGINE_METHODS)
+GRADIENT_NAMES = ("input", "weight", "bias")

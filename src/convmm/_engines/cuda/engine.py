@@ -1,4 +1,4 @@
-"""The GPU engine for CuPy arrays: the three maps of ``_engine`` run by CUDA kernels.
+"""The CUDA engine for CuPy arrays: the three maps of ``_engines.policy`` run by CUDA kernels.
 
     forward       Y = C·X           conv; conv_transpose's input gradient
     adjoint       X = Cᵀ·Y          conv_transpose; conv's input gradient
@@ -17,7 +17,8 @@
 
 Everything stays on the device and runs on CuPy's current stream.  The same
 code runs NumPy arrays through the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``),
-which is how the tests check it without a GPU (``_engine.NUMPY_ON_CUDA``).
+which is how the tests check it without a GPU (``policy.NUMPY_ON_CUDA``).
+The CPU engine's twin is ``_engines/cpu/engine.py``.
 """
 
 from __future__ import annotations
@@ -30,14 +31,11 @@ from functools import lru_cache
 import array_api_compat
 import numpy as np
 
-from ._plan import gather_index, gather_index_adjoint
-
-WORKSPACE_BYTES = 256 << 20
-"""The patch tiles' budget on the device (a tile holds at least one whole image)."""
+from ..._core.index_plans import gather_index, gather_index_adjoint
 
 TILES = None
-"""The kernels' tile configuration: ``_cuda_kernels.DEFAULT_TILES`` unless a test sets
-``_cuda_kernels.SMALL_TILES`` (tiny blocks, so the simulator crosses block edges)."""
+"""The kernels' tile configuration: ``kernels.DEFAULT_TILES`` unless a test sets
+``kernels.SMALL_TILES`` (tiny blocks, so the simulator crosses block edges)."""
 
 
 @lru_cache(maxsize=1)
@@ -57,9 +55,9 @@ def unavailable_reason() -> str | None:
 
 
 def _tiles():
-    from . import _cuda_kernels
+    from . import kernels
 
-    return TILES or _cuda_kernels.DEFAULT_TILES
+    return TILES or kernels.DEFAULT_TILES
 
 
 def _module(a):
@@ -126,10 +124,9 @@ def _launch(kernel, grid, block, stream, *args):
 # --------------------------------------------------------------------------- operands
 def _parts(call):
     """(C_in, C_out, G, C_g, O_g, T, L, P) of the forward convolution."""
-    geometry = call.geometry
-    out_channels, in_per_group, _ = call.layout.weight_parts(call.weight.shape, geometry.nd)
-    groups = call.groups
-    return (in_per_group * groups, out_channels, groups, in_per_group, out_channels // groups,
+    geometry, groups = call.geometry, call.groups
+    in_channels, out_channels = call.forward_channels
+    return (in_channels, out_channels, groups, in_channels // groups, out_channels // groups,
             geometry.n_taps, geometry.n_positions, math.prod(geometry.input_size))
 
 
@@ -162,15 +159,15 @@ def _flat(call, a, channels, samples):
 
 
 def _kernels(dtype):
-    from . import _cuda_kernels
+    from . import kernels
 
-    return _cuda_kernels.elementwise_kernels(_tiles(), np.dtype(dtype).name)
+    return kernels.elementwise_kernels(_tiles(), np.dtype(dtype).name)
 
 
 # --------------------------------------------------------------------------- the maps
 def forward(call, plan, x):
     """Y = C·x (no bias) on the device, x (N, C_in, *S) or (N, *S, C_in)."""
-    from . import _cuda_kernels
+    from . import gemm as gemm_kernels
 
     xp, stream, tiles = _module(x), _stream(x), _tiles()
     in_channels, out_channels, groups, in_per_group, per_group, taps, positions, pixels = _parts(call)
@@ -185,7 +182,7 @@ def forward(call, plan, x):
         _launch(kernel, (_grid(positions, tiles.threads), out_channels, n), (tiles.threads, 1, 1),
                 stream, source, index, w, cl, y)
     elif plan.method == "implicit_gemm":
-        kernel = _cuda_kernels.implicit_conv_kernel(tiles, np.dtype(x.dtype).name)
+        kernel = gemm_kernels.implicit_conv_kernel(tiles, np.dtype(x.dtype).name)
         grid = (_grid(positions, tiles.bn), _grid(per_group, tiles.bm), n * groups)
         _launch(kernel, grid, tiles.gemm_threads, stream,
                 source, index, w.reshape(groups, per_group, -1), cl, y)
@@ -259,7 +256,7 @@ def gemm(a, b, c, accumulate=False):
     The engine's maps use cuBLAS or the implicit-GEMM kernel; this is the plain
     GEMM the benchmarks hold against cuBLAS (``cupy.matmul``).
     """
-    from . import _cuda_kernels
+    from . import gemm as gemm_kernels
 
     tiles = _tiles()
     (m, k), (k_b, n) = a.shape, b.shape
@@ -267,7 +264,7 @@ def gemm(a, b, c, accumulate=False):
         raise ValueError(f"gemm: shapes {a.shape}·{b.shape} into {c.shape}, dtypes "
                          f"{a.dtype}, {b.dtype}, {c.dtype}: expected (M, K)·(K, N) into (M, N), "
                          "one dtype")
-    kernel = _cuda_kernels.gemm_kernel(tiles, np.dtype(c.dtype).name)
+    kernel = gemm_kernels.gemm_kernel(tiles, np.dtype(c.dtype).name)
     _launch(kernel, (_grid(n, tiles.bn), _grid(m, tiles.bm)), tiles.gemm_threads, _stream(c),
             a, b, c, accumulate)
     return c

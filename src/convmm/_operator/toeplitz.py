@@ -1,4 +1,5 @@
-"""The explicit matrix of a convolution (its doubly-blocked Toeplitz matrix), built from a plan.
+"""``toeplitz``: the explicit matrix of a convolution (its doubly-blocked Toeplitz matrix),
+built from an index plan.
 
 For one sample, ``conv`` is ``y = C·x`` with x and y flattened in the data
 format's order.  Channels-first, C has shape (C_out·L, C_in·P) — L output
@@ -30,17 +31,19 @@ import math
 
 import numpy as np
 from array_api_compat import device as device_of
-from array_api_compat import is_cupy_array
+from array_api_compat import is_cupy_array, is_numpy_array
 
-from ._lowering import _index
-from ._plan import toeplitz_pairs
+from .._core.index_plans import toeplitz_pairs
+from .._core.lowering import index_array
+from .._core.params import choice
+from .._core.validation import itemsize, prepare_operator
 
 DENSE_LIMIT_BYTES = 1 << 30
 """A ``format="dense"`` matrix larger than this is refused (use "csr")."""
 
 
 def matrix_shape(call):
-    """(rows, cols) of the Toeplitz matrix of a call (a ``_Call`` without input)."""
+    """(rows, cols) of the Toeplitz matrix of a call (a ``Call`` without input)."""
     geometry = call.geometry
     _, in_per_group, _ = call.layout.weight_parts(call.weight.shape, geometry.nd)
     return (call.out_channels * geometry.n_positions,
@@ -177,9 +180,9 @@ def gather_taps(xp, w, tap_rows):
     """
     zero = xp.zeros((*w.shape[:-1], 1), dtype=w.dtype, device=device_of(w))
     table = xp.concat([w, zero], axis=-1)
-    out = xp.take(table, _index(xp, tap_rows[0], w), axis=w.ndim - 1)
+    out = xp.take(table, index_array(xp, tap_rows[0], w), axis=w.ndim - 1)
     for row in tap_rows[1:]:
-        out = out + xp.take(table, _index(xp, row, w), axis=w.ndim - 1)
+        out = out + xp.take(table, index_array(xp, row, w), axis=w.ndim - 1)
     return out
 
 
@@ -207,3 +210,67 @@ def dense(call):
         eye = xp.reshape(xp.eye(groups, dtype=xp.bool, device=device_of(w)), same_group)
         blocks = xp.where(eye, blocks, xp.zeros((), dtype=w.dtype, device=device_of(w)))
     return xp.reshape(blocks, (out_channels * positions, groups * in_per_group * pixels))
+
+
+TOEPLITZ_FORMATS = ("csr", "coo", "dense")
+def toeplitz_matrix(call, format):
+    """The Toeplitz matrix of a validated call in ``format`` ("csr", "coo" or "dense"), the
+    dense one refused over ``DENSE_LIMIT_BYTES`` and the sparse ones for NumPy and CuPy only."""
+    if format == "dense":
+        rows, cols = matrix_shape(call)
+        size = rows * cols * itemsize(call.xp, call.weight.dtype)
+        if size > DENSE_LIMIT_BYTES:
+            raise ValueError(
+                f"format='dense' would allocate a {rows}×{cols} matrix ({size / 2 ** 30:.2f} GiB, "
+                f"over the limit of {DENSE_LIMIT_BYTES / 2 ** 30:g} GiB); "
+                f"use format='csr'"
+            )
+        return dense(call)
+    if not (is_numpy_array(call.weight) or is_cupy_array(call.weight)):
+        raise TypeError(
+            f"format={format!r} gives scipy.sparse (NumPy) or cupyx.scipy.sparse (CuPy) "
+            f"matrices; for a {type(call.weight).__module__} weight use format='dense'"
+        )
+    return sparse(call, format)
+
+
+def toeplitz(weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
+             padding_mode="zeros", data_format="channels_first", format="csr"):
+    """The matrix C of ``conv`` on one sample: ``conv(x)[n].reshape(-1) == C @ x[n].reshape(-1)``.
+
+    The doubly-blocked Toeplitz matrix of the seeds, for every rank, stride,
+    padding, dilation, group count and padding mode that ``conv`` takes.  Its
+    shape is (∏ output shape, ∏ input shape), both flattened in the data
+    format's order; entry ``[(o, l), (c, p)]`` is the sum of the weights
+    ``W[o, c, t]`` of the taps that read input sample ``p`` at output position
+    ``l`` (reflect, replicate and circular padding fold several taps onto one
+    sample).  Its transpose is ``conv_transpose`` with the same weight.
+
+    Parameters
+    ----------
+    weight : array
+        ``conv``'s weight, (C_out, C_in/groups, *K) or (*K, C_in/groups, C_out).
+    input_shape : sequence of ints
+        One sample's shape: (C_in, *S) channels-first, (*S, C_in) channels-last.
+    stride, padding, dilation, groups, padding_mode, data_format
+        As for ``conv``.
+    format : "csr", "coo" or "dense"
+        "csr"/"coo": a ``scipy.sparse`` array for a NumPy weight, a
+        ``cupyx.scipy.sparse`` matrix for a CuPy weight.  "dense": an array in
+        the weight's namespace (any namespace), refused over
+        ``DENSE_LIMIT_BYTES`` (1 GiB).
+
+    Examples
+    --------
+    >>> import numpy as np, convmm
+    >>> convmm.toeplitz(np.array([[[5., 4]]]), (1, 6), format="dense")
+    array([[5., 4., 0., 0., 0., 0.],
+           [0., 5., 4., 0., 0., 0.],
+           [0., 0., 5., 4., 0., 0.],
+           [0., 0., 0., 5., 4., 0.],
+           [0., 0., 0., 0., 5., 4.]])
+    """
+    call = prepare_operator(weight, input_shape, stride=stride, padding=padding,
+                            dilation=dilation, groups=groups, padding_mode=padding_mode,
+                            data_format=data_format)
+    return toeplitz_matrix(call, choice(format, TOEPLITZ_FORMATS, "format"))

@@ -8,9 +8,10 @@ import array_api_compat
 import numpy as np
 from array_api_compat import device as device_of
 
-from ._api import _batched, _check_dtype, _namespace, _rank_from, conv_transpose
-from ._layout import LAYOUTS
-from ._params import DATA_FORMATS, as_int, choice, int_tuple
+from .._core.layout import LAYOUTS
+from .._core.params import DATA_FORMATS, as_int, choice, int_tuple
+from .._core.validation import check_dtype, namespace, prepare, rank_from, with_batch_axis
+from .._engines import dispatch
 
 
 def _factors(factor, nd):
@@ -110,15 +111,17 @@ def upsample_bilinear(x, factor, *, data_format="channels_first"):
     >>> convmm.upsample_bilinear(np.array([[[0., 3., 6.]]]), 3)
     array([[[0., 1., 2., 3., 4., 5., 6.]]])
     """
-    xp = _namespace(x=x)
-    _check_dtype(xp, x, "x")
-    nd = _rank_from(factor, x.ndim - 2, "factor")
+    xp = namespace(x=x)
+    check_dtype(xp, x, "x")
+    nd = rank_from(factor, x.ndim - 2, "factor")
     factors = _factors(factor, nd)
     layout = LAYOUTS[choice(data_format, DATA_FORMATS, "data_format")]
-    batched, _ = _batched(xp, x, nd, "x")
+    batched, _ = with_batch_axis(xp, x, nd, "x")
     channels = layout.channels(batched.shape)
     real = xp.float32 if x.dtype in (xp.float32, xp.complex64) else xp.float64
     weight = bilinear_kernel(factors, channels, dtype=real, data_format=data_format, xp=xp,
                              device=device_of(x))
-    return conv_transpose(x, weight, stride=factors, padding=[f - 1 for f in factors],
-                          groups=channels, data_format=data_format)
+    call = prepare(x, weight, None, None, transposed=True, stride=factors,
+                   padding=[f - 1 for f in factors], dilation=1, groups=channels,
+                   padding_mode="zeros", data_format=data_format, method="auto")
+    return dispatch.conv_transpose(call)

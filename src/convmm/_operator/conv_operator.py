@@ -1,4 +1,4 @@
-"""The convolution as an explicit operator: ``toeplitz`` and ``ConvOperator``.
+"""The convolution as a linear operator: ``ConvOperator``, matrix-free, with its spectrum.
 
 For one sample, ``conv`` is the linear map ``y = C·x`` between the flattened
 input (C_in·∏S values) and the flattened output (C_out·∏O values), in the data
@@ -17,76 +17,14 @@ import numpy as np
 from array_api_compat import device as device_of
 from array_api_compat import is_cupy_array, is_numpy_array
 
-from . import _toeplitz
-from ._api import _check_dtype, _namespace, _prepare_operator, _run_conv, _run_conv_transpose
-from ._conv import conj
-from ._engine import itemsize
-from ._params import as_int, choice
+from .._core.algorithms import conj
+from .._core.params import as_int, choice
+from .._core.validation import check_dtype, namespace, prepare_operator
+from .._engines import dispatch, policy
+from .toeplitz import TOEPLITZ_FORMATS, gather_taps, toeplitz_matrix
 
-TOEPLITZ_FORMATS = ("csr", "coo", "dense")
 SVD_LIMIT_ENTRIES = 1 << 24
 """``singular_values`` falls back to a dense SVD only for matrices with at most this many entries."""
-
-
-def _matrix(call, format):
-    if format == "dense":
-        rows, cols = _toeplitz.matrix_shape(call)
-        size = rows * cols * itemsize(call.xp, call.weight.dtype)
-        if size > _toeplitz.DENSE_LIMIT_BYTES:
-            raise ValueError(
-                f"format='dense' would allocate a {rows}×{cols} matrix ({size / 2 ** 30:.2f} GiB, "
-                f"over the limit of {_toeplitz.DENSE_LIMIT_BYTES / 2 ** 30:g} GiB); "
-                f"use format='csr'"
-            )
-        return _toeplitz.dense(call)
-    if not (is_numpy_array(call.weight) or is_cupy_array(call.weight)):
-        raise TypeError(
-            f"format={format!r} gives scipy.sparse (NumPy) or cupyx.scipy.sparse (CuPy) "
-            f"matrices; for a {type(call.weight).__module__} weight use format='dense'"
-        )
-    return _toeplitz.sparse(call, format)
-
-
-def toeplitz(weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
-             padding_mode="zeros", data_format="channels_first", format="csr"):
-    """The matrix C of ``conv`` on one sample: ``conv(x)[n].reshape(-1) == C @ x[n].reshape(-1)``.
-
-    The doubly-blocked Toeplitz matrix of the seeds, for every rank, stride,
-    padding, dilation, group count and padding mode that ``conv`` takes.  Its
-    shape is (∏ output shape, ∏ input shape), both flattened in the data
-    format's order; entry ``[(o, l), (c, p)]`` is the sum of the weights
-    ``W[o, c, t]`` of the taps that read input sample ``p`` at output position
-    ``l`` (reflect, replicate and circular padding fold several taps onto one
-    sample).  Its transpose is ``conv_transpose`` with the same weight.
-
-    Parameters
-    ----------
-    weight : array
-        ``conv``'s weight, (C_out, C_in/groups, *K) or (*K, C_in/groups, C_out).
-    input_shape : sequence of ints
-        One sample's shape: (C_in, *S) channels-first, (*S, C_in) channels-last.
-    stride, padding, dilation, groups, padding_mode, data_format
-        As for ``conv``.
-    format : "csr", "coo" or "dense"
-        "csr"/"coo": a ``scipy.sparse`` array for a NumPy weight, a
-        ``cupyx.scipy.sparse`` matrix for a CuPy weight.  "dense": an array in
-        the weight's namespace (any namespace), refused over
-        ``DENSE_LIMIT_BYTES`` (1 GiB).
-
-    Examples
-    --------
-    >>> import numpy as np, convmm
-    >>> convmm.toeplitz(np.array([[[5., 4]]]), (1, 6), format="dense")
-    array([[5., 4., 0., 0., 0., 0.],
-           [0., 5., 4., 0., 0., 0.],
-           [0., 0., 5., 4., 0., 0.],
-           [0., 0., 0., 5., 4., 0.],
-           [0., 0., 0., 0., 5., 4.]])
-    """
-    call = _prepare_operator(weight, input_shape, stride=stride, padding=padding,
-                             dilation=dilation, groups=groups, padding_mode=padding_mode,
-                             data_format=data_format)
-    return _matrix(call, choice(format, TOEPLITZ_FORMATS, "format"))
 
 
 class ConvOperator:
@@ -127,10 +65,11 @@ class ConvOperator:
 
     def __init__(self, weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
                  padding_mode="zeros", data_format="channels_first", method="auto"):
-        self._call = _prepare_operator(weight, input_shape, stride=stride, padding=padding,
-                                       dilation=dilation, groups=groups,
-                                       padding_mode=padding_mode, data_format=data_format,
-                                       method=method)
+        self._call = prepare_operator(weight, input_shape, stride=stride, padding=padding,
+                                      dilation=dilation, groups=groups,
+                                      padding_mode=padding_mode, data_format=data_format,
+                                      method=method)
+        policy.check_method(self._call)
         self._keywords = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                               padding_mode=padding_mode, data_format=data_format)
         layout, geometry = self._call.layout, self._call.geometry
@@ -209,14 +148,14 @@ class ConvOperator:
         k = columns.shape[0]
         images = xp.reshape(columns, (k, *self.input_shape))
         call = dataclasses.replace(self._call, x=images, weight=self._weight(columns.dtype))
-        result = _run_conv_transpose(call) if self._adjoint else _run_conv(call)
+        result = dispatch.conv_transpose(call) if self._adjoint else dispatch.conv(call)
         return xp.reshape(result, (k, self.shape[0]))
 
     def _operand(self, v, name, matrix):
         """v checked: in the weight's namespace, a float or complex dtype, N rows."""
-        _namespace(**{name: v, "weight": self._call.weight})
+        namespace(**{name: v, "weight": self._call.weight})
         xp = self._call.xp
-        _check_dtype(xp, v, name)
+        check_dtype(xp, v, name)
         n = self.shape[1]
         ok = (v.ndim == 2 and v.shape[0] == n) if matrix else (
             tuple(v.shape) in ((n,), (n, 1)))
@@ -254,7 +193,7 @@ class ConvOperator:
     def todense(self):
         """The operator as a dense array in the weight's namespace (see ``toeplitz``)."""
         xp = self._call.xp
-        matrix = _matrix(self._call, "dense")
+        matrix = toeplitz_matrix(self._call, "dense")
         if self._adjoint:
             matrix = xp.permute_dims(matrix, (1, 0))
         return conj(xp, matrix) if self._conjugate else matrix
@@ -262,7 +201,7 @@ class ConvOperator:
     def tosparse(self, format="csr"):
         """The operator as a ``scipy.sparse`` array (NumPy) or ``cupyx.scipy.sparse`` matrix (CuPy)."""
         format = choice(format, TOEPLITZ_FORMATS[:2], "format")
-        matrix = _matrix(self._call, "csr")
+        matrix = toeplitz_matrix(self._call, "csr")
         if self._adjoint:
             matrix = matrix.T
         if self._conjugate:
@@ -369,7 +308,7 @@ class ConvOperator:
                     "use op.norm() for the largest, or scipy.sparse.linalg.svds("
                     "op.aslinearoperator(), k=...) for a few"
                 )
-            values = xp.linalg.svdvals(_matrix(self._call, "dense"))
+            values = xp.linalg.svdvals(toeplitz_matrix(self._call, "dense"))
         return xp.sort(values, descending=True)
 
 
@@ -387,7 +326,7 @@ def _circulant_singular_values(call):
     rank = np.arange(n_taps) - np.searchsorted(cells[order], cells[order])
     plan = np.full((int(rank.max()) + 1, math.prod(size)), n_taps, dtype=np.int32)
     plan[rank, cells[order]] = order
-    grid = _toeplitz.gather_taps(xp, w, plan)
+    grid = gather_taps(xp, w, plan)
     complex_dtype = xp.complex64 if w.dtype in (xp.float32, xp.complex64) else xp.complex128
     grid = xp.reshape(xp.astype(grid, complex_dtype),
                       (groups, out_channels // groups, in_per_group, *size))

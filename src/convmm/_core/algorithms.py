@@ -2,7 +2,7 @@
 
 The array-API implementation: written once, run on any namespace.  Arguments
 are validated and canonical (batched images, a resolved ``ConvGeometry``, a
-padding mode, a layout class from ``_layout``).  For a convolution with patch
+padding mode, a layout class from ``layout``).  For a convolution with patch
 matrix P (im2col of the input), weight matrix W and output Y:
 
     conv               Y = W·P                       (+ bias)
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from array_api_compat import device as device_of
 
-from ._geometry import ConvGeometry
-from ._lowering import col2im, im2col, pad_adjoint
+from .geometry import ConvGeometry
+from .lowering import col2im, im2col, pad_adjoint
 
 
 def conj(xp, a):
@@ -112,32 +112,12 @@ def bias_gradient(xp, g, layout):
     return xp.sum(g, axis=tuple(a for a in range(g.ndim) if a != channel_axis))
 
 
-def conv_gradients(xp, g, x, weight, geometry, mode, groups, layout, method, needs):
-    """(input, weight, bias) gradients of y = conv(x, weight) + bias, given g = ∂L/∂y."""
-    grad_input = grad_weight = grad_bias = None
-    if "input" in needs:
-        grad_input = conv_adjoint(xp, g, conj(xp, weight), geometry, mode, groups, layout, method)
-    if "weight" in needs:
-        cols = conj(xp, im2col(xp, x, geometry, mode, layout))
-        grad_weight = weight_gradient(xp, layout.output_operand(xp, g, groups), cols,
-                                      weight.shape, geometry, groups, layout)
-    if "bias" in needs:
-        grad_bias = bias_gradient(xp, g, layout)
-    return grad_input, grad_weight, grad_bias
-
-
-def conv_transpose_gradients(xp, g, x, weight, geometry, mode, groups, layout, needs):
-    """Gradients of y = Cᵀ·x + bias: the input's is C·g, the weight's Σ_n conj(X)·im2col(g)ᵀ."""
-    grad_input = grad_weight = grad_bias = None
-    if "input" in needs:
-        grad_input = conv_forward(xp, g, conj(xp, weight), geometry, mode, groups, layout)
-    if "weight" in needs:
-        cols = im2col(xp, g, geometry, mode, layout)
-        x_operand = conj(xp, layout.output_operand(xp, x, groups))
-        grad_weight = weight_gradient(xp, x_operand, cols, weight.shape, geometry, groups, layout)
-    if "bias" in needs:
-        grad_bias = bias_gradient(xp, g, layout)
-    return grad_input, grad_weight, grad_bias
+def weight_gradient_of(xp, a, b, weight_shape, geometry, mode, groups, layout):
+    """Σ_n A·P(b)ᵀ shaped like the weight: A shaped like conv's output, b like its input
+    (conv's weight gradient is this of (G, conj(x)), conv_transpose's of (conj(x), G))."""
+    cols = im2col(xp, b, geometry, mode, layout)
+    return weight_gradient(xp, layout.output_operand(xp, a, groups), cols, weight_shape,
+                           geometry, groups, layout)
 
 
 def transposed_method(method, geometry, mode):

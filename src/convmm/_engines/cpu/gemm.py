@@ -1,6 +1,6 @@
 """Numba GEMM: packed panels, the register-blocked micro-kernel, and implicit-GEMM convolution.
 
-The classic GotoBLAS / BLIS loop nest around ``_microkernel.microkernel``
+The classic GotoBLAS / BLIS loop nest around ``microkernel.microkernel``
 (an MR×NR tile of C held in registers): for each NC-wide column block of C,
 each KC-deep slice of the inner dimension is packed into NR-wide panels of B
 (``bp[panel, p, j]``, kept in L2), and for each MC-high row block the matching
@@ -17,11 +17,11 @@ tap, tap after tap), with the weight packed once into NR-wide panels:
     Y_n[l, o] = Σ_t Σ_c X̃_n[start(l) + offset(t), c] · W[t·C_g + c, o]
 
 The weight gradient is the packed nest with its A operand packed straight from
-the image through the im2col plan (``_plan.gather_index``):
+the image through the im2col plan (``index_plans.gather_index``):
 
     ΔW_g[k, o] += Σ_l P_n[k, l]·G_n[l, o]
 
-Every kernel is serial and releases the GIL: ``_engine`` runs them on worker
+Every kernel is serial and releases the GIL: ``engine`` runs them on worker
 threads over disjoint column ranges, so no two threads write the same output.
 """
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._microkernel import MR, NR, microkernel, microkernel_padded
+from .microkernel import MR, NR, microkernel, microkernel_padded
 
 KC = 256    # the inner-dimension slice: an A panel (KC×MR) stays in L1
 MC = 96     # rows of C per packed A block (MR·12)
@@ -258,7 +258,7 @@ def conv_padded(padded, image_rows, row_start, offsets, step, width, w, groups, 
     """Output rows r0 ≤ r < r1 of ``y.shape[0]`` images from their padded channels-last copies.
 
     padded (B·Q + slack, C_in): image b's copy starts at row b·Q (Q = ``image_rows``);
-    w (G, ⌈O_g/NR⌉, T·C_g, NR), the weight in zero-padded panels (``_engine._weight_panels``);
+    w (G, ⌈O_g/NR⌉, T·C_g, NR), the weight in zero-padded panels (``engine._weight_panels``);
     y (B, C_out, L), or (B, L, C_out) if ``channels_last``; output rows of ``width``
     samples.  Each weight panel serves every row of every image before the next is read
     (blocking it over channels to keep a piece in L1 measured slower: the tile's

@@ -1,0 +1,298 @@
+"""Validation at the public boundary: arrays, dtypes, ranks and keywords checked once.
+
+Every public function, the operator and upsampling call these helpers once and
+get back canonical values (a batched input, one promoted dtype, a resolved
+``ConvGeometry``, a layout class) or a ``Call`` holding them all; a ValueError
+or TypeError names the offending parameter.  Everything below (``algorithms``,
+``lowering``, ``index_plans``, the engines) trusts what it is given.
+
+Whether an engine method can run on the arrays' device is the engines' to say
+(``_engines.policy.check_method``): this module knows the method names only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+
+from .geometry import ConvGeometry, conv_geometry, transpose_geometry
+from .layout import LAYOUTS
+from .params import (CONV_METHODS, CONV_TRANSPOSE_METHODS, DATA_FORMATS, GRADIENT_NAMES,
+                     PADDING_MODES, as_int, choice, groups_count, int_tuple, padding_spec)
+
+
+def namespace(**arrays):
+    """The one array namespace of the named arrays (None entries ignored); a TypeError
+    names the array that is not one, or the mix of namespaces."""
+    present = {name: a for name, a in arrays.items() if a is not None}
+    for name, a in present.items():
+        try:
+            array_api_compat.array_namespace(a)
+        except TypeError:
+            raise TypeError(f"{name} must be an array, got {type(a).__name__}") from None
+    try:
+        return array_api_compat.array_namespace(*present.values())
+    except TypeError:
+        kinds = ", ".join(f"{n}: {type(a).__module__}.{type(a).__name__}" for n, a in present.items())
+        raise TypeError(
+            f"{' and '.join(present)} must come from one array namespace, got {kinds}"
+        ) from None
+
+
+def check_dtype(xp, a, name):
+    """A TypeError unless ``a`` is float32, float64, complex64 or complex128."""
+    allowed = (xp.float32, xp.float64, xp.complex64, xp.complex128)
+    if a.dtype not in allowed:
+        raise TypeError(
+            f"{name} has dtype {a.dtype}; convmm computes in float32, float64, complex64 or "
+            f"complex128: cast it first, e.g. xp.astype({name}, xp.float32)"
+        )
+
+
+def itemsize(xp, dtype) -> int:
+    """Bytes per element of a floating or complex dtype of any namespace."""
+    parts = 2 if xp.isdtype(dtype, "complex floating") else 1
+    return xp.finfo(dtype).bits // 8 * parts
+
+
+def common_dtype(xp, **arrays):
+    """Check each array's dtype and promote them all as the array API does."""
+    present = {name: a for name, a in arrays.items() if a is not None}
+    for name, a in present.items():
+        check_dtype(xp, a, name)
+    dtype = xp.result_type(*(a.dtype for a in present.values()))
+    return {name: (a if a is None or a.dtype == dtype else xp.astype(a, dtype))
+            for name, a in arrays.items()}
+
+
+def spatial_rank(weight, expected=None):
+    """The number of spatial dims the weight's rank fixes (1, 2 or 3; ``expected`` if given)."""
+    nd = weight.ndim - 2
+    if nd not in (1, 2, 3):
+        raise ValueError(
+            f"weight must have 3, 4 or 5 dimensions (1, 2 or 3 spatial dims), got shape "
+            f"{tuple(weight.shape)}"
+        )
+    if expected is not None and nd != expected:
+        raise ValueError(
+            f"weight must have {expected + 2} dimensions for a {expected}-d convolution, "
+            f"got shape {tuple(weight.shape)}"
+        )
+    return nd
+
+
+def with_batch_axis(xp, x, nd, name):
+    """(x with a batch axis, whether it came with one)."""
+    if x.ndim == nd + 2:
+        return x, True
+    if x.ndim == nd + 1:
+        return xp.expand_dims(x, axis=0), False
+    raise ValueError(
+        f"{name} must have {nd + 2} dimensions (batched) or {nd + 1} (unbatched) for a "
+        f"{nd}-d convolution, got shape {tuple(x.shape)}"
+    )
+
+
+def unbatch(a, batched):
+    """``a`` without the batch axis ``with_batch_axis`` added (None stays None)."""
+    return a if batched or a is None else a[0, ...]
+
+
+def checked_kernel(kernel, nd, name="weight"):
+    """The kernel size as ints, each at least 1, one per spatial dim."""
+    if any(k < 1 for k in kernel) or len(kernel) != nd:
+        raise ValueError(f"{name} must have a kernel size >= 1 in every spatial dim, got {kernel}")
+    return tuple(int(k) for k in kernel)
+
+
+def output_size_spec(output_size, nd, layout):
+    """``conv_transpose``'s ``output_size`` as ``nd`` spatial sizes (or a full shape), or None."""
+    if output_size is None:
+        return None
+    if not isinstance(output_size, Sequence) or isinstance(output_size, str):
+        raise TypeError(f"output_size must be a sequence of ints, got {output_size!r}")
+    sizes = tuple(as_int(o, "output_size") for o in output_size)
+    if len(sizes) == nd + 2:  # a full shape, as PyTorch accepts
+        sizes = layout.spatial(sizes, nd)
+    if len(sizes) != nd:
+        raise ValueError(
+            f"output_size must give the {nd} spatial sizes (or a full {nd + 2}-d shape), "
+            f"got {tuple(output_size)}"
+        )
+    return sizes
+
+
+def gradient_needs(needs):
+    """``needs`` of the backward passes as a frozenset of ``GRADIENT_NAMES``."""
+    if isinstance(needs, str):
+        needs = (needs,)
+    needs = tuple(needs)
+    for name in needs:
+        if name not in GRADIENT_NAMES:
+            raise ValueError(f"needs must name some of {GRADIENT_NAMES}, got {name!r}")
+    return frozenset(needs)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A validated convolution call: batched input, promoted arrays, resolved geometry."""
+
+    xp: Any
+    layout: type
+    x: Any
+    weight: Any
+    bias: Any
+    geometry: ConvGeometry
+    groups: int
+    mode: str
+    method: str
+    batched: bool
+    out_channels: int
+    grad_output: Any = None  # the backward passes' ∂L/∂y, promoted like the rest
+
+    @property
+    def forward_channels(self) -> tuple[int, int]:
+        """(C_in, C_out) of the forward convolution whose maps the call uses (the weight
+        is always the forward convolution's)."""
+        out_channels, in_per_group, _ = self.layout.weight_parts(self.weight.shape,
+                                                                  self.geometry.nd)
+        return in_per_group * self.groups, out_channels
+
+
+def prepare(x, weight, bias, grad_output, *, transposed, stride, padding, dilation,
+            groups, padding_mode, data_format, method, output_padding=0, output_size=None):
+    """A convolution call's arrays and keywords checked once: a ``Call``.
+
+    ``x`` may leave out its batch axis; the arrays must share a namespace and are
+    promoted to one float or complex dtype.  Raises TypeError (not an array, mixed
+    namespaces, an integer/bool/half dtype) or ValueError naming the parameter.
+    """
+    xp = namespace(x=x, weight=weight, bias=bias, grad_output=grad_output)
+    arrays = common_dtype(xp, x=x, weight=weight, bias=bias, grad_output=grad_output)
+    nd = spatial_rank(arrays["weight"])
+    x, batched = with_batch_axis(xp, arrays["x"], nd, "x")
+    return configure(xp, x, tuple(x.shape), arrays["weight"], arrays["bias"],
+                     arrays["grad_output"], batched, "x", transposed=transposed, stride=stride,
+                     padding=padding, dilation=dilation, groups=groups,
+                     padding_mode=padding_mode, data_format=data_format, method=method,
+                     output_padding=output_padding, output_size=output_size)
+
+
+def configure(xp, x, x_shape, weight, bias, grad_output, batched, x_name, *, transposed, stride,
+              padding, dilation, groups, padding_mode, data_format, method, output_padding=0,
+              output_size=None):
+    """The keywords checked against a batched input shape and the weight: a ``Call``."""
+    layout = LAYOUTS[choice(data_format, DATA_FORMATS, "data_format")]
+    mode = choice(padding_mode, PADDING_MODES, "padding_mode")
+    methods = CONV_TRANSPOSE_METHODS if transposed else CONV_METHODS
+    method = choice(method, methods, "method")
+    nd = spatial_rank(weight)
+    stride = int_tuple(stride, nd, "stride", minimum=1)
+    dilation = int_tuple(dilation, nd, "dilation", minimum=1)
+    padding = padding_spec(padding, nd)
+
+    # The forward convolution's channels: the weight is always the forward weight.
+    fwd_out, fwd_in_per_group, kernel = layout.weight_parts(weight.shape, nd)
+    kernel = checked_kernel(kernel, nd)
+    if fwd_out < 1 or fwd_in_per_group < 1:
+        raise ValueError(f"weight has no channels: shape {tuple(weight.shape)}")
+    channels = layout.channels(x_shape)
+    if transposed:  # x stands where the forward convolution's output was
+        groups = groups_count(groups, channels, fwd_in_per_group * as_int(groups, "groups"))
+        expected, out_channels = fwd_out, fwd_in_per_group * groups
+    else:
+        groups = groups_count(groups, channels, fwd_out)
+        expected, out_channels = fwd_in_per_group * groups, fwd_out
+    if channels != expected:
+        raise ValueError(
+            f"{x_name} has {channels} channels but weight of shape {tuple(weight.shape)} with "
+            f"groups={groups} expects {expected} ({layout.name})"
+        )
+    if bias is not None and tuple(bias.shape) != (out_channels,):
+        raise ValueError(f"bias must have shape ({out_channels},), got {tuple(bias.shape)}")
+
+    spatial = layout.spatial(x_shape, nd)
+    if transposed:
+        geometry = transpose_geometry(
+            spatial, kernel, stride, padding, dilation,
+            int_tuple(output_padding, nd, "output_padding", minimum=0),
+            output_size_spec(output_size, nd, layout), mode)
+    else:
+        geometry = conv_geometry(spatial, kernel, stride, padding, dilation, mode)
+    return Call(xp, layout, x, weight, bias, geometry, groups, mode, method, batched,
+                out_channels, grad_output)
+
+
+def prepare_operator(weight, input_shape, *, stride, padding, dilation, groups, padding_mode,
+                     data_format, method="auto"):
+    """A ``Call`` without an input, for the explicit operator on one sample of ``input_shape``."""
+    xp = namespace(weight=weight)
+    check_dtype(xp, weight, "weight")
+    nd = spatial_rank(weight)
+    if not isinstance(input_shape, Sequence) or isinstance(input_shape, str):
+        raise TypeError(f"input_shape must be a sequence of ints, got {input_shape!r}")
+    if len(input_shape) != nd + 1:
+        raise ValueError(
+            f"input_shape must be one sample's shape, {nd + 1} ints (channels and {nd} spatial "
+            f"sizes) for weight of shape {tuple(weight.shape)}, got {tuple(input_shape)}"
+        )
+    shape = tuple(as_int(s, "input_shape") for s in input_shape)
+    if any(s < 1 for s in shape):
+        raise ValueError(f"input_shape must be positive, got {shape}")
+    return configure(xp, None, (1, *shape), weight, None, None, True, "input_shape",
+                     transposed=False, stride=stride, padding=padding, dilation=dilation,
+                     groups=groups, padding_mode=padding_mode, data_format=data_format,
+                     method=method)
+
+
+def checked_grad_output(call, spatial):
+    """The call's grad_output, batched like x, checked against the shape of the output."""
+    grad_output = call.grad_output
+    expected = call.layout.image_shape(call.x.shape[0], call.out_channels, spatial)
+    if not call.batched:
+        expected = expected[1:]
+    if tuple(grad_output.shape) != tuple(expected):
+        raise ValueError(
+            f"grad_output must have the output's shape {tuple(expected)}, "
+            f"got {tuple(grad_output.shape)}"
+        )
+    return grad_output if call.batched else call.xp.expand_dims(grad_output, axis=0)
+
+
+
+def lowering_geometry(spatial, kernel_size, nd, stride, padding, dilation, padding_mode,
+                      data_format):
+    """(layout, padding mode, geometry) of ``im2col`` / ``col2im``'s keywords."""
+    layout = LAYOUTS[choice(data_format, DATA_FORMATS, "data_format")]
+    mode = choice(padding_mode, PADDING_MODES, "padding_mode")
+    geometry = conv_geometry(tuple(spatial), int_tuple(kernel_size, nd, "kernel_size", minimum=1),
+                             int_tuple(stride, nd, "stride", minimum=1), padding_spec(padding, nd),
+                             int_tuple(dilation, nd, "dilation", minimum=1), mode)
+    return layout, mode, geometry
+
+
+def rank_from(kernel_size, fallback, name):
+    """The spatial rank a size argument fixes: its length, or ``fallback`` for an int."""
+    if isinstance(kernel_size, Sequence) and not isinstance(kernel_size, str):
+        nd = len(kernel_size)
+    else:
+        as_int(kernel_size, name)
+        nd = fallback
+    if nd not in (1, 2, 3):
+        raise ValueError(f"{name} must describe 1, 2 or 3 spatial dims, got {nd}")
+    return nd
+
+
+
+def shape_args(input_shape, kernel_size):
+    """(nd, input sizes, kernel sizes) of the shape-arithmetic functions' arguments."""
+    if not isinstance(input_shape, Sequence) or isinstance(input_shape, str):
+        raise TypeError(f"input_shape must be a sequence of spatial sizes, got {input_shape!r}")
+    nd = len(input_shape)
+    if nd < 1:
+        raise ValueError("input_shape must have at least one spatial size")
+    return nd, int_tuple(input_shape, nd, "input_shape", minimum=1), \
+        int_tuple(kernel_size, nd, "kernel_size", minimum=1)

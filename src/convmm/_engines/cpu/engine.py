@@ -1,0 +1,469 @@
+"""The CPU engine for NumPy arrays: the three maps run by Numba kernels and BLAS.
+
+    forward       Y = C·X           conv; conv_transpose's input gradient
+    adjoint       X = Cᵀ·Y          conv_transpose; conv's input gradient
+    weight_grad   ΔW = Σ_n A·Pᵀ     both weight gradients (P: patches of B)
+
+Each runs a ``ConvPlan`` of ``_engines.policy`` (the method, tiles and
+workspace, chosen there); this module only carries it out.  ``tiled_blas``
+fills patch tiles with the serial, GIL-free kernels of ``kernels`` and
+multiplies them with single-threaded BLAS; ``implicit_gemm`` runs the packed,
+register-blocked GEMMs of ``gemm``; ``direct`` sweeps channel planes tap by tap
+(``kernels.direct_*``).  The work is cut into units that ``threads.run_workers``
+hands to the worker threads; partial sums are added in a fixed order, so the
+results are the same bits on every run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..._core.index_plans import (direct_rows, gather_index, gather_index_adjoint, padded_source,
+                                  padded_taps, tile_pixel_ranges)
+from .threads import run_workers, sum_in_order, worker_count
+
+
+def _tiles(total, image, tile):
+    """(start, count) tiles of the flat (image, position) range; none crosses an image
+    boundary unless it holds whole images."""
+    if tile >= image:
+        return [(start, min(tile, total - start)) for start in range(0, total, tile)]
+    per_image = [(offset, min(tile, image - offset)) for offset in range(0, image, tile)]
+    return [(n * image + offset, count) for n in range(total // image) for offset, count in per_image]
+
+
+def _image_ranges(n, positions, tile):
+    """(image, first, stop) position ranges of at most ``tile`` positions, image by image."""
+    return [(image, start, min(start + tile, positions))
+            for image in range(n) for start in range(0, positions, tile)]
+
+
+def _buffer(dtype, shape_size):
+    """A worker's flat tile buffer; ``_view`` cuts contiguous blocks from it."""
+    return np.empty(shape_size, dtype=dtype)
+
+
+def _view(buffer, rows, columns):
+    return buffer[:rows * columns].reshape(rows, columns)
+
+
+# --------------------------------------------------------------------------- operands
+def _weight_operand(call):
+    """W as (G, O_g, C_g·T) channels-first or (G, T·C_g, O_g) channels-last, contiguous."""
+    return np.ascontiguousarray(call.layout.weight_operand(np, call.weight, call.groups))
+
+
+# --------------------------------------------------------------------------- forward
+def forward(call, plan, x):
+    """Y = C·x (no bias) for x (N, C_in, *S) or (N, *S, C_in), by the plan's method."""
+    if plan.method == "direct":
+        return _direct(call, plan, x, "forward")
+    if plan.tile == 0:
+        return _pointwise_forward(call, x)
+    if plan.method == "implicit_gemm":
+        return _implicit_forward(call, plan, x)
+    return _tiled_forward(call, plan, x)
+
+
+def _subsampled(call, x):
+    """The patch matrix of a 1×1 unpadded convolution: x at the strided positions, (N, C, L) or (N, L, C)."""
+    geometry, layout = call.geometry, call.layout
+    window = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(geometry.output_size, geometry.stride))
+    view = x[layout.at_spatial(window)]
+    n, channels = x.shape[0], layout.channels(x.shape)
+    shape = (n, channels, -1) if layout.name == "channels_first" else (n, -1, channels)
+    return np.ascontiguousarray(view).reshape(shape)
+
+
+def _pointwise_forward(call, x):
+    layout, groups, geometry = call.layout, call.groups, call.geometry
+    in_channels, out_channels = call.forward_channels
+    p = _subsampled(call, x)
+    n = x.shape[0]
+    w = _weight_operand(call)                                         # (G, O_g, C_g) / (G, C_g, O_g)
+    if layout.name == "channels_first":
+        y = np.matmul(w, p.reshape(n, groups, in_channels // groups, -1))   # (N, G, O_g, L)
+        return y.reshape(n, out_channels, *geometry.output_size)
+    if groups == 1:
+        y = p.reshape(-1, in_channels) @ w[0]
+    else:
+        y = np.matmul(p.reshape(-1, groups, in_channels // groups).transpose(1, 0, 2), w)
+        y = y.transpose(1, 0, 2)
+    return np.ascontiguousarray(y).reshape(n, *geometry.output_size, out_channels)
+
+
+def _tiled_forward(call, plan, x):
+    from . import kernels
+
+    layout, groups, geometry = call.layout, call.groups, call.geometry
+    n = x.shape[0]
+    in_channels, out_channels = call.forward_channels
+    in_per_group, per_group = in_channels // groups, out_channels // groups
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    index = gather_index(geometry, call.mode)
+    tiles = _tiles(plan.positions, positions, plan.tile)
+    w = _weight_operand(call)
+
+    if layout.name == "channels_last":
+        source = np.ascontiguousarray(x).reshape(n, pixels, in_channels)
+        y = np.empty((plan.positions, out_channels), dtype=x.dtype)
+
+        def work(k):
+            buffer = _buffer(x.dtype, plan.tile * plan.rows)
+            for start, count in tiles[k::plan.threads]:
+                patches = _view(buffer, count, plan.rows)
+                for g in range(groups):
+                    kernels.patches_channels_last(source, index, start, count,
+                                                  g * in_per_group, patches)
+                    np.matmul(patches, w[g],
+                              out=y[start:start + count, g * per_group:(g + 1) * per_group])
+
+        run_workers(work, plan.threads)
+        return y.reshape(n, *geometry.output_size, out_channels)
+
+    source = np.ascontiguousarray(x).reshape(n, in_channels, pixels)
+    y = np.empty((n, out_channels, positions), dtype=x.dtype)
+
+    def work(k):
+        buffer = _buffer(x.dtype, plan.tile * plan.rows)
+        for start, count in tiles[k::plan.threads]:
+            first, offset = divmod(start, positions)
+            patches = _view(buffer, plan.rows, count)
+            for g in range(groups):
+                kernels.patches_channels_first(source, index, start, count, g * in_per_group,
+                                               patches)
+                block = y[:, g * per_group:(g + 1) * per_group]
+                if offset + count <= positions:           # the tile lies in one image
+                    np.matmul(w[g], patches, out=block[first, :, offset:offset + count])
+                    continue
+                product = w[g] @ patches                  # whole images: (O_g, count)
+                block[first:first + count // positions] = np.moveaxis(
+                    product.reshape(per_group, count // positions, positions), 1, 0)
+
+    run_workers(work, plan.threads)
+    return y.reshape(n, out_channels, *geometry.output_size)
+
+
+def _weight_panels(call):
+    """W as (G, ⌈O_g/NR⌉, T·C_g, NR) for ``conv_padded``: row t·C_g + c of panel p holds
+    output channels p·NR … p·NR + NR − 1 of the group (zeros past O_g)."""
+    from .gemm import NR
+
+    w = call.layout.weight_operand(np, call.weight, call.groups)   # (G, O_g, C_g·T) / (G, T·C_g, O_g)
+    groups, taps = call.groups, call.geometry.n_taps
+    if call.layout.name == "channels_first":
+        w = w.reshape(groups, w.shape[1], -1, taps).transpose(0, 3, 2, 1)   # (G, T, C_g, O_g)
+    per_group = w.shape[-1]
+    w = w.reshape(groups, -1, per_group)
+    panels = -(-per_group // NR)
+    packed = np.zeros((groups, w.shape[1], panels * NR), dtype=call.weight.dtype)
+    packed[:, :, :per_group] = w
+    return np.ascontiguousarray(packed.reshape(groups, -1, panels, NR).transpose(0, 2, 1, 3))
+
+
+def _implicit_forward(call, plan, x):
+    """Each image padded once into a channels-last copy, then every output row's patches
+    read in place by ``microkernel_padded``: nothing but the weight is packed."""
+    from . import gemm as kernels
+
+    layout, geometry = call.layout, call.geometry
+    n = x.shape[0]
+    in_channels, out_channels = call.forward_channels
+    pixels, positions = math.prod(geometry.input_size), geometry.n_positions
+    source, _ = padded_source(geometry, call.mode)
+    row_start, offsets = padded_taps(geometry)
+    width, step = geometry.output_size[-1], geometry.stride[-1]
+    panels = _weight_panels(call)
+    channels_first = layout.name == "channels_first"
+    images = np.ascontiguousarray(x).reshape(
+        (n, in_channels, pixels) if channels_first else (n, pixels, in_channels))
+    y = np.empty((n, out_channels, positions) if channels_first else (n, positions, out_channels),
+                 dtype=x.dtype)
+    image_rows = source.shape[0]
+    if plan.tile >= positions:                 # several whole images per unit
+        batch = plan.tile // positions
+        units = [(first, min(first + batch, n), 0, row_start.shape[0]) for first in range(0, n, batch)]
+    else:                                      # pieces of one image
+        units = [(image, image + 1, first, stop)
+                 for image, first, stop in _image_ranges(n, row_start.shape[0], plan.tile // width)]
+    batch = max(stop - first for first, stop, _, _ in units)
+    zero = np.zeros((), dtype=x.dtype)[()]
+
+    def work(k):
+        # The last row tile of an image reads up to MR − 1 samples past its row's end.
+        padded = np.empty((batch * image_rows + (kernels.MR - 1) * step, in_channels), dtype=x.dtype)
+        padded[batch * image_rows:] = 0
+        current = None
+        for first, stop, r0, r1 in units[k::plan.threads]:
+            if (first, stop) != current:
+                for b in range(stop - first):
+                    kernels.pad_channels_last(images[first + b], source, channels_first,
+                                              padded[b * image_rows:(b + 1) * image_rows])
+                current = first, stop
+            kernels.conv_padded(padded, image_rows, row_start, offsets, step, width, panels,
+                                call.groups, not channels_first, r0, r1, zero, y[first:stop])
+
+    run_workers(work, plan.threads)
+    return y.reshape((n, out_channels, *geometry.output_size) if channels_first
+                     else (n, *geometry.output_size, out_channels))
+
+
+# --------------------------------------------------------------------------- adjoint
+def adjoint(call, plan, y):
+    """X = Cᵀ·y (no bias) for y shaped like conv's output, by the plan's method (the
+    stride-1 adjoints that are forward maps never reach here: see ``dispatch``)."""
+    if plan.method == "direct":
+        return _direct(call, plan, y, "adjoint")
+    if plan.tile == 0:
+        return _pointwise_adjoint(call, y)
+    return _tiled_adjoint(call, plan, y)
+
+
+def _pointwise_adjoint(call, y):
+    layout, groups, geometry = call.layout, call.groups, call.geometry
+    in_channels, out_channels = call.forward_channels
+    n = y.shape[0]
+    w = _weight_operand(call)
+    if layout.name == "channels_first":
+        o = np.ascontiguousarray(y).reshape(n, groups, out_channels // groups, -1)
+        cols = np.matmul(w.transpose(0, 2, 1), o).reshape(n, in_channels, *geometry.output_size)
+    else:
+        o = np.ascontiguousarray(y).reshape(-1, groups, out_channels // groups).transpose(1, 0, 2)
+        cols = np.matmul(o, w.transpose(0, 2, 1)).transpose(1, 0, 2)
+        cols = cols.reshape(n, *geometry.output_size, in_channels)
+    if all(s == 1 for s in geometry.stride):
+        return np.ascontiguousarray(cols)
+    x = np.zeros(layout.image_shape(n, in_channels, geometry.input_size), dtype=cols.dtype)
+    window = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(geometry.output_size, geometry.stride))
+    x[layout.at_spatial(window)] = cols
+    return x
+
+
+def _tiled_adjoint(call, plan, y):
+    from . import kernels
+
+    layout, groups, geometry = call.layout, call.groups, call.geometry
+    n = y.shape[0]
+    in_channels, out_channels = call.forward_channels
+    in_per_group, per_group = in_channels // groups, out_channels // groups
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    inverse = gather_index_adjoint(geometry, call.mode)
+    w_t = np.ascontiguousarray(_weight_operand(call).transpose(0, 2, 1))  # (G, rows, O_g) / (G, O_g, rows)
+    offsets = range(0, positions, plan.tile)
+    reads = tile_pixel_ranges(geometry, call.mode, plan.tile)
+    cf = layout.name == "channels_first"
+    grads = np.ascontiguousarray(y).reshape((n, out_channels, positions) if cf
+                                            else (n, positions, out_channels))
+    x = np.zeros((n, in_channels, pixels) if cf else (n, pixels, in_channels), dtype=y.dtype)
+
+    def work(k):
+        buffer = _buffer(y.dtype, plan.tile * plan.rows)
+        for image in range(k, n, plan.threads):
+            for start, pixels in zip(offsets, reads):
+                count = min(plan.tile, positions - start)
+                for g in range(groups):
+                    channels = slice(g * per_group, (g + 1) * per_group)
+                    if cf:
+                        cols = _view(buffer, plan.rows, count)
+                        np.matmul(w_t[g], grads[image, channels, start:start + count], out=cols)
+                        kernels.col2im_channels_first(cols, inverse, start, count, pixels,
+                                                      g * in_per_group, x[image])
+                    else:
+                        cols = _view(buffer, count, plan.rows)
+                        np.matmul(grads[image, start:start + count, channels], w_t[g], out=cols)
+                        kernels.col2im_channels_last(cols, inverse, start, count, pixels,
+                                                     g * in_per_group, x[image])
+
+    run_workers(work, plan.threads)
+    return x.reshape(layout.image_shape(n, in_channels, geometry.input_size))
+
+
+# --------------------------------------------------------------------------- weight gradient
+def weight_grad(call, plan, a, b):
+    """Σ_n A·P(b)ᵀ shaped like the weight: A shaped like conv's output, b like its input.
+
+    No conjugation here: conv's weight gradient is ``weight_grad(G, conj(x))``,
+    conv_transpose's ``weight_grad(conj(x), G)``.
+    """
+    if plan.method == "direct":
+        return _direct(call, plan, (a, b), "weight_grad")
+    if plan.tile == 0:
+        return _pointwise_weight_grad(call, a, b)
+    if plan.method == "implicit_gemm":
+        return _implicit_weight_grad(call, plan, a, b)
+    return _tiled_weight_grad(call, plan, a, b)
+
+
+def _pointwise_weight_grad(call, a, b):
+    """Σ_n A_n·X_nᵀ one image at a time (an einsum over the batch copied both operands)."""
+    layout, groups = call.layout, call.groups
+    in_channels, out_channels = call.forward_channels
+    n = a.shape[0]
+    p = _subsampled(call, b)
+    cf = layout.name == "channels_first"
+    if cf:
+        o = np.ascontiguousarray(a).reshape(n, groups, out_channels // groups, -1)
+        pp = p.reshape(n, groups, in_channels // groups, -1).swapaxes(-1, -2)
+    else:
+        o = np.ascontiguousarray(a).reshape(n, -1, groups, out_channels // groups).swapaxes(1, 2)
+        pp = p.reshape(n, -1, groups, in_channels // groups).transpose(0, 2, 3, 1)
+    total = None
+    for image in range(n):       # (G, O_g, C_g) channels-first, (G, C_g, O_g) channels-last
+        term = np.matmul(o[image], pp[image]) if cf else np.matmul(pp[image], o[image])
+        total = term if total is None else np.add(total, term, out=total)
+    return layout.weight_from_operand(np, total, call.weight.shape)
+
+
+def _implicit_weight_grad(call, plan, a, b):
+    from . import gemm as kernels
+
+    layout, groups, geometry = call.layout, call.groups, call.geometry
+    n = a.shape[0]
+    in_channels, out_channels = call.forward_channels
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    index = gather_index(geometry, call.mode)
+    cf = layout.name == "channels_first"
+    grads = np.ascontiguousarray(a).reshape((n, out_channels, positions) if cf
+                                            else (n, positions, out_channels))
+    source = np.ascontiguousarray(b).reshape((n, in_channels, pixels) if cf
+                                             else (n, pixels, in_channels))
+    partial = np.zeros((plan.threads, groups, plan.rows, out_channels // groups),
+                       dtype=np.result_type(a, b))
+    kernel = kernels.weight_grad_channels_first if cf else kernels.weight_grad_channels_last
+    units = _image_ranges(n, positions, plan.tile)
+
+    def work(k):
+        for image, start, stop in units[k::plan.threads]:
+            kernel(source[image], index, grads[image], groups, partial[k], start, stop)
+
+    run_workers(work, plan.threads)
+    total = sum_in_order(partial)
+    if cf:
+        total = total.transpose(0, 2, 1)
+    return layout.weight_from_operand(np, total, call.weight.shape)
+
+
+def _tiled_weight_grad(call, plan, a, b):
+    from . import kernels
+
+    layout, groups, geometry = call.layout, call.groups, call.geometry
+    n = a.shape[0]
+    in_channels, out_channels = call.forward_channels
+    in_per_group, per_group = in_channels // groups, out_channels // groups
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    index = gather_index(geometry, call.mode)
+    tiles = _tiles(plan.positions, positions, plan.tile)
+    cf = layout.name == "channels_first"
+    grads = np.ascontiguousarray(a).reshape((n, out_channels, positions) if cf
+                                            else (n, positions, out_channels))
+    source = np.ascontiguousarray(b).reshape((n, in_channels, pixels) if cf
+                                             else (n, pixels, in_channels))
+    shape = (groups, per_group, plan.rows) if cf else (groups, plan.rows, per_group)
+    partial = np.zeros((plan.threads, *shape), dtype=np.result_type(a, b))
+
+    def work(k):
+        buffer = _buffer(partial.dtype, plan.tile * plan.rows)
+        for start, count in tiles[k::plan.threads]:
+            image, offset = divmod(start, positions)
+            for g in range(groups):
+                channels = slice(g * per_group, (g + 1) * per_group)
+                if cf:
+                    patches = _view(buffer, plan.rows, count)
+                    kernels.patches_channels_first(source, index, start, count,
+                                                   g * in_per_group, patches)
+                    partial[k, g] += grads[image, channels, offset:offset + count] @ patches.T
+                else:
+                    patches = _view(buffer, count, plan.rows)
+                    kernels.patches_channels_last(source, index, start, count,
+                                                  g * in_per_group, patches)
+                    partial[k, g] += patches.T @ grads[image, offset:offset + count, channels]
+
+    run_workers(work, plan.threads)
+    total = sum_in_order(partial)
+    return layout.weight_from_operand(np, total, call.weight.shape)
+
+
+# --------------------------------------------------------------------------- direct
+def _direct(call, plan, operands, operation):
+    """The direct kernels on channels-first planes (channels-last goes through a copy)."""
+    from . import kernels
+
+    layout, geometry, groups = call.layout, call.geometry, call.groups
+    in_channels, out_channels = call.forward_channels
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    cf = layout.name == "channels_first"
+
+    def planes(a, channels, samples):
+        if not cf:
+            a = np.moveaxis(a, -1, 1)
+        return np.ascontiguousarray(a).reshape(-1, samples)
+
+    def images(a, channels, spatial):
+        a = a.reshape(-1, channels, *spatial)
+        return a if cf else np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+    if cf:
+        w = np.ascontiguousarray(call.weight.reshape(out_channels, -1))
+    else:   # (*K, C_g, C_out) → (C_out, C_g·T), the channels-first order
+        w = call.weight.reshape(geometry.n_taps, in_channels // groups, out_channels)
+        w = np.ascontiguousarray(w.transpose(2, 1, 0).reshape(out_channels, -1))
+    source, adjoint_index = padded_source(geometry, call.mode)
+    rows = direct_rows(geometry)
+    sweep = (rows, geometry.output_size[-1], geometry.dilation[-1], geometry.stride[-1])
+    n = operands[0].shape[0] if operation == "weight_grad" else operands.shape[0]
+    units = n * groups
+    chunks = [(first, min(first + plan.tile, units)) for first in range(0, units, plan.tile)]
+    if operation == "forward":
+        x = planes(operands, in_channels, pixels)
+        y = np.empty((n * out_channels, positions), dtype=x.dtype)
+        run = lambda first, stop, k: kernels.direct_forward(  # noqa: E731
+            x, w, groups, source, *sweep, first, stop, y)
+    elif operation == "adjoint":
+        g = planes(operands, out_channels, positions)
+        x = np.empty((n * in_channels, pixels), dtype=g.dtype)
+        run = lambda first, stop, k: kernels.direct_adjoint(  # noqa: E731
+            g, w, groups, adjoint_index, *sweep, source.size, first, stop, x)
+    else:
+        g = planes(operands[0], out_channels, positions)
+        x = planes(operands[1], in_channels, pixels)
+        partial = np.zeros((plan.threads, *w.shape), dtype=np.result_type(g, x))
+        run = lambda first, stop, k: kernels.direct_weight_grad(  # noqa: E731
+            g, x, groups, source, *sweep, first, stop, partial[k])
+
+    def work(k):
+        for first, stop in chunks[k::plan.threads]:
+            run(first, stop, k)
+
+    run_workers(work, plan.threads)
+    if operation == "forward":
+        return images(y, out_channels, geometry.output_size)
+    if operation == "adjoint":
+        return images(x, in_channels, geometry.input_size)
+    dw = sum_in_order(partial)
+    if cf:
+        return dw.reshape(call.weight.shape)
+    dw = dw.reshape(out_channels, in_channels // groups, geometry.n_taps).transpose(2, 1, 0)
+    return np.ascontiguousarray(dw).reshape(call.weight.shape)
+
+
+# --------------------------------------------------------------------------- plain GEMM
+def gemm(a, b, c, threads=None):
+    """c = a·b by the packed, register-blocked Numba GEMM; returns c.
+
+    a (M, K), b (K, N), c (M, N): C-contiguous, one float dtype, K ≥ 1.  Column
+    blocks of whole NR-wide panels go to the worker threads (``threads``, by
+    default as many as BLAS may use).  The engine's maps run this GEMM's loop
+    nest inside their own kernels; this is the plain GEMM the benchmarks hold
+    against BLAS (the CUDA engine's ``gemm`` is its twin).
+    """
+    from . import gemm as kernels
+
+    threads = threads or worker_count()
+    n = c.shape[1]
+    step = max(1, -(-n // threads // kernels.NR)) * kernels.NR
+    blocks = [(j, min(j + step, n)) for j in range(0, n, step)]
+    run_workers(lambda k: [kernels.gemm(a, b, c, j0, j1) for j0, j1 in blocks[k::threads]],
+                threads)
+    return c

@@ -1,0 +1,89 @@
+"""Running a validated call: each map by its plan's method, on the engine of the plan's
+device or by the array-API algorithms of ``_core``.
+
+``forward``, ``adjoint`` and ``weight_grad`` take a ``ConvPlan`` from
+``policy.plan`` and hand the call to ``cpu.engine`` (NumPy), ``cuda.engine``
+(CuPy) or ``_core.algorithms`` (every namespace); ``conv`` and
+``conv_transpose`` plan and run a whole call, bias included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import array_api_compat
+
+from .._core import algorithms
+from .._core.params import ENGINE_METHODS
+from .._core.validation import unbatch
+from . import policy
+
+
+def _engine(plan):
+    """The engine module that runs an engine plan (imported on first use: the kernels'
+    modules load with it)."""
+    if plan.device == "cuda":
+        from .cuda import engine
+    else:
+        from .cpu import engine
+    return engine
+
+
+def _with(call, weight):
+    """The call with another weight (the conjugated one of a gradient), or as it is."""
+    if weight is None or weight is call.weight:
+        return call
+    return dataclasses.replace(call, weight=weight)
+
+
+def forward(call, plan, x, weight):
+    """C·x without bias, by the plan's method (``weight`` stands in for the call's)."""
+    if plan.method in ENGINE_METHODS:
+        return _engine(plan).forward(_with(call, weight), plan, x)
+    return algorithms.conv_forward(call.xp, x, weight, call.geometry, call.mode, call.groups,
+                                   call.layout)
+
+
+def adjoint(call, plan, y, weight):
+    """Cᵀ·y without bias, by the plan's method; at stride 1 the engines run it as the
+    forward map of the flipped kernel (``policy.flipped_call``)."""
+    if plan.flipped is not None:
+        return forward(policy.flipped_call(call, weight), plan.flipped, y, None)
+    if plan.method in ENGINE_METHODS:
+        return _engine(plan).adjoint(_with(call, weight), plan, y)
+    return algorithms.conv_adjoint(call.xp, y, weight, call.geometry, call.mode, call.groups,
+                                   call.layout, plan.method)
+
+
+def weight_grad(call, plan, a, b):
+    """Σ_n A·P(b)ᵀ shaped like the weight, by the plan's method (no conjugation here)."""
+    if plan.method in ENGINE_METHODS:
+        return _engine(plan).weight_grad(call, plan, a, b)
+    return algorithms.weight_gradient_of(call.xp, a, b, call.weight.shape, call.geometry,
+                                         call.mode, call.groups, call.layout)
+
+
+def _bias_shape(call):
+    return call.layout.bias_shape(call.bias.shape[0], call.geometry.nd)
+
+
+def conv(call):
+    """``conv`` of a validated call: C·x + bias, without a batch axis where x came without."""
+    plan = policy.plan(call, "forward")
+    y = forward(call, plan, call.x, call.weight)
+    if call.bias is not None:
+        if plan.method in ENGINE_METHODS:   # in place: no second output-sized array
+            y += call.bias.reshape(_bias_shape(call))
+        else:
+            y = algorithms.add_bias(call.xp, y, call.bias, call.layout, call.geometry.nd)
+    return unbatch(y, call.batched)
+
+
+def conv_transpose(call):
+    """``conv_transpose`` of a validated call: Cᵀ·x + bias."""
+    y = adjoint(call, policy.plan(call, "adjoint"), call.x, call.weight)
+    if call.bias is not None and array_api_compat.is_numpy_array(y):
+        y += call.bias.reshape(_bias_shape(call))
+    else:
+        y = algorithms.add_bias(call.xp, y, call.bias, call.layout, call.geometry.nd)
+    return unbatch(y, call.batched)

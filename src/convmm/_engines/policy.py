@@ -1,0 +1,329 @@
+"""The policy: which method runs one map of a convolution call, with what tiles and workspace.
+
+Every public function is made of three maps:
+
+    forward       Y = C·X           conv; conv_transpose's input gradient
+    adjoint       X = Cᵀ·Y          conv_transpose; conv's input gradient
+    weight_grad   ΔW = Σ_n A·Pᵀ     both weight gradients (P: patches of B)
+
+``plan(call, operation)`` resolves ``method="auto"`` for one of them on the
+call's device and sizes the engine's tiles and workspace: a ``ConvPlan``,
+whose ``describe()`` is what ``convmm.explain`` prints.  The plan is a pure
+function of the validated call's shapes and keywords; nothing runs here.
+
+On NumPy arrays the CPU engine (``cpu/``) offers three methods:
+
+``tiled_blas``
+    The (image, position) index is cut into tiles whose patch block fits a
+    fixed workspace; worker threads fill a tile with a serial, GIL-free Numba
+    kernel and multiply it with a single-threaded BLAS GEMM, straight into the
+    output.  The adjoint multiplies by Wᵀ and folds each tile back with
+    ``col2im`` as a gather; the weight gradient accumulates one ΔW per worker,
+    summed in a fixed order.  A 1×1 kernel without padding needs no patches at
+    all: its (subsampled) input is the patch matrix, and one multi-threaded
+    BLAS GEMM does the work.
+``implicit_gemm``
+    The forward map with its patches read in place: each image is padded once
+    into a channels-last copy, from which the register-blocked micro-kernel
+    reads MR output positions × the channels of one tap, tap after tap, against
+    the weight packed once into NR-wide panels.  The weight gradient is a
+    packed GEMM whose patch operand is packed straight from the image; the
+    adjoint runs ``tiled_blas`` (or, at stride 1, is itself a forward map).
+``direct``
+    Convolutions with few channels per group (depthwise above all): no GEMM,
+    each input plane padded once and swept tap by tap along its last spatial dim.
+
+On CuPy arrays the CUDA engine (``cuda/``) runs the same three names; on any
+other namespace, or without an engine, the array-API algorithms of
+``_core.algorithms`` (``im2col``, ``zero_insertion``) run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import array_api_compat
+import numpy as np
+
+from .._core.algorithms import transposed_method
+from .._core.geometry import ConvGeometry
+from .._core.params import ENGINE_METHODS
+from .._core.validation import itemsize
+from .cpu.threads import worker_count
+from .cuda.engine import unavailable_reason
+
+WORKSPACE_BYTES = 16 << 20
+"""The CPU engine's patch tiles' size budget, all workers together (the tiles are the
+engine's extra memory)."""
+
+CUDA_WORKSPACE_BYTES = 256 << 20
+"""The CUDA engine's patch tiles' budget on the device (a tile holds at least one whole image)."""
+
+OPERATIONS = ("forward", "adjoint", "weight_grad")
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """What runs one map of a convolution: the method, and for the engine its tiles and workspace."""
+
+    method: str
+    operation: str
+    rows: int               # patch rows per group: C_g·T
+    positions: int          # (image, position) pairs of the batch: N·L
+    tile: int               # positions per tile (tiled_blas, implicit_gemm), planes (direct)
+    threads: int            # worker threads
+    workspace_bytes: int    # the engine's buffers, all workers together
+    patch_matrix_bytes: int  # what the full patch matrix would take
+    reason: str = ""        # why this method, where "auto" chose it or another was substituted
+    flipped: ConvPlan | None = None  # the adjoint run as this forward plan (stride 1, zero padding)
+    device: str = "cpu"     # "cpu": the Numba engine (cpu/); "cuda": the CUDA engine (cuda/)
+
+    def describe(self) -> str:
+        mib = 2 ** 20
+        why = f" ({self.reason})" if self.reason else ""
+        if self.flipped is not None:
+            return (f"{self.operation}: a stride-1 convolution with the flipped kernel{why}; "
+                    + self.flipped.describe())
+        full = f"the full patch matrix would take {self.patch_matrix_bytes / mib:.1f} MiB"
+        if self.method in ("im2col", "zero_insertion"):
+            return (f"{self.operation}: {self.method}, the array-API path{why}; whole patch "
+                    f"matrix {self.rows}×{self.positions} per group, "
+                    f"{self.patch_matrix_bytes / mib:.1f} MiB")
+        if self.tile == 0:
+            return (f"{self.operation}: {self.method}{why}: one multi-threaded BLAS GEMM on the "
+                    f"input itself; workspace {self.workspace_bytes / mib:.2f} MiB ({full})")
+        if self.device == "cuda":
+            if self.method == "tiled_blas":
+                what = (f"CUDA im2col tiles of {self.tile} (image, position) pairs × {self.rows} "
+                        f"patch rows, cuBLAS")
+            elif self.method == "implicit_gemm":
+                what = "one implicit-GEMM CUDA kernel, patch tiles built in shared memory"
+            else:
+                what = "direct CUDA kernels, one thread per output sample"
+            return (f"{self.operation}: {self.method}{why}: on the GPU, {what}; workspace "
+                    f"{self.workspace_bytes / mib:.2f} MiB ({full})")
+        unit = "(image, group) pairs" if self.method == "direct" else "(image, position) pairs"
+        return (f"{self.operation}: {self.method}{why}: tiles of {self.tile} {unit} "
+                f"× {self.rows} patch rows on {self.threads} thread(s); workspace "
+                f"{self.workspace_bytes / mib:.2f} MiB ({full})")
+
+
+# --------------------------------------------------------------------------- planning
+def _pointwise(geometry) -> bool:
+    """A 1×1 kernel without padding: the (strided) input is the patch matrix."""
+    return all(k == 1 for k in geometry.kernel_size) and not any(
+        b or a for b, a in geometry.padding)
+
+
+DIRECT_MAX_CHANNEL_PAIRS = 8
+"""``auto`` runs ``direct`` where a group pairs at most this many (input, output) channels."""
+
+IMPLICIT_MIN_POSITIONS = 128
+"""``auto`` runs ``implicit_gemm``'s forward map where an image has at least this many
+output positions (measured: ResNet's 7×7 layer runs faster as BLAS on patch tiles)."""
+
+SMALL_IMAGE_POSITIONS = 256
+"""``implicit_gemm``'s forward map puts several whole images in a unit below this many
+output positions per image, so that each weight panel serves more rows."""
+
+PADDED_BATCH_BYTES = 4 * 2 ** 20
+"""At most this much of padded images per worker in such a unit (at least one image)."""
+
+
+NUMPY_ON_CUDA = False
+"""Tests only: run NumPy arrays through the CUDA engine (under the CUDA simulator)."""
+
+
+def device(weight) -> str | None:
+    """The engine for an array: "cpu" (NumPy), "cuda" (CuPy, when the CUDA engine can
+    run), or None (the array-API path alone)."""
+    if array_api_compat.is_numpy_array(weight):
+        return "cuda" if NUMPY_ON_CUDA else "cpu"
+    if array_api_compat.is_cupy_array(weight):
+        return "cuda" if unavailable_reason() is None else None
+    return None
+
+
+def check_method(call):
+    """Refuse an engine method where no engine runs on the call's arrays.
+
+    Raises ValueError for a namespace no engine serves (use "auto" or "im2col"),
+    RuntimeError for CuPy arrays where the CUDA engine cannot run (and why).
+    """
+    method, weight = call.method, call.weight
+    if method not in ENGINE_METHODS or device(weight) is not None:
+        return
+    if array_api_compat.is_cupy_array(weight):
+        raise RuntimeError(f"method={method!r} on CuPy arrays needs the CUDA engine, "
+                           f"which is not available: {unavailable_reason()}; 'auto' and "
+                           f"'im2col' run on CuPy without it")
+    raise ValueError(
+        f"method={method!r} is the CPU engine's (NumPy) and the CUDA engine's (CuPy); "
+        f"use 'auto' or 'im2col' for {type(weight).__module__} arrays"
+    )
+
+
+def _auto(call, operation, in_per_group, target):
+    """The method "auto" runs, and why (thresholds measured with ``python -m convmm bench``)."""
+    if target is None:
+        why = "no CUDA engine" if array_api_compat.is_cupy_array(call.weight) else "not a NumPy array"
+        if operation == "adjoint":
+            return transposed_method("auto", call.geometry, call.mode), why
+        return "im2col", why
+    per_group = call.forward_channels[1] // call.groups
+    if in_per_group * per_group <= DIRECT_MAX_CHANNEL_PAIRS:
+        return "direct", f"{in_per_group}×{per_group} channels per group: too thin for a GEMM"
+    if target == "cuda":
+        if operation == "forward" and np.dtype(call.weight.dtype).kind == "f":
+            return "implicit_gemm", "real floating point: one kernel, no patch tiles"
+        return "tiled_blas", "patch tiles × cuBLAS"
+    if _pointwise(call.geometry):
+        return "tiled_blas", "1×1 kernel without padding: one BLAS GEMM on the input"
+    real = np.dtype(call.weight.dtype).kind == "f"
+    if operation == "forward" and real and call.geometry.n_positions >= IMPLICIT_MIN_POSITIONS:
+        return "implicit_gemm", "real floating point, enough positions per image: patches read in place"
+    if operation == "weight_grad" and call.weight.dtype == np.float32:
+        return "implicit_gemm", "float32: patches packed straight into the GEMM"
+    return "tiled_blas", "patch tiles × BLAS"
+
+
+def plan(call, operation: str) -> ConvPlan:
+    """The plan for one map of a validated call; "auto" is resolved here.
+
+    ``call.method`` may be any of conv's or conv_transpose's methods; an engine
+    method that does not apply is refused (``direct`` needs one input channel
+    per group) or substituted (``implicit_gemm`` has no adjoint; on the GPU no
+    weight gradient either).  CuPy arrays get the CUDA engine's plans.
+    """
+    geometry, layout = call.geometry, call.layout
+    _, in_per_group, _ = layout.weight_parts(call.weight.shape, geometry.nd)
+    rows = in_per_group * geometry.n_taps
+    n = call.x.shape[0] if call.x is not None else 1
+    positions = n * geometry.n_positions
+    size = itemsize(call.xp, call.weight.dtype)
+    patch_bytes = rows * call.groups * positions * size
+    method, reason = call.method, ""
+    target = device(call.weight)
+    if method == "auto":
+        method, reason = _auto(call, operation, in_per_group, target)
+    if method == "zero_insertion" and operation != "adjoint":
+        method, reason = "im2col", "zero insertion serves the adjoint only"
+    if method not in ENGINE_METHODS:
+        return ConvPlan(method, operation, rows, positions, positions, 1, patch_bytes,
+                        patch_bytes, reason)
+    if operation == "adjoint" and method != "direct" and _flippable(call):
+        inner = plan(flipped_call(call), "forward")
+        return ConvPlan(inner.method, operation, rows, positions, inner.tile, inner.threads,
+                        inner.workspace_bytes, patch_bytes, "stride 1, zero padding: no col2im",
+                        inner, inner.device)
+    if target == "cuda":
+        return _cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, size)
+    if method == "implicit_gemm" and operation == "adjoint":
+        method, reason = "tiled_blas", "implicit_gemm runs the forward map and the weight gradient"
+    threads = worker_count()
+    if method == "direct":
+        units = n * call.groups                 # (image, group) pairs
+        tile = max(1, -(-units // (4 * threads)))
+        padded = math.prod(geometry.padded_size) + 1
+        return ConvPlan(method, operation, rows, positions, tile, threads,
+                        threads * padded * size, patch_bytes, reason)
+    if method == "tiled_blas" and _pointwise(geometry):
+        subsampled = any(s > 1 for s in geometry.stride)
+        work = patch_bytes if subsampled else 0
+        return ConvPlan(method, operation, rows, positions, 0, threads, work, patch_bytes,
+                        reason or "1×1 kernel without padding")
+    image = geometry.n_positions
+    # The weight gradient's workers each sum into a weight-sized partial.
+    partial_bytes = (threads * rows * call.forward_channels[1] * size
+                     if operation == "weight_grad" else 0)
+    if method == "implicit_gemm" and operation == "forward":
+        from .cpu.gemm import MR, NR
+
+        # Units of whole output rows, at least two per worker where the batch allows;
+        # small images go several to a unit, so that a weight panel serves more rows
+        # before the next is read.  Each worker holds its unit's padded channels-last
+        # images; the weight is packed once.
+        width = geometry.output_size[-1]
+        in_channels, out_channels = call.forward_channels
+        padded_image = math.prod(geometry.padded_size)
+        if image < SMALL_IMAGE_POSITIONS:
+            batch = max(1, min(-(-n // threads), PADDED_BATCH_BYTES // (padded_image * in_channels * size)))
+            tile = batch * image
+        else:
+            output_rows = image // width
+            tile = -(-output_rows // max(1, -(-2 * threads // n))) * width
+            batch = 1
+        padded = batch * padded_image + (MR - 1) * geometry.stride[-1]
+        panels = call.groups * -(-out_channels // call.groups // NR) * NR
+        work = (threads * padded * in_channels + rows * panels) * size
+        return ConvPlan(method, operation, rows, positions, tile, threads, work, patch_bytes,
+                        reason)
+    if method == "implicit_gemm":
+        from .cpu.gemm import KC, MC, NC
+
+        tile = max(1, -(-image // max(1, -(-2 * threads // n))))
+        work = threads * (KC * (MC + NC) + 256) * size + partial_bytes
+        return ConvPlan(method, operation, rows, positions, tile, threads, work, patch_bytes,
+                        reason)
+    # Each worker's tile fits its share of the workspace; at least two tiles per
+    # worker where the batch allows, for balance; tiles cut images evenly.  The
+    # adjoint and the weight gradient keep each tile inside one image.
+    tile = max(1, min(WORKSPACE_BYTES // (threads * rows * size), -(-positions // (2 * threads))))
+    if operation != "forward":
+        tile = min(tile, image)
+    if tile >= image:
+        tile = tile // image * image          # whole images
+    else:
+        pieces = -(-image // tile)
+        tile = -(-image // pieces)            # equal pieces of one image
+    return ConvPlan(method, operation, rows, positions, tile, threads,
+                    threads * rows * tile * size + partial_bytes, patch_bytes, reason)
+
+
+def _cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, size):
+    """The CUDA engine's plan: implicit GEMM for the forward map only; patch tiles of
+    whole images within ``CUDA_WORKSPACE_BYTES`` for cuBLAS."""
+    if method == "implicit_gemm" and operation != "forward":
+        method, reason = "tiled_blas", "on the GPU implicit_gemm runs the forward map only"
+    image = call.geometry.n_positions
+    if method == "tiled_blas":
+        images = max(1, min(CUDA_WORKSPACE_BYTES // max(1, rows * image * size), positions // image))
+        tile = images * image
+        return ConvPlan(method, operation, rows, positions, tile, 1, rows * tile * size,
+                        patch_bytes, reason, device="cuda")
+    return ConvPlan(method, operation, rows, positions, positions, 1, 0, patch_bytes, reason,
+                    device="cuda")
+
+
+def _flipped_padding(geometry):
+    """The padding of the stride-1 convolution that computes Cᵀ: d·(K − 1) − p before, and
+    after whatever brings its output to the forward input size (output padding included)."""
+    pairs = []
+    for (b, _), k, d, i, o in zip(geometry.padding, geometry.kernel_size, geometry.dilation,
+                                  geometry.input_size, geometry.output_size):
+        before = d * (k - 1) - b
+        pairs.append((before, i + d * (k - 1) - o - before))
+    return tuple(pairs)
+
+
+def _flippable(call):
+    """Stride 1, zero padding no wider than the kernel: Cᵀ is a convolution (no col2im)."""
+    geometry = call.geometry
+    return (call.mode == "zeros" and not _pointwise(geometry)
+            and all(s == 1 for s in geometry.stride)
+            and all(b >= 0 and a >= 0 for b, a in _flipped_padding(geometry)))
+
+
+def flipped_call(call, weight=None):
+    """The forward convolution that computes Cᵀ·y for a stride-1 call (zero insertion with
+    nothing to insert): the kernel flipped and its channel axes swapped, padding d·(K − 1) − p."""
+    geometry, layout = call.geometry, call.layout
+    in_channels, _ = call.forward_channels
+    flipped = ConvGeometry(geometry.output_size, geometry.kernel_size, geometry.stride,
+                           geometry.dilation, _flipped_padding(geometry), geometry.input_size)
+    weight = call.weight if weight is None else weight
+    return dataclasses.replace(
+        call, geometry=flipped, out_channels=in_channels,
+        weight=layout.flipped_transpose_weight(call.xp, weight, call.groups, geometry.nd))

@@ -1,0 +1,116 @@
+"""The package's layers, read from the source: imports run one way, public → operator →
+engines → core, with no cycle; the core imports no numba and no engine; kernels never
+import the policy; the CPU and CUDA engines' files are named alike."""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "convmm"
+LAYERS = ("_core", "_engines", "_operator")        # below them: the public modules
+KERNELS = ("convmm._engines.cpu.kernels", "convmm._engines.cpu.gemm",
+           "convmm._engines.cpu.microkernel", "convmm._engines.cuda.kernels",
+           "convmm._engines.cuda.gemm")
+
+
+def _modules():
+    """{module name: path} of every module of the package."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(name, path):
+    """The modules ``name`` imports, at module level or inside functions, resolved to
+    absolute names (the package's own and third-party ones alike)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:   # ``from . import kernels`` names a module
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in MODULES else base)
+    return found
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def _layer(name):
+    """0 core, 1 engines, 2 operator, 3 the public modules (and the package itself)."""
+    parts = name.split(".")
+    if len(parts) > 1 and parts[1] in LAYERS:
+        return LAYERS.index(parts[1])
+    return len(LAYERS)
+
+
+def test_every_wing_is_there():
+    for wing in ("_core", "_engines", "_engines.cpu", "_engines.cuda", "_operator"):
+        assert f"convmm.{wing}" in MODULES, wing
+    assert len(GRAPH) > 20
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_run_one_way(name):
+    """A module imports the package's modules of its own layer or below, never above."""
+    above = sorted(other for other in GRAPH[name]
+                   if other.startswith("convmm") and _layer(other) > _layer(name))
+    assert not above, f"{name} imports {above}, a layer above it"
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if _layer(m) == 0))
+def test_core_imports_no_numba(name):
+    assert not any(m == "numba" or m.startswith(("numba.", "numba_cuda"))
+                   for m in GRAPH[name]), GRAPH[name]
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_kernels_never_import_the_policy(name):
+    own = {m for m in GRAPH[name] if m.startswith("convmm.")}
+    allowed = {"convmm._engines.cpu.microkernel", "convmm._engines.cuda.kernels"}
+    assert own <= allowed, own
+
+
+def test_no_import_cycle():
+    own = {name: {m for m in imports if m in MODULES and m != name}
+           for name, imports in GRAPH.items()}
+    # A package's __init__ runs before its submodules: an edge into a package is real.
+    state = {}
+
+    def visit(name, path):
+        state[name] = "open"
+        for other in sorted(own[name]):
+            if state.get(other) == "open":
+                pytest.fail(" → ".join(path + [name, other]))
+            if other not in state:
+                visit(other, path + [name])
+        state[name] = "done"
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10 * len(own)))
+    for name in sorted(own):
+        if name not in state:
+            visit(name, [])
+
+
+def test_cpu_and_cuda_engines_name_their_files_alike():
+    def files(device):
+        return {p.name for p in (PACKAGE / "_engines" / device).glob("*.py")}
+
+    shared = {"__init__.py", "engine.py", "kernels.py", "gemm.py"}
+    assert shared <= files("cpu") and shared <= files("cuda")
