@@ -249,3 +249,13 @@ def test_gpu_bench(on_cuda, tf32, tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert f"TF32 {'allowed' if tf32 else 'off'} (CUPY_TF32={int(tf32)})" in printed
     assert "GEMM 9³ float32: convmm" in printed
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_empty_batches(on_cuda, data_format, groups):
+    """N = 0 through every map and method: empty results, zero weight and bias gradients."""
+    from test_robustness import check_empty_batches
+
+    methods = ("auto", "tiled_blas", "implicit_gemm") + (("direct",) if groups > 1 else ())
+    check_empty_batches(on_cuda.xp, methods, 2, data_format, groups)

@@ -231,7 +231,7 @@ class ChannelsLast:
     @staticmethod
     def output_operand(xp, y, groups):
         n, channels = y.shape[0], y.shape[-1]
-        o = xp.reshape(y, (n, -1, groups, channels // groups))
+        o = xp.reshape(y, (n, math.prod(y.shape[1:-1]), groups, channels // groups))
         return xp.permute_dims(o, (0, 2, 1, 3))
 
     @staticmethod

@@ -36,8 +36,17 @@ def _with(call, weight):
     return dataclasses.replace(call, weight=weight)
 
 
+def _zeros(call, like, shape):
+    return call.xp.zeros(shape, dtype=like.dtype, device=array_api_compat.device(like))
+
+
 def forward(call, plan, x, weight):
-    """C·x without bias, by the plan's method (``weight`` stands in for the call's)."""
+    """C·x without bias, by the plan's method (``weight`` stands in for the call's).
+
+    An empty batch gives an empty result here: no engine sees one."""
+    if x.shape[0] == 0:
+        return _zeros(call, x, call.layout.image_shape(0, call.forward_channels[1],
+                                                       call.geometry.output_size))
     if plan.method in ENGINE_METHODS:
         return _engine(plan).forward(_with(call, weight), plan, x)
     return algorithms.conv_forward(call.xp, x, weight, call.geometry, call.mode, call.groups,
@@ -47,6 +56,9 @@ def forward(call, plan, x, weight):
 def adjoint(call, plan, y, weight):
     """Cᵀ·y without bias, by the plan's method; at stride 1 the engines run it as the
     forward map of the flipped kernel (``policy.flipped_call``)."""
+    if y.shape[0] == 0:
+        return _zeros(call, y, call.layout.image_shape(0, call.forward_channels[0],
+                                                       call.geometry.input_size))
     if plan.flipped is not None:
         return forward(policy.flipped_call(call, weight), plan.flipped, y, None)
     if plan.method in ENGINE_METHODS:
@@ -56,7 +68,11 @@ def adjoint(call, plan, y, weight):
 
 
 def weight_grad(call, plan, a, b):
-    """Σ_n A·P(b)ᵀ shaped like the weight, by the plan's method (no conjugation here)."""
+    """Σ_n A·P(b)ᵀ shaped like the weight, by the plan's method (no conjugation here);
+    zeros for an empty batch."""
+    if a.shape[0] == 0:
+        dtype = call.xp.result_type(a.dtype, b.dtype)
+        return call.xp.zeros(call.weight.shape, dtype=dtype, device=array_api_compat.device(a))
     if plan.method in ENGINE_METHODS:
         return _engine(plan).weight_grad(call, plan, a, b)
     return algorithms.weight_gradient_of(call.xp, a, b, call.weight.shape, call.geometry,

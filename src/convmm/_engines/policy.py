@@ -195,8 +195,19 @@ def plan(call, operation: str) -> ConvPlan:
     ``call.method`` may be any of conv's or conv_transpose's methods; an engine
     method that does not apply is refused (``direct`` needs one input channel
     per group) or substituted (``implicit_gemm`` has no adjoint; on the GPU no
-    weight gradient either).  CuPy arrays get the CUDA engine's plans.
+    weight gradient either).  CuPy arrays get the CUDA engine's plans.  For an
+    empty batch the plan names the method and says that nothing runs (the maps
+    return an empty result without calling an engine: ``dispatch``).
     """
+    chosen = _plan(call, operation)
+    if call.x is not None and call.x.shape[0] == 0:
+        why = f"{chosen.reason}; " if chosen.reason else ""
+        chosen = dataclasses.replace(chosen, reason=why + "an empty batch: nothing runs")
+    return chosen
+
+
+def _plan(call, operation):
+    """``plan`` without the empty batch's note."""
     geometry, layout = call.geometry, call.layout
     _, in_per_group, _ = layout.weight_parts(call.weight.shape, geometry.nd)
     rows = in_per_group * geometry.n_taps
@@ -214,7 +225,7 @@ def plan(call, operation: str) -> ConvPlan:
         return ConvPlan(method, operation, rows, positions, positions, 1, patch_bytes,
                         patch_bytes, reason)
     if operation == "adjoint" and method != "direct" and _flippable(call):
-        inner = plan(flipped_call(call), "forward")
+        inner = _plan(flipped_call(call), "forward")
         return ConvPlan(inner.method, operation, rows, positions, inner.tile, inner.threads,
                         inner.workspace_bytes, patch_bytes, "stride 1, zero padding: no col2im",
                         inner, inner.device)
@@ -253,7 +264,7 @@ def plan(call, operation: str) -> ConvPlan:
             tile = batch * image
         else:
             output_rows = image // width
-            tile = -(-output_rows // max(1, -(-2 * threads // n))) * width
+            tile = -(-output_rows // max(1, -(-2 * threads // max(n, 1)))) * width
             batch = 1
         padded = batch * padded_image + (MR - 1) * geometry.stride[-1]
         panels = call.groups * -(-out_channels // call.groups // NR) * NR
@@ -263,7 +274,7 @@ def plan(call, operation: str) -> ConvPlan:
     if method == "implicit_gemm":
         from .cpu.gemm import KC, MC, NC
 
-        tile = max(1, -(-image // max(1, -(-2 * threads // n))))
+        tile = max(1, -(-image // max(1, -(-2 * threads // max(n, 1)))))
         work = threads * (KC * (MC + NC) + 256) * size + partial_bytes
         return ConvPlan(method, operation, rows, positions, tile, threads, work, patch_bytes,
                         reason)
