@@ -75,3 +75,117 @@ def test_empty_batch_im2col_col2im_and_operator():
     op = convmm.ConvOperator(np.ones((2, 3, 3)), (3, 8))
     assert op.matmat(np.zeros((24, 0))).shape == (12, 0)
     assert convmm.upsample_bilinear(np.zeros((0, 2, 3, 3)), 2).shape == (0, 2, 5, 5)
+
+
+# --------------------------------------------------------------------------- concurrent callers
+def _blas_state():
+    from threadpoolctl import threadpool_info
+
+    return sorted((info["filepath"], info["num_threads"]) for info in threadpool_info()
+                  if info["user_api"] == "blas")
+
+
+def _mixed_calls():
+    """Calls through every engine method and map, each returning a tuple of arrays."""
+    rng = np.random.default_rng(1)
+
+    def arrays(*shapes, dtype="float64"):
+        return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+    x, w, g = arrays((3, 6, 30, 28), (8, 6, 3, 3), (3, 8, 28, 26))
+    xf, wf = arrays((2, 16, 20, 20), (32, 16, 3, 3), dtype="float32")
+    gf = arrays((2, 32, 20, 20), dtype="float32")[0]
+    xd, wd, gd = arrays((2, 8, 17, 15), (8, 1, 5, 5), (2, 8, 9, 8))
+    xp_, wp = arrays((4, 24, 9, 9), (12, 24, 1, 1))
+    gp = arrays((4, 12, 9, 9))[0]
+    return [
+        lambda: tuple(convmm.conv_backward(g, x, w)),
+        lambda: (convmm.conv(xf, wf, padding=1),) + tuple(convmm.conv_backward(gf, xf, wf, padding=1)),
+        lambda: (convmm.conv_transpose(g, w, method="tiled_blas", stride=1),),
+        lambda: tuple(convmm.conv_backward(gd, xd, wd, stride=2, padding=2, groups=8,
+                                           padding_mode="reflect")),
+        lambda: (convmm.conv(xp_, wp),) + tuple(convmm.conv_backward(gp, xp_, wp)),
+        lambda: (convmm.conv(xf, wf, padding=1, method="tiled_blas"),
+                 convmm.conv_transpose(gf, wf, padding=1, stride=2, method="implicit_gemm")),
+    ]
+
+
+@pytest.mark.parametrize("threads", [None, 1, 3])
+def test_concurrent_callers_get_the_serial_bits_and_leave_blas_as_it_was(threads):
+    """Six threads, mixed functions and shapes, 30 s at most: every result is bit for bit
+    the serial one, BLAS's thread counts are what they were, and explain still plans for
+    the setting's threads."""
+    import threading
+    import time
+
+    previous = convmm.set_num_threads(threads)
+    try:
+        calls = _mixed_calls()
+        expected = [call() for call in calls]
+        before = _blas_state()          # every library the calls load is loaded by now
+        plan_before = convmm.explain(convmm.conv, *_plan_probe())
+        mismatches, failures = [], []
+        deadline = time.monotonic() + 30
+
+        def worker(seed):
+            try:
+                for round_ in range(8):
+                    if time.monotonic() > deadline:
+                        return
+                    index = (seed + 5 * round_) % len(calls)
+                    for got, want in zip(calls[index](), expected[index]):
+                        if want is not None and not np.array_equal(got, want):
+                            mismatches.append(index)
+            except Exception as error:      # reported below, with the thread's failure
+                failures.append(repr(error))
+
+        workers = [threading.Thread(target=worker, args=(seed,)) for seed in range(6)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join(timeout=max(1.0, deadline - time.monotonic() + 30))
+        assert not any(thread.is_alive() for thread in workers), "a caller hung"
+        assert not failures, failures
+        assert not mismatches, f"calls {sorted(set(mismatches))} differ from their serial bits"
+        assert _blas_state() == before
+        assert convmm.explain(convmm.conv, *_plan_probe()) == plan_before
+    finally:
+        convmm.set_num_threads(previous)
+
+
+def _plan_probe():
+    return np.ones((2, 16, 20, 20), np.float32), np.ones((32, 16, 3, 3), np.float32)
+
+
+def test_the_thread_setting():
+    previous = convmm.set_num_threads(3)
+    try:
+        assert convmm.get_num_threads() == 3
+        assert "on 3 thread(s)" in convmm.explain(convmm.conv, *_plan_probe())
+        convmm.set_num_threads(1)
+        assert "on 1 thread(s)" in convmm.explain(convmm.conv, *_plan_probe())
+        convmm.set_num_threads(None)
+        assert convmm.get_num_threads() >= 1
+        with pytest.raises(ValueError, match="n must be >= 1"):
+            convmm.set_num_threads(0)
+        with pytest.raises(TypeError, match="n must be an integer"):
+            convmm.set_num_threads(2.5)
+    finally:
+        convmm.set_num_threads(previous)
+
+
+def test_thread_count_from_the_environment():
+    import subprocess
+    import sys
+
+    code = ("import convmm, numpy as np; print(convmm.get_num_threads()); "
+            "print(convmm.explain(convmm.conv, np.ones((2, 16, 20, 20), np.float32), "
+            "np.ones((32, 16, 3, 3), np.float32)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**__import__("os").environ, "CONVMM_NUM_THREADS": "5"})
+    assert done.returncode == 0, done.stderr
+    count, plan = done.stdout.splitlines()[:2]
+    assert count == "5" and "on 5 thread(s)" in plan
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "CONVMM_NUM_THREADS": "many"})
+    assert bad.returncode != 0 and "CONVMM_NUM_THREADS must be a positive integer" in bad.stderr

@@ -27,6 +27,7 @@ from ._api import (
 from ._operator.bilinear import bilinear_kernel, upsample_bilinear
 from ._operator.conv_operator import ConvOperator
 from ._operator.toeplitz import toeplitz
+from ._engines.cpu.threads import get_num_threads, set_num_threads
 from . import reference
 
 # Numba itself (no kernel: nothing compiles or loads here) is imported with the package
@@ -55,9 +56,11 @@ __all__ = [
     "conv_transpose_backward",
     "conv_transpose_output_shape",
     "explain",
+    "get_num_threads",
     "im2col",
     "reference",
     "resolve_padding",
+    "set_num_threads",
     "toeplitz",
     "upsample_bilinear",
 ]

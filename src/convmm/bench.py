@@ -478,6 +478,9 @@ def run(args):
     passes = args.passes
     random = backend.random(args.dtype, seed=0)
     results = []
+    from . import set_num_threads
+
+    set_num_threads(args.threads)     # the engine's workers; BLAS's own below
     with threadpool_limits(limits=args.threads, user_api="blas"):
         if torch is not None:
             torch = backend.setup_torch(torch)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..._core.index_plans import (direct_rows, gather_index, gather_index_adjoint, padded_source,
                                   padded_taps, tile_pixel_ranges)
-from .threads import run_workers, sum_in_order, worker_count
+from .threads import run_blas, run_workers, sum_in_order, worker_count
 
 
 def _tiles(total, image, tile):
@@ -61,7 +61,7 @@ def forward(call, plan, x):
     if plan.method == "direct":
         return _direct(call, plan, x, "forward")
     if plan.tile == 0:
-        return _pointwise_forward(call, x)
+        return run_blas(lambda: _pointwise_forward(call, x), plan.threads)
     if plan.method == "implicit_gemm":
         return _implicit_forward(call, plan, x)
     return _tiled_forward(call, plan, x)
@@ -217,7 +217,7 @@ def adjoint(call, plan, y):
     if plan.method == "direct":
         return _direct(call, plan, y, "adjoint")
     if plan.tile == 0:
-        return _pointwise_adjoint(call, y)
+        return run_blas(lambda: _pointwise_adjoint(call, y), plan.threads)
     return _tiled_adjoint(call, plan, y)
 
 
@@ -290,7 +290,7 @@ def weight_grad(call, plan, a, b):
     if plan.method == "direct":
         return _direct(call, plan, (a, b), "weight_grad")
     if plan.tile == 0:
-        return _pointwise_weight_grad(call, a, b)
+        return run_blas(lambda: _pointwise_weight_grad(call, a, b), plan.threads)
     if plan.method == "implicit_gemm":
         return _implicit_weight_grad(call, plan, a, b)
     return _tiled_weight_grad(call, plan, a, b)

@@ -1,10 +1,24 @@
-"""The CPU engine's threads: a shared pool of workers, BLAS held to one thread while they
-run, and the kernels compiled with LLVM's SLP vectoriser.
+"""The CPU engine's threads: how many, a shared pool of workers, BLAS held to one thread
+while they run, and the kernels compiled with LLVM's SLP vectoriser.
 
 Parallelism comes from our worker threads alone, with BLAS held to one thread
 while they run (threadpoolctl), so Numba's, BLAS's and our threads never
 compete for the cores (a pool of BLAS threads spinning between tiles, next to
 a parallel Numba kernel, made an earlier version three times slower).
+
+convmm may be called from many threads at once (a server's pool, a data
+loader), so nothing here depends on what another call is doing:
+
+* the number of workers is a setting (``set_num_threads``, or
+  ``CONVMM_NUM_THREADS``, or BLAS's thread count read once, when the engine
+  first needs it, before it has ever held BLAS), never re-read from BLAS's
+  state, which the engine itself changes while it runs; a call's plan, and so
+  its partial sums and its bits, are the same whoever else is running;
+* BLAS is held to one thread by a counted hold: the first call in saves BLAS's
+  thread counts, the last call out restores them, so overlapping calls never
+  restore each other's limits;
+* all calls share one pool and one set of slots, as many as the setting: at
+  most that many of convmm's threads compute at once, however many callers.
 """
 
 from __future__ import annotations
@@ -14,6 +28,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
+from ..._core.params import as_int
+
 
 @lru_cache(maxsize=1)
 def _blas_controller():
@@ -22,10 +38,123 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+# --------------------------------------------------------------------------- how many
+_setting_lock = threading.Lock()
+_configured: int | None = None      # set_num_threads
+_default: int | None = None         # read once
+
+
+def _default_threads() -> int:
+    """CONVMM_NUM_THREADS, else as many threads as BLAS had when first asked (OMP_NUM_THREADS,
+    OPENBLAS_NUM_THREADS and a threadpoolctl limit around the first call all count)."""
+    global _default
+    with _setting_lock:
+        if _default is None:
+            text = os.environ.get("CONVMM_NUM_THREADS", "").strip()
+            if text:
+                try:
+                    _default = int(text)
+                except ValueError:
+                    raise ValueError(f"CONVMM_NUM_THREADS must be a positive integer, got "
+                                     f"{text!r}") from None
+                if _default < 1:
+                    raise ValueError(f"CONVMM_NUM_THREADS must be a positive integer, got "
+                                     f"{text!r}")
+            else:
+                with _blas_hold.lock:   # what BLAS had before the engine held it
+                    held = _blas_hold.saved
+                    counts = ([count for _, count in held] if held is not None else
+                              [library.get_num_threads() for library in
+                               _blas_controller().select(user_api="blas").lib_controllers])
+                _default = max(counts, default=os.cpu_count() or 1)
+        return _default
+
+
+def get_num_threads() -> int:
+    """The number of threads convmm's CPU engine computes on.
+
+    Set by ``set_num_threads``; by default the environment variable
+    ``CONVMM_NUM_THREADS`` or, without it, as many as NumPy's BLAS had when the
+    engine first ran (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` or a
+    threadpoolctl limit in force then set that).  Read once per plan.
+    """
+    configured = _configured
+    return configured if configured is not None else _default_threads()
+
+
+def set_num_threads(n):
+    """Set the number of threads convmm's CPU engine computes on (``None``: the default).
+
+    Process-wide: every later call, from any thread, plans for ``n`` workers, and
+    at most ``n`` of convmm's threads compute at once however many threads call
+    it.  Results are the same bits for a given ``n``, alone or concurrent.  A
+    1×1 convolution without padding is one GEMM on BLAS's own threads (set
+    those with threadpoolctl).  Returns the previous setting.
+
+    Raises
+    ------
+    TypeError
+        ``n`` is not an integer (or None).
+    ValueError
+        ``n`` < 1.
+    """
+    global _configured
+    if n is not None:
+        n = as_int(n, "n")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+    with _setting_lock:
+        previous, _configured = _configured, n
+    return previous
+
+
 def worker_count() -> int:
-    """The engine's workers: as many as BLAS may use (the user's limit is respected)."""
-    counts = [lib.num_threads for lib in _blas_controller().select(user_api="blas").lib_controllers]
-    return max(counts, default=os.cpu_count() or 1)
+    """The engine's workers for a plan: ``get_num_threads()``."""
+    return get_num_threads()
+
+
+# --------------------------------------------------------------------------- BLAS held at one thread
+class _BlasHold:
+    """BLAS held to one thread while any engine call runs, counted under a lock: the first
+    call in saves each BLAS library's thread count, the last call out restores it.
+
+    The counts are set through each library's own call, not through
+    threadpoolctl's limit: threadpoolctl lets only the first Python thread that
+    ever set a limit set one again (for a process-wide pool such as OpenBLAS's
+    pthreads), so a later call from another thread would silently leave BLAS
+    on all its threads inside our workers (oversubscribed, and other bits).
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.users = 0
+        self.saved = None          # [(library controller, thread count)] while held
+
+    @staticmethod
+    def _set(library, count):
+        # threadpoolctl's OpenBLAS controller guards set_num_threads by thread (above);
+        # its unguarded call is the library's own.
+        getattr(library, "_real_set_num_threads", library.set_num_threads)(count)
+
+    def __enter__(self):
+        with self.lock:
+            if self.users == 0:
+                libraries = _blas_controller().select(user_api="blas").lib_controllers
+                self.saved = [(library, library.get_num_threads()) for library in libraries]
+                for library, _ in self.saved:
+                    self._set(library, 1)
+            self.users += 1
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                for library, count in self.saved:
+                    self._set(library, count)
+                self.saved = None
+
+
+_blas_hold = _BlasHold()
 
 
 class _SLPVectorising:
@@ -67,22 +196,74 @@ class _SLPVectorising:
 slp_vectorising = _SLPVectorising()
 
 
+# --------------------------------------------------------------------------- slots and the pool
+class _Slots:
+    """At most ``n`` of convmm's threads computing at once, across all callers.
+
+    ``acquire(k)`` waits until k slots are free and takes them; ``release(k)``
+    gives them back.  Holders never wait for each other, so nothing deadlocks.
+    """
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._busy = 0
+
+    def acquire(self, k, limit):
+        with self._condition:
+            k = min(k, limit)
+            while self._busy and self._busy + k > limit:
+                self._condition.wait()
+            self._busy += k
+            return k
+
+    def release(self, k):
+        with self._condition:
+            self._busy -= k
+            self._condition.notify_all()
+
+
+_slots = _Slots()
+_pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
 
-def run_workers(work, threads):
-    """``work(k)`` for k < threads on a shared pool, with BLAS held to one thread and the
-    kernels compiled (on first call) with the SLP vectoriser."""
+def _shared_pool(size):
     global _pool
-    if threads == 1:
-        with _blas_controller().limit(limits=1, user_api="blas"), slp_vectorising:
-            work(0)
-        return
-    if _pool is None or _pool._max_workers < threads:
-        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="convmm")
-    with _blas_controller().limit(limits=1, user_api="blas"), slp_vectorising:
-        for future in [_pool.submit(work, k) for k in range(threads)]:
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < size:
+            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="convmm")
+        return _pool
+
+
+def _in_slot(work, k):
+    taken = _slots.acquire(1, get_num_threads())
+    try:
+        work(k)
+    finally:
+        _slots.release(taken)
+
+
+def run_workers(work, threads):
+    """``work(k)`` for k < threads, on the shared pool (in the caller where threads is 1),
+    each in a slot, with BLAS held to one thread and the kernels compiled (on first
+    call) with the SLP vectoriser."""
+    with _blas_hold, slp_vectorising:
+        if threads == 1:
+            _in_slot(work, 0)
+            return
+        pool = _shared_pool(threads)
+        for future in [pool.submit(_in_slot, work, k) for k in range(threads)]:
             future.result()
+
+
+def run_blas(function, threads):
+    """``function()``, a GEMM on BLAS's own threads, in the caller, holding ``threads``
+    slots (no worker of another call computes beside it)."""
+    taken = _slots.acquire(threads, get_num_threads())
+    try:
+        return function()
+    finally:
+        _slots.release(taken)
 
 
 def sum_in_order(partial):
