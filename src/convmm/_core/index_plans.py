@@ -132,20 +132,26 @@ def _ranked_table(keys: np.ndarray, values: np.ndarray, size: int, fill: int) ->
 
 @lru_cache(maxsize=64)
 def gather_index_adjoint(geometry: ConvGeometry, mode: str) -> np.ndarray:
-    """The im2col plan inverted for col2im as a gather: an (R, T, P) array.
+    """The im2col plan inverted for col2im as a gather: a (2, R, P) array.
 
-    ``[r, t, p]`` is the ``r``-th output position (increasing) at which tap
-    ``t`` reads input sample ``p``, or ``L`` where fewer than ``r + 1`` do.
-    With zero padding R = 1 (a tap reads a sample at one position at most);
-    reflect, replicate and circular padding let a tap read an edge sample from
-    several positions.  ``col2im(cols)[c, p] = Σ_{r,t} cols[c·T + t, [r, t, p]]``.
+    For input sample ``p``, the pairs ``(t, l) = ([0, r, p], [1, r, p])``,
+    r = 0, 1, …, are the (kernel tap, output position) pairs whose tap reads
+    ``p``, in increasing (t, l) order, then ``(T, 0)`` where fewer than
+    ``r + 1`` do.  R is the most pairs any sample has: ∏⌈K/s⌉ for zero padding
+    (at stride s a sample is read by that many taps, not by all ∏K), a few more
+    at the edges for reflect, replicate and circular padding, which let a tap
+    read an edge sample from several positions.  So the plan grows with the
+    samples and the reads, never with ∏K × P.
+    ``col2im(cols)[c, p] = Σ_r cols[c·T + [0, r, p], [1, r, p]]`` (the zero tap T
+    skipped).
     """
     plan = gather_index(geometry, mode)
     n_taps, positions = plan.shape
     pixels = math.prod(geometry.input_size)
     tap, position = np.nonzero(plan != pixels)
-    table = _ranked_table(tap * pixels + plan[tap, position], position, n_taps * pixels, positions)
-    return _frozen(table.reshape(-1, n_taps, pixels))
+    pairs = _ranked_table(plan[tap, position], tap * positions + position, pixels,
+                          n_taps * positions)
+    return _frozen(np.stack((pairs // positions, pairs % positions)))
 
 
 @lru_cache(maxsize=64)

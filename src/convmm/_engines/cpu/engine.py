@@ -249,7 +249,7 @@ def _tiled_adjoint(call, plan, y):
     in_channels, out_channels = call.forward_channels
     in_per_group, per_group = in_channels // groups, out_channels // groups
     positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
-    inverse = gather_index_adjoint(geometry, call.mode)
+    inverse, taps = gather_index_adjoint(geometry, call.mode), geometry.n_taps
     w_t = np.ascontiguousarray(_weight_operand(call).transpose(0, 2, 1))  # (G, rows, O_g) / (G, O_g, rows)
     offsets = range(0, positions, plan.tile)
     reads = tile_pixel_ranges(geometry, call.mode, plan.tile)
@@ -268,13 +268,13 @@ def _tiled_adjoint(call, plan, y):
                     if cf:
                         cols = _view(buffer, plan.rows, count)
                         np.matmul(w_t[g], grads[image, channels, start:start + count], out=cols)
-                        kernels.col2im_channels_first(cols, inverse, start, count, pixels,
-                                                      g * in_per_group, x[image])
+                        kernels.col2im_channels_first(cols, inverse, taps, start, count,
+                                                      pixels, g * in_per_group, x[image])
                     else:
                         cols = _view(buffer, count, plan.rows)
                         np.matmul(grads[image, start:start + count, channels], w_t[g], out=cols)
-                        kernels.col2im_channels_last(cols, inverse, start, count, pixels,
-                                                     g * in_per_group, x[image])
+                        kernels.col2im_channels_last(cols, inverse, taps, start, count,
+                                                     pixels, g * in_per_group, x[image])
 
     run_workers(work, plan.threads)
     return x.reshape(layout.image_shape(n, in_channels, geometry.input_size))

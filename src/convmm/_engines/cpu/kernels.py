@@ -76,50 +76,48 @@ def patches_channels_first(x, plan, start, count, first_channel, out):
 
 
 @njit(nogil=True, cache=True)
-def col2im_channels_first(cols, inverse, start, count, pixels, first_channel, y):
-    """y[first_channel + c, p] += Σ_{r,t} cols[c·T + t, l − start] over positions l ∈ tile.
+def col2im_channels_first(cols, inverse, taps, start, count, pixels, first_channel, y):
+    """y[first_channel + c, p] += Σ_{(t, l)} cols[c·T + t, l − start] over positions l ∈ tile.
 
     One image: cols (C_g·T, ≥ count) holds positions ``start … start + count − 1``,
-    which read only samples ``pixels[0] … pixels[1] − 1``; inverse (R, T, P)
-    from ``gather_index_adjoint``; y (C, P).
+    which read only samples ``pixels[0] … pixels[1] − 1``; inverse (2, R, P)
+    from ``gather_index_adjoint``, its (tap, position) pairs per sample, T = taps;
+    y (C, P).
     """
-    ranks, taps, _ = inverse.shape
-    channels = cols.shape[0] // taps
+    ranks = inverse.shape[1]
     lo, hi = pixels[0], pixels[1]
-    # Tap by tap along the samples (unit stride through ``inverse`` and ``y``):
-    # each sample still receives its terms in the (r, t) order, so the bits do
-    # not depend on the loop order.
-    for c in range(channels):
+    stop = start + count
+    # Pair by pair along the samples (unit stride through ``inverse`` and ``y``):
+    # each sample receives its terms in increasing (t, l) order whatever the tile.
+    for c in range(cols.shape[0] // taps):
         target = y[first_channel + c, lo:hi]
         for r in range(ranks):
-            for t in range(taps):
-                row = cols[c * taps + t]
-                positions = inverse[r, t, lo:hi]
-                for p in range(hi - lo):
-                    position = positions[p] - start
-                    if 0 <= position < count:
-                        target[p] += row[position]
+            tap_of = inverse[0, r, lo:hi]
+            position_of = inverse[1, r, lo:hi]
+            for p in range(hi - lo):
+                t, position = tap_of[p], position_of[p]
+                if t < taps and start <= position < stop:
+                    target[p] += cols[c * taps + t, position - start]
 
 
 @njit(nogil=True, cache=True)
-def col2im_channels_last(cols, inverse, start, count, pixels, first_channel, y):
-    """y[p, first_channel + c] += Σ_{r,t} cols[l − start, t·C_g + c] over positions l ∈ tile.
+def col2im_channels_last(cols, inverse, taps, start, count, pixels, first_channel, y):
+    """y[p, first_channel + c] += Σ_{(t, l)} cols[l − start, t·C_g + c] over positions l ∈ tile.
 
     One image: cols (≥ count, T·C_g); samples ``pixels[0] … pixels[1] − 1``;
-    inverse (R, T, P); y (P, C).
+    inverse (2, R, P), T = taps; y (P, C).
     """
-    ranks, taps, _ = inverse.shape
+    ranks = inverse.shape[1]
     channels = cols.shape[1] // taps
     stop = start + count
     for p in range(pixels[0], pixels[1]):
         target = y[p, first_channel:first_channel + channels]
         for r in range(ranks):
-            for t in range(taps):
-                position = inverse[r, t, p]
-                if start <= position < stop:
-                    source = cols[position - start, t * channels:(t + 1) * channels]
-                    for c in range(channels):
-                        target[c] += source[c]
+            t, position = inverse[0, r, p], inverse[1, r, p]
+            if t < taps and start <= position < stop:
+                source = cols[position - start, t * channels:(t + 1) * channels]
+                for c in range(channels):
+                    target[c] += source[c]
 
 
 @njit(nogil=True, cache=True)

@@ -213,7 +213,7 @@ def adjoint(call, plan, y):
     kernels = _kernels(y.dtype)
     if plan.method == "direct":
         _launch(kernels.direct_adjoint, (_grid(pixels, tiles.threads), in_channels, n),
-                (tiles.threads, 1, 1), stream, grads, inverse, w, cl, x)
+                (tiles.threads, 1, 1), stream, grads, inverse, taps, w, cl, x)
     else:
         w_t = xp.ascontiguousarray(w.reshape(groups, per_group, -1).transpose(0, 2, 1))
         for first, images, cols in _patch_tiles(call, plan, y):
@@ -222,7 +222,7 @@ def adjoint(call, plan, y):
                 xp.matmul(w_t[g], block, out=cols)
                 grid = (_grid(pixels, tiles.threads), in_per_group, images)
                 _launch(kernels.col2im, grid, (tiles.threads, 1, 1), stream,
-                        cols, inverse, positions, cl, g * in_per_group, first, x)
+                        cols, inverse, taps, positions, cl, g * in_per_group, first, x)
     return x.reshape(call.layout.image_shape(n, in_channels, call.geometry.input_size))
 
 

@@ -74,15 +74,16 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
         cols[c·T + t, j] = x[n, first_channel + c, plan[t, l]] for the flat
         (image, position) index q = start + j = n·L + l; cols (C_g·T, count);
         grid over (count, C_g·T).
-    ``col2im[grid, block](cols, inverse, L, cl, first_channel, first_image, out)``
-        out[n, first_channel + c, p] = Σ_{r,t} cols[c·T + t, (n − first_image)·L + inverse[r, t, p]]
+    ``col2im[grid, block](cols, inverse, T, L, cl, first_channel, first_image, out)``
+        out[n, first_channel + c, p] = Σ_r cols[c·T + t_r, (n − first_image)·L + l_r] over the
+        (tap, position) pairs (t_r, l_r) = inverse[:, r, p] that read p (t_r < T)
         for the whole images the tile holds (a gather: no atomics); grid over
         (P, C_g, images).
     ``direct_forward[grid, block](x, plan, w, cl, y)``
         y[n, o, l] = Σ_{c,t} w[o, c·T + t]·x[n, g·C_g + c, plan[t, l]] with w
         (C_out, C_g·T), g = o // O_g; grid over (L, C_out, N).
-    ``direct_adjoint[grid, block](gy, inverse, w, cl, out)``
-        out[n, g·C_g + c, p] = Σ_{o ∈ g, r, t} w[o, c·T + t]·gy[n, o, inverse[r, t, p]];
+    ``direct_adjoint[grid, block](gy, inverse, T, w, cl, out)``
+        out[n, g·C_g + c, p] = Σ_{o ∈ g, r} w[o, c·T + t_r]·gy[n, o, l_r] over the same pairs;
         grid over (P, C_in, N).
     ``direct_weight_grad[grid, block](gy, x, plan, cl, dw)``
         dw[o, c·T + t] = Σ_{n,l} gy[n, o, l]·x[n, g·C_g + c, plan[t, l]]; one
@@ -110,18 +111,17 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
         cols[row, j] = value
 
     @cuda.jit
-    def col2im(cols, inverse, positions, cl, first_channel, first_image, out):
+    def col2im(cols, inverse, taps, positions, cl, first_channel, first_image, out):
         p, c, local = cuda.grid(3)
-        ranks, taps, pixels = inverse.shape
+        ranks, pixels = inverse.shape[1], inverse.shape[2]
         channels = cols.shape[0] // taps
         if p >= pixels or c >= channels or local >= cols.shape[1] // positions:
             return
         total = zero(0)
         for r in range(ranks):
-            for t in range(taps):
-                position = inverse[r, t, p]
-                if position < positions:
-                    total += cols[c * taps + t, local * positions + position]
+            t = inverse[0, r, p]
+            if t < taps:
+                total += cols[c * taps + t, local * positions + inverse[1, r, p]]
         if cl == 0:
             out[first_image + local, first_channel + c, p] = total
         else:
@@ -152,9 +152,9 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
             y[image, l, o] = total
 
     @cuda.jit
-    def direct_adjoint(gy, inverse, w, cl, out):
+    def direct_adjoint(gy, inverse, taps, w, cl, out):
         p, channel, image = cuda.grid(3)
-        ranks, taps, pixels = inverse.shape
+        ranks, pixels = inverse.shape[1], inverse.shape[2]
         out_channels, k = w.shape
         in_channels = out.shape[1] if cl == 0 else out.shape[2]
         if p >= pixels or channel >= in_channels or image >= out.shape[0]:
@@ -165,12 +165,11 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
         g, c = channel // in_per_group, channel % in_per_group
         total = zero(0)
         for r in range(ranks):
-            for t in range(taps):
-                position = inverse[r, t, p]
-                if position < positions:
-                    for o in range(g * per_group, (g + 1) * per_group):
-                        value = gy[image, o, position] if cl == 0 else gy[image, position, o]
-                        total += w[o, c * taps + t] * value
+            t, position = inverse[0, r, p], inverse[1, r, p]
+            if t < taps:
+                for o in range(g * per_group, (g + 1) * per_group):
+                    value = gy[image, o, position] if cl == 0 else gy[image, position, o]
+                    total += w[o, c * taps + t] * value
         if cl == 0:
             out[image, channel, p] = total
         else:
