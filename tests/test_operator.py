@@ -319,6 +319,159 @@ def test_float32_circular_singular_values_stay_float32():
     assert abs(float(s[0]) - op.norm(tol=1e-7, maxiter=10_000)) <= 1e-4 * float(s[0])
 
 
+# --------------------------------------------------------------------------- norm
+def _gaussian(size=13, sigma=2.0):
+    """A (1, 1, size, size) Gaussian blur, normalised to sum 1."""
+    t = np.arange(size) - (size - 1) / 2
+    g = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * sigma ** 2))
+    return (g / g.sum()).reshape(1, 1, size, size)
+
+
+def _exact_norm(w, shape, **kw):
+    """σ_max of the operator's dense matrix, built and decomposed in double precision."""
+    return float(np.linalg.norm(convmm.ConvOperator(wide(w), shape, **kw).todense(), 2))
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_norm_matches_the_dense_svd(seed):
+    """Every rank, padding mode, stride, dilation, groups, data format and dtype; sizes large
+    enough that "auto" runs Lanczos (ARPACK) on about half of them."""
+    nd, mode = 1 + seed % 3, MODES[seed % 4]
+    _, cfg, _, w, shape = _case(700 + seed, nd=nd, modes=(mode,),
+                                max_size={1: 48, 2: 10, 3: 5}[nd])
+    kw = _conv_keywords(cfg)
+    op = convmm.ConvOperator(w, shape, **kw)
+    want = _exact_norm(w, shape, **kw)
+    for tol in (1e-6, 1e-10):
+        for got in (op.norm(tol=tol), op.norm(tol=tol, method="lanczos"),
+                    op.H.norm(tol=tol), op.T.norm(tol=tol, method="lanczos")):
+            assert isinstance(got, float)
+            assert abs(got - want) <= tol * want, (got, want, tol, cfg)
+    assert abs(op.norm(method="dense") - want) <= 1e-12 * want
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("seed", range(4))
+def test_norm_by_power_iteration(mode, seed):
+    _, cfg, _, w, shape = _case(200 + 10 * seed + MODES.index(mode), modes=(mode,),
+                                dtypes=("float64", "complex128"))
+    op = convmm.ConvOperator(w, shape, **_conv_keywords(cfg))
+    want = np.linalg.norm(reference.toeplitz(w, shape, **_conv_keywords(cfg)), 2)
+    assert abs(op.norm(tol=1e-13, maxiter=100_000, method="power") - want) <= 1e-8 * want
+    assert abs(op.H.norm(tol=1e-13, maxiter=100_000, method="power") - want) <= 1e-8 * want
+
+
+@pytest.mark.parametrize("nd,size,kernel,dilation", [
+    (1, (9,), (3,), (1,)), (1, (5,), (4,), (3,)),   # the last wraps taps
+    (2, (5, 6), (3, 3), (1, 1)), (2, (4, 4), (3, 2), (1, 3)), (3, (4, 3, 5), (3, 1, 2), (1, 1, 2)),
+])
+@pytest.mark.parametrize("channels,groups", [((1, 1), 1), ((3, 2), 1), ((2, 5), 2), ((4, 4), 2)])
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+def test_norm_of_a_circulant_operator_is_exact(nd, size, kernel, dilation, channels, groups,
+                                               data_format, dtype):
+    """Circular padding, stride 1, O = S: norm() is the FFT's largest singular value."""
+    c_out, c_in = channels[0] * groups, channels[1] * groups
+    rng = np.random.default_rng(sum(size) + c_out + 7 * c_in + nd)
+    w = random_array(rng, (c_out, c_in // groups, *kernel), dtype)
+    shape = (c_in, *size)
+    if data_format == "channels_last":
+        w = np.ascontiguousarray(np.moveaxis(np.moveaxis(w, 0, -1), 0, -2))
+        shape = (*size, c_in)
+    padding = [((d * (k - 1)) // 2, d * (k - 1) - (d * (k - 1)) // 2)
+               for k, d in zip(kernel, dilation)]
+    kw = dict(padding=padding, dilation=dilation, groups=groups, padding_mode="circular",
+              data_format=data_format)
+    op = convmm.ConvOperator(w, shape, **kw)
+    assert op._circulant()
+    top = float(op.singular_values()[0])
+    assert abs(op.norm() - top) <= 1e-12 * top
+    assert abs(op.norm(method="fft") - top) <= 1e-12 * top
+    assert abs(op.H.norm() - top) <= 1e-12 * top
+    want = _exact_norm(w, shape, **kw)
+    assert abs(top - want) <= 1e-12 * want
+    assert want <= op.norm_bound() <= want * (1 + 1e-9)
+
+
+def test_norm_of_a_gaussian_blur():
+    """The 13×13 Gaussian (σ = 2) on 128×128 with "same" padding: reflect padding clusters
+    the top singular values (power iteration took 10 000 steps and fell short); circular
+    padding is circulant, its norm exactly Ŵ(0) = 1."""
+    w = _gaussian()
+    op = convmm.ConvOperator(w, (1, 128, 128), padding="same", padding_mode="reflect")
+    got = op.norm()                               # no warning: warnings are errors here
+    true = 1.0078619909628                        # ARPACK (svds) to tol 1e-12
+    assert true * (1 - 1e-6) <= got <= true * (1 + 1e-12)
+    top = scipy.sparse.linalg.svds(op.aslinearoperator(), k=1, tol=1e-12,
+                                   return_singular_vectors=False, rng=0)[0]
+    assert abs(got - top) <= 1e-6 * top
+    assert abs(op.norm(tol=1e-10) - top) <= 1e-10 * top
+    assert top <= op.norm_bound() <= 2 * top      # ‖Pad‖₂ = √2 per axis for reflect
+    assert top <= op.norm_bound(iterations=3) <= 1.03 * top
+
+    op = convmm.ConvOperator(w, (1, 128, 128), padding="same", padding_mode="circular")
+    assert abs(op.norm() - float(op.singular_values()[0])) <= 1e-12
+    assert abs(op.norm() - 1.0) <= 1e-12
+    assert 1.0 <= op.norm_bound() <= 1.0 + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_norm_bound_is_an_upper_bound(seed):
+    """Every rank, padding mode, stride, dilation, groups, data format and dtype."""
+    _, cfg, _, w, shape = _case(900 + seed, modes=(MODES[seed % 4],))
+    kw = _conv_keywords(cfg)
+    op = convmm.ConvOperator(w, shape, **kw)
+    want = _exact_norm(w, shape, **kw)
+    bound = op.norm_bound()
+    assert isinstance(bound, float) and bound >= want
+    sharper = op.norm_bound(iterations=2)
+    assert want <= sharper <= bound
+    assert op.H.norm_bound() == bound and op.T.norm_bound(iterations=2) == sharper
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_norm_bound_is_tight_for_zero_padding_and_circulant_operators(mode):
+    """Stride 1, "same": within a few per cent for zero padding, exact where circulant, at most
+    ∏‖Pad_axis‖₂ (2 in 2-d) off for reflect; iterations sharpen a non-negative kernel's."""
+    rng = np.random.default_rng(MODES.index(mode))
+    w = rng.standard_normal((4, 3, 3, 3))
+    op = convmm.ConvOperator(w, (3, 24, 24), padding="same", padding_mode=mode)
+    ratio = op.norm_bound() / op.norm(tol=1e-10)
+    assert 1 <= ratio <= {"zeros": 1.05, "circular": 1 + 1e-9, "reflect": 2.0,
+                          "replicate": 2.0}[mode]
+    blur = rng.random((1, 1, 5, 5))
+    op = convmm.ConvOperator(blur, (1, 24, 24), padding="same", padding_mode=mode)
+    assert 1 <= op.norm_bound(iterations=3) / op.norm(tol=1e-10) <= 1.06
+
+
+def test_norm_warns_when_it_does_not_converge():
+    op = convmm.ConvOperator(_gaussian(), (1, 48, 48), padding="same", padding_mode="reflect")
+    want = op.norm(tol=1e-10)
+    for method in ("lanczos", "power"):
+        with pytest.warns(RuntimeWarning, match="converge"):
+            got = op.norm(method=method, maxiter=1)
+        assert 0 < got <= want * (1 + 1e-12)
+
+
+def test_norm_in_every_namespace(xp):
+    """Lanczos for NumPy and CuPy, power iteration elsewhere; the bound in any namespace."""
+    rng = np.random.default_rng(11)
+    w = random_array(rng, (4, 2, 3, 3), "complex128")
+    kw = dict(padding=1, stride=(1, 2), padding_mode="replicate")
+    op = convmm.ConvOperator(to_xp(xp, w), (2, 12, 10), **kw)
+    assert min(op.shape) > 32                      # "auto" iterates
+    want = _exact_norm(w, (2, 12, 10), **kw)
+    assert abs(op.norm(tol=1e-8) - want) <= 1e-8 * want
+    assert abs(op.norm(tol=1e-8, method="power") - want) <= 1e-8 * want
+    assert abs(op.norm(method="dense") - want) <= 1e-12 * want
+    assert want <= op.norm_bound(iterations=2) <= op.norm_bound()
+    same = convmm.ConvOperator(w, (2, 12, 10), **kw).norm_bound()    # NumPy's
+    assert abs(op.norm_bound() - same) <= 1e-12 * same
+    circular = convmm.ConvOperator(to_xp(xp, w), (2, 8, 8), padding=1, padding_mode="circular")
+    top = float(to_numpy(circular.singular_values())[0])
+    assert abs(circular.norm() - top) <= 1e-12 * top
+
+
 # --------------------------------------------------------------------------- bad input
 def test_input_shape_must_match_the_weight():
     w = np.ones((2, 3, 3, 3))
@@ -374,3 +527,43 @@ def test_sparse_formats_need_numpy_or_cupy():
         convmm.ConvOperator(w, (1, 8)).aslinearoperator()
     with pytest.raises(TypeError, match="must come from one array namespace"):
         convmm.ConvOperator(w, (1, 8)).matvec(np.ones(8))
+
+
+def test_norm_arguments_are_checked():
+    op = convmm.ConvOperator(np.ones((1, 1, 3)), (1, 8))
+    with pytest.raises(ValueError, match="tol"):
+        op.norm(tol=-1e-6)
+    with pytest.raises(ValueError, match="tol"):
+        op.norm(tol="1e-6")
+    with pytest.raises(ValueError, match="maxiter"):
+        op.norm(maxiter=0)
+    with pytest.raises(TypeError, match="maxiter"):
+        op.norm(maxiter=1.5)
+    with pytest.raises(ValueError, match="method must be one of"):
+        op.norm(method="svds")
+    with pytest.raises(ValueError, match="method='fft' needs a circulant operator"):
+        op.norm(method="fft")
+    with pytest.raises(ValueError, match="iterations"):
+        op.norm_bound(iterations=-1)
+    with pytest.raises(TypeError, match="iterations"):
+        op.norm_bound(iterations=2.0)
+    big = convmm.ConvOperator(np.ones((4, 4, 3, 3)), (4, 64, 64), padding=1)
+    with pytest.raises(ValueError, match="method='dense' is limited"):
+        big.norm(method="dense")
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="method='lanczos' needs a NumPy or CuPy weight"):
+        convmm.ConvOperator(torch.ones((1, 1, 3), dtype=torch.float64), (1, 8)).norm(
+            method="lanczos")
+
+
+def test_norm_of_a_zero_operator_is_zero():
+    """Folded taps can cancel: [1, −1] circular on one sample is C = 0."""
+    op = convmm.ConvOperator(np.array([[[1.0, -1.0]]]), (1, 1), padding=((1, 0),),
+                             padding_mode="circular")
+    assert not np.any(op.todense())
+    for method in ("auto", "dense", "lanczos", "power"):
+        assert op.norm(method=method) == 0.0
+    assert op.norm_bound() == op.norm_bound(iterations=2) == 0.0
+    zero = convmm.ConvOperator(np.zeros((2, 2, 3, 3)), (2, 16, 16), padding=1,
+                               padding_mode="reflect")
+    assert zero.norm() == zero.norm(method="power") == zero.norm_bound(iterations=1) == 0.0

@@ -18,6 +18,7 @@ from array_api_compat import device as device_of
 from array_api_compat import is_cupy_array, is_numpy_array
 
 from .._core.algorithms import conj
+from .._core.index_plans import axis_source, gather_index
 from .._core.params import as_int, choice
 from .._core.validation import check_dtype, namespace, prepare_operator
 from .._engines import dispatch, policy
@@ -25,6 +26,12 @@ from .toeplitz import TOEPLITZ_FORMATS, gather_taps, toeplitz_matrix
 
 SVD_LIMIT_ENTRIES = 1 << 24
 """``singular_values`` falls back to a dense SVD only for matrices with at most this many entries."""
+
+NORM_METHODS = ("auto", "fft", "dense", "lanczos", "power")
+"""The methods of ``ConvOperator.norm``."""
+
+NORM_DENSE_SIDE = 32
+"""``norm(method="auto")`` takes a dense SVD where the operator's smaller side is at most this."""
 
 
 class ConvOperator:
@@ -226,42 +233,215 @@ class ConvOperator:
                               matmat=self.matmat, rmatmat=self.rmatmat, dtype=self.dtype)
 
     # --- spectrum ---------------------------------------------------------------------------
-    def norm(self, *, tol=1e-6, maxiter=10_000, seed=0):
-        """The spectral norm ‖C‖₂ = σ_max, by power iteration on CᴴC.
+    def norm(self, *, tol=1e-6, maxiter=10_000, seed=0, method="auto"):
+        """The spectral norm ‖C‖₂ = σ_max, the largest singular value of C.
 
-        Iterates ``v ← CᴴC·v / ‖CᴴC·v‖`` from a random start (``seed``); the
-        estimate ``σ_k = ‖C·v_k‖`` rises monotonically to σ_max, geometrically
-        with some rate r (slowly where the top singular values cluster).  It
-        stops when the error left, extrapolated from the last step,
-        ``Δ_k·r/(1 − r)`` with ``r = Δ_k/Δ_{k−1}``, is at most ``tol·σ_k``;
-        it warns if ``maxiter`` iterations were not enough.  Computed in double
-        precision (float64 or complex128) for any weight dtype.
+        Parameters
+        ----------
+        tol : positive float
+            Relative accuracy wanted: the result is within ``tol·σ_max`` of
+            σ_max (the iterative methods approach it from below).  The "fft"
+            and "dense" methods are exact to rounding whatever ``tol``.
+        maxiter : int >= 1
+            Iteration limit: ARPACK restarts ("lanczos" with NumPy), Lanczos
+            steps (CuPy) or power steps ("power").
+        seed : int or numpy.random.Generator
+            Seeds the random start vector of the iterative methods.
+        method : "auto", "fft", "dense", "lanczos" or "power"
+            "auto" takes "fft" where C is circulant (``padding_mode="circular"``,
+            stride 1, as many outputs as inputs), else "dense" where the smaller
+            side of C is at most ``NORM_DENSE_SIDE`` (and C has at most
+            ``SVD_LIMIT_ENTRIES`` entries), else "lanczos" for NumPy
+            and CuPy weights and "power" for other namespaces.
+
+            * "fft": exact; the largest singular value of the per-frequency
+              C_out×C_in/groups transfer matrices (Sedghi, Gupta & Long,
+              "The Singular Values of Convolutional Layers", ICLR 2019; see
+              ``singular_values``), one FFT of the weight on the input grid.
+            * "dense": C applied to the identity on its smaller side, then a
+              dense SVD (at most ``SVD_LIMIT_ENTRIES`` entries).
+            * "lanczos": the largest eigenvalue λ_max = σ_max² of the Gram
+              operator v ↦ Cᴴ(C·v) (or C(Cᴴ·v), whichever side is smaller),
+              matrix-free, by implicitly restarted Lanczos
+              (``scipy.sparse.linalg.eigsh``, ARPACK: Lehoucq, Sorensen & Yang,
+              "ARPACK Users' Guide", SIAM 1998) for NumPy weights, by
+              thick-restart Lanczos (``cupyx.scipy.sparse.linalg.eigsh``) for
+              CuPy weights.  It stops when the Ritz residual is at most
+              ``tol·λ``, which puts σ within ``tol·σ/2`` of σ_max.  (Where
+              that side has at most 8 entries, the dense SVD instead.)
+            * "power": power iteration on CᴴC in the weight's namespace, for
+              namespaces without a SciPy-like ``linalg`` (PyTorch,
+              ``array_api_strict``, ...): slow where the top singular values
+              cluster (blurs), where "lanczos" is not.  From a random unit
+              v₀ it iterates ``v_{k+1} = CᴴC·v_k / ‖CᴴC·v_k‖``; the estimate
+              ``σ_k = √‖CᴴC·v_k‖`` rises to σ_max, geometrically with some
+              rate r, and it stops when the error left, extrapolated from the
+              last steps as ``Δ_k·r/(1 − r)`` with ``r = Δ_k/Δ_{k−1}``, is at
+              most ``tol·σ_k/2`` (the extrapolation is a heuristic: it runs
+              short where r still rises).
+
+        Returns
+        -------
+        float
+            σ_max ≥ 0, computed in double precision (float64 or complex128)
+            whatever the weight's dtype; the same for C, Cᵀ, Cᴴ and conj(C).
+
+        Raises
+        ------
+        ValueError
+            ``tol`` not a positive number, ``maxiter`` < 1, ``method`` unknown,
+            "fft" for an operator that is not circulant, or "dense" for one
+            over ``SVD_LIMIT_ENTRIES`` entries.
+        TypeError
+            ``maxiter`` not an integer; "lanczos" for a weight that is neither
+            NumPy nor CuPy.
+
+        Warns
+        -----
+        RuntimeWarning
+            "lanczos" or "power" did not reach ``tol`` in ``maxiter``
+            iterations (the best estimate so far is returned).
+
+        See Also
+        --------
+        norm_bound : a certified upper bound at the cost of one FFT.
+        singular_values : every singular value.
         """
         if not (isinstance(tol, (int, float)) and tol > 0):
             raise ValueError(f"tol must be a positive number, got {tol!r}")
         maxiter = as_int(maxiter, "maxiter")
         if maxiter < 1:
             raise ValueError(f"maxiter must be >= 1, got {maxiter}")
+        method = choice(method, NORM_METHODS, "method")
+        weight = self._call.weight
+        scipy_like = is_numpy_array(weight) or is_cupy_array(weight)
+        if method == "auto":
+            if self._circulant():
+                method = "fft"
+            elif (min(self.shape) <= NORM_DENSE_SIDE
+                  and self.shape[0] * self.shape[1] <= SVD_LIMIT_ENTRIES):
+                method = "dense"
+            else:
+                method = "lanczos" if scipy_like else "power"
+        if method == "fft":
+            if not self._circulant():
+                raise ValueError(
+                    "method='fft' needs a circulant operator (padding_mode='circular', "
+                    "stride 1 and as many outputs as inputs); use method='auto'")
+            return _largest_transfer_singular_value(self._call, self._call.geometry.input_size)
+        if method == "dense":
+            return self._dense_norm()
+        if method == "lanczos":
+            if not scipy_like:
+                raise TypeError(
+                    "method='lanczos' needs a NumPy or CuPy weight (scipy / cupyx eigsh), "
+                    f"got {type(weight).__module__}; use method='power'")
+            return self._lanczos_norm(tol, maxiter, seed)
+        sigma, converged = self._power_norm(tol, maxiter, seed)
+        if not converged:
+            warnings.warn(f"ConvOperator.norm: no convergence to tol={tol} in {maxiter} "
+                          "power iterations", RuntimeWarning, stacklevel=2)
+        return sigma
+
+    def _smaller_side(self):
+        """(A, Aᴴ) with A = C or Cᴴ such that the Gram operator AᴴA is the smaller one."""
+        op = self if self.shape[1] <= self.shape[0] else self.H
+        return op, op.H
+
+    def _double(self):
+        """The double-precision dtype the spectrum is computed in."""
+        xp = self._call.xp
+        return xp.complex128 if xp.isdtype(self.dtype, "complex floating") else xp.float64
+
+    def _start(self, n, seed):
+        """A random unit start vector (1, n), double precision, in the weight's namespace."""
         xp = self._call.xp
         rng = np.random.default_rng(seed)
-        start = rng.standard_normal(self.shape[1])
-        double = xp.float64
+        start = rng.standard_normal(n)
         if xp.isdtype(self.dtype, "complex floating"):
-            start, double = start + 1j * rng.standard_normal(self.shape[1]), xp.complex128
+            start = start + 1j * rng.standard_normal(n)
+        v = xp.asarray(start, dtype=self._double(), device=device_of(self._call.weight))
+        return xp.reshape(v / xp.linalg.vector_norm(v), (1, -1))
+
+    def _dense_norm(self, limit=True):
+        """σ_max by a dense SVD of C applied to the identity on its smaller side."""
+        xp = self._call.xp
+        op, _ = self._smaller_side()
+        n = op.shape[1]
+        if limit and n * op.shape[0] > SVD_LIMIT_ENTRIES:
+            raise ValueError(
+                f"method='dense' is limited to operators of at most {SVD_LIMIT_ENTRIES} entries, "
+                f"this one is {self.shape[0]}×{self.shape[1]}; use method='auto'")
+        eye = xp.eye(n, dtype=self._double(), device=device_of(self._call.weight))
+        rows = op._apply(eye)         # (n, m): row i is A·e_i, so this is Aᵀ
+        return float(xp.max(xp.linalg.svdvals(rows)))
+
+    def _lanczos_norm(self, tol, maxiter, seed):
+        """σ_max = √λ_max(AᴴA) by Lanczos (ARPACK for NumPy, cupyx for CuPy)."""
+        xp, weight = self._call.xp, self._call.weight
+        op, adjoint = self._smaller_side()
+        n = op.shape[1]
+        if n <= 8:                    # the eigensolvers need a few more dimensions than pairs
+            return self._dense_norm(limit=False)    # at most 8 vectors
+        double = self._double()
+
+        def gram(v):
+            return xp.reshape(adjoint._apply(op._apply(xp.reshape(v, (1, -1)))), v.shape)
+
+        # One power step from the random start: ‖AᴴA·v₀‖ ≤ λ_max is a lower bound
+        # (CuPy's tolerance is absolute), and a zero here means A = 0 (ARPACK
+        # refuses a zero start vector).
+        start = gram(self._start(n, seed))
+        lower = float(xp.linalg.vector_norm(start))
+        if lower == 0.0:
+            return 0.0
+        start = xp.reshape(start / lower, (-1,))
+        if is_numpy_array(weight):
+            from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+            operator = LinearOperator((n, n), matvec=gram, dtype=double)
+            try:
+                top = eigsh(operator, k=1, which="LA", v0=start, tol=tol, maxiter=maxiter,
+                            return_eigenvectors=False)
+            except ArpackNoConvergence as error:
+                sigma, _ = self._power_norm(tol, maxiter, seed)
+                if len(error.eigenvalues):
+                    sigma = max(sigma, math.sqrt(max(float(np.max(error.eigenvalues.real)), 0.0)))
+                warnings.warn(f"ConvOperator.norm: Lanczos (ARPACK) did not converge to "
+                              f"tol={tol} in maxiter={maxiter} restarts; returning the best "
+                              "estimate, which may be low", RuntimeWarning, stacklevel=3)
+                return sigma
+            return math.sqrt(max(float(np.max(top.real)), 0.0))
+        from cupyx.scipy.sparse.linalg import LinearOperator, eigsh
+
+        operator = LinearOperator((n, n), matvec=gram, dtype=double)
+        values, vectors = eigsh(operator, k=1, which="LA", v0=xp.asarray(start, copy=True),
+                                tol=tol * lower, maxiter=maxiter, return_eigenvectors=True)
+        top = float(values[-1].real)
+        x = vectors[:, -1]
+        residual = float(xp.linalg.vector_norm(gram(x) - top * x))
+        if residual > tol * max(top, lower):
+            warnings.warn(f"ConvOperator.norm: Lanczos (cupyx) did not converge to tol={tol} "
+                          f"in maxiter={maxiter} steps; returning the best estimate, which "
+                          "may be low", RuntimeWarning, stacklevel=3)
+        return math.sqrt(max(top, 0.0))
+
+    def _power_norm(self, tol, maxiter, seed):
+        """(σ estimate, converged) by power iteration on CᴴC in the weight's namespace."""
+        xp = self._call.xp
         # In double precision whatever the weight's: the steps Δ_k that decide when
         # to stop fall below float32's resolution long before σ has converged.
-        v = xp.asarray(start, dtype=double, device=device_of(self._call.weight))
-        v = xp.reshape(v / xp.linalg.vector_norm(v), (1, -1))
+        v = self._start(self.shape[1], seed)
         adjoint = self.H
         sigma = previous = step = 0.0
         for _ in range(maxiter):
-            u = self._apply(v)
-            sigma = float(xp.linalg.vector_norm(u))
-            w = adjoint._apply(u)
-            length = xp.linalg.vector_norm(w)
-            if float(length) == 0.0:
-                return 0.0
+            w = adjoint._apply(self._apply(v))
+            length = float(xp.linalg.vector_norm(w))
+            if length == 0.0:
+                return 0.0, True
             v = w / length
+            # σ_k = √‖CᴴC·v_k‖ (‖v_k‖ = 1): ‖C·v_k‖ ≤ σ_k ≤ ‖C·v_{k+1}‖ ≤ σ_max.
+            sigma = math.sqrt(length)
             last_step, step = step, sigma - previous
             if step <= 0:                       # rounding noise: σ_k cannot fall
                 left = -step
@@ -270,12 +450,151 @@ class ConvOperator:
                 left = step * rate / (1 - rate)
             else:                               # not yet converging geometrically
                 left = math.inf
-            if left <= tol * sigma:
-                return sigma
+            # Half of tol: the extrapolation runs short where the rate still rises.
+            if left <= tol * sigma / 2:
+                return sigma, True
             previous = sigma
-        warnings.warn(f"ConvOperator.norm: no convergence to tol={tol} in {maxiter} iterations",
-                      RuntimeWarning, stacklevel=2)
-        return sigma
+        return sigma, False
+
+    def norm_bound(self, *, iterations=0):
+        """A certified upper bound on ‖C‖₂ = σ_max, from one FFT of the weight.
+
+        Along each spatial axis, padding maps the input (size S) onto the padded
+        grid (size P = S + p_b + p_a) by a 0/1 matrix Pad with at most one 1 per
+        row; the N-d padding matrix is the Kronecker product of the per-axis
+        ones.  On the padded grid the convolution reads no padding of its own,
+        so it is a submatrix (the rows of the kept positions, stride included)
+        of the circular convolution C_P on the periodic grid of size P (no tap
+        wraps, since the effective kernel fits in P).  Hence C = R·C_P·Pad with
+        R a row selection, and
+
+            ‖C‖₂ ≤ ‖C_P‖₂ · ∏_axes ‖Pad_axis‖₂,
+            ‖C_P‖₂ = max_f σ_max(Ŵ_P(f)),   ‖Pad_axis‖₂ = √(max_s n_s),
+
+        where Ŵ_P(f) is the C_out×C_in/groups transfer matrix of each group at
+        frequency f of the P-grid (Sedghi, Gupta & Long, "The Singular Values
+        of Convolutional Layers", ICLR 2019) and n_s the number of padded
+        positions that copy input sample s (PadᵀPad = diag(n_s)): 1 for zero
+        padding, at most 2 for reflect (3 where both edges' padding reaches
+        one sample), 1 + p_b or 1 + p_a at the edges for replicate, up to 3
+        for circular.  With circular padding each output row of C is also a
+        row of the circular convolution C_S on the input grid itself, so
+        C = R'·C_S with R' a 0/1 row selection (a row repeated where more
+        outputs than inputs wrap, e.g. ``padding="full"``), and
+
+            ‖C‖₂ ≤ ‖C_S‖₂ · ∏_axes √(max_j m_j),
+
+        m_j the number of outputs that are row j of C_S.  The bound equals
+        σ_max where C is circulant and is close to it for zero padding; for
+        reflect and replicate padding it can be looser by up to
+        ∏ ‖Pad_axis‖₂ (2 for a 2-d reflect "same" padding, 1 + p for
+        replicate).  ``iterations`` > 0 sharpens it there: with B the matrix
+        of the convolution with the weight's moduli |W| (so |C| ≤ B entrywise
+        and ‖C‖₂ ≤ ‖B‖₂), the Collatz–Wielandt bound
+
+            ‖B‖₂² = λ_max(BᵀB) ≤ max_j (BᵀB·q)_j / q_j   for any q > 0
+
+        (Horn & Johnson, "Matrix Analysis", 2nd ed., Cor. 8.1.31) is taken at
+        q = 1, BᵀB·1, (BᵀB)²·1, ..., each iterate a valid bound that tends to
+        ‖B‖₂ (= σ_max for a non-negative kernel, e.g. a blur).  The smallest of
+        all the bounds is returned.
+
+        Parameters
+        ----------
+        iterations : int >= 0
+            Collatz–Wielandt steps, each costing two applications of B (one
+            convolution and one transposed convolution of a sample).  0 (the
+            default): only the FFT bound.
+
+        Returns
+        -------
+        float
+            An upper bound on σ_max (the same for C, Cᵀ, Cᴴ and conj(C)),
+            computed in double precision (float64 or complex128) whatever the
+            weight's dtype, and enlarged for rounding: the FFT bound by the
+            relative allowance ``8·ε·(1 + log₂N)·√(N·r)`` of the FFT and SVD (N
+            grid points, r = min(C_out, C_in)/groups, ε = 2⁻⁵²; below 1e-10
+            for any practical grid), the Collatz–Wielandt bound by ``2·K·ε``
+            (K = T·C_in/groups + R·C_out/groups + 4, T kernel taps, R the
+            most (position, tap) pairs that read one input sample: the terms
+            of its sums of non-negative numbers).  The FFT costs a transform
+            of the weight on the padded grid and an SVD of each (small)
+            transfer matrix: no application of C.
+
+        Raises
+        ------
+        TypeError
+            ``iterations`` not an integer.
+        ValueError
+            ``iterations`` < 0.
+
+        See Also
+        --------
+        norm : σ_max itself, to a tolerance.
+
+        Examples
+        --------
+        >>> import numpy as np, convmm
+        >>> op = convmm.ConvOperator(np.array([[[1., 2, 1]]]), (1, 50), padding=1)
+        >>> round(op.norm(), 6), round(op.norm_bound(), 6)  # max |1 + 2e^{iθ} + e^{2iθ}| = 4
+        (3.996207, 4.0)
+        """
+        iterations = as_int(iterations, "iterations")
+        if iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {iterations}")
+        call = self._call
+        xp, geometry, mode = call.xp, call.geometry, call.mode
+        _, in_per_group, _ = call.layout.weight_parts(call.weight.shape, geometry.nd)
+        out_per_group = call.out_channels // call.groups
+        eps = 2.0 ** -52
+        pad_factor = 1
+        for size, (before, after) in zip(geometry.input_size, geometry.padding):
+            source = axis_source(size, before, after, mode)
+            pad_factor *= int(np.bincount(source[source >= 0], minlength=size).max())
+        bounds = [(pad_factor, geometry.padded_size)]
+        if mode == "circular":
+            repeats = 1
+            for size, (before, _), stride, out in zip(geometry.input_size, geometry.padding,
+                                                      geometry.stride, geometry.output_size):
+                rows = (np.arange(out) * stride - before) % size
+                repeats *= int(np.bincount(rows, minlength=size).max())
+            bounds.append((repeats, geometry.input_size))
+        best = math.inf
+        for factor, grid in bounds:
+            points = math.prod(grid)
+            rank = min(in_per_group, out_per_group)
+            slack = 8 * eps * (1 + math.log2(points)) * math.sqrt(points * rank)
+            sigma = _largest_transfer_singular_value(call, grid)
+            best = min(best, sigma * math.sqrt(factor) * (1 + slack))
+        if iterations == 0 or best == 0.0:
+            return best
+        # Collatz–Wielandt on BᵀB, B the convolution with |W| (real, non-negative).
+        moduli = self._derived(False, False)
+        moduli._call = dataclasses.replace(call, weight=xp.abs(self._weight(self._double())))
+        moduli._weights = {}
+        moduli_t = moduli.T
+        q = xp.ones((1, moduli.shape[1]), dtype=xp.float64, device=device_of(call.weight))
+        zero = xp.zeros((), dtype=xp.float64, device=device_of(call.weight))
+        lam = math.inf
+        for _ in range(iterations):
+            gq = moduli_t._apply(moduli._apply(q))
+            # q_j = 0 only where column j of B is zero (then (BᵀB·q)_j = 0 too);
+            # were it to underflow, the ratio is taken as infinite: still a bound.
+            ratio = xp.where(q > 0, gq / xp.where(q > 0, q, 1.0),
+                             xp.where(gq > 0, math.inf, zero))
+            lam = min(lam, float(xp.max(ratio)))
+            top = float(xp.max(gq))
+            if top == 0.0:
+                return 0.0
+            q = gq / top
+        # Sums of non-negative terms, each within γ_K ≈ K·ε of exact: K = T·C_in/groups
+        # per entry of B·q, (most (position, tap) pairs reading one sample)·C_out/groups
+        # per entry of Bᵀ·u.
+        plan = gather_index(geometry, mode)
+        pixels = math.prod(geometry.input_size)
+        reads = int(np.bincount(plan.ravel(), minlength=pixels + 1)[:pixels].max())
+        terms = geometry.n_taps * in_per_group + reads * out_per_group + 4
+        return min(best, math.sqrt(lam) * (1 + 2 * terms * eps))
 
     def _circulant(self):
         """Whether C is a full multi-channel circulant: circular padding, stride 1, O = S."""
@@ -312,11 +631,19 @@ class ConvOperator:
         return xp.sort(values, descending=True)
 
 
-def _circulant_singular_values(call):
+def _transfer_matrices(call, size, dtype):
+    """The per-group transfer matrices of the circular convolution on the periodic grid ``size``.
+
+    ``Ŵ(f)[g, o, c] = Σ_t W[g·O_g + o, c, t]·exp(−2πi Σ_i f_i·(t_i·d_i mod S_i) / S_i)``:
+    an array (*frequencies, groups, C_out/groups, C_in/groups), complex.  Taps
+    that wrap onto one cell of the grid add up.  ``dtype`` is the dtype the
+    weight is cast to first: complex gives every frequency (``fftn``); real
+    (for a real weight only) the half spectrum of ``rfftn``, which holds the
+    same set of singular values since Ŵ(−f) = conj Ŵ(f), not their multiplicities.
+    """
     xp, geometry, layout, groups = call.xp, call.geometry, call.layout, call.groups
     w = layout.weight_taps(xp, call.weight)
     out_channels, in_per_group, n_taps = w.shape
-    size = geometry.input_size
     # Tap t sits at t·d mod S on the periodic grid; taps that wrap onto one cell add up.
     cells = np.zeros(n_taps, dtype=np.intp)
     tap_index = np.unravel_index(np.arange(n_taps), geometry.kernel_size)
@@ -326,11 +653,29 @@ def _circulant_singular_values(call):
     rank = np.arange(n_taps) - np.searchsorted(cells[order], cells[order])
     plan = np.full((int(rank.max()) + 1, math.prod(size)), n_taps, dtype=np.int32)
     plan[rank, cells[order]] = order
-    grid = gather_taps(xp, w, plan)
-    complex_dtype = xp.complex64 if w.dtype in (xp.float32, xp.complex64) else xp.complex128
-    grid = xp.reshape(xp.astype(grid, complex_dtype),
-                      (groups, out_channels // groups, in_per_group, *size))
+    grid = gather_taps(xp, xp.astype(w, dtype), plan)
+    grid = xp.reshape(grid, (groups, out_channels // groups, in_per_group, *size))
     nd = geometry.nd
-    transfer = xp.fft.fftn(grid, axes=tuple(range(3, 3 + nd)))
-    transfer = xp.permute_dims(transfer, (*range(3, 3 + nd), 0, 1, 2))
+    axes = tuple(range(3, 3 + nd))
+    if xp.isdtype(dtype, "real floating"):
+        # Ŵ(−f) = conj Ŵ(f) for a real weight: half the frequencies carry every singular value.
+        transfer = xp.fft.rfftn(grid, axes=axes)
+    else:
+        transfer = xp.fft.fftn(grid, axes=axes)
+    return xp.permute_dims(transfer, (*axes, 0, 1, 2))
+
+
+def _circulant_singular_values(call):
+    xp, w = call.xp, call.weight
+    complex_dtype = xp.complex64 if w.dtype in (xp.float32, xp.complex64) else xp.complex128
+    transfer = _transfer_matrices(call, call.geometry.input_size, complex_dtype)
     return xp.reshape(xp.linalg.svdvals(transfer), (-1,))
+
+
+def _largest_transfer_singular_value(call, size):
+    """max_f σ_max(Ŵ(f)) over the periodic grid ``size``, in double precision, as a float:
+    the spectral norm of the circular convolution on that grid."""
+    xp = call.xp
+    real = not xp.isdtype(call.weight.dtype, "complex floating")
+    transfer = _transfer_matrices(call, size, xp.float64 if real else xp.complex128)
+    return float(xp.max(xp.linalg.svdvals(transfer)))
