@@ -189,3 +189,45 @@ def test_thread_count_from_the_environment():
     bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "CONVMM_NUM_THREADS": "many"})
     assert bad.returncode != 0 and "CONVMM_NUM_THREADS must be a positive integer" in bad.stderr
+
+
+# --------------------------------------------------------------------------- bounded pieces
+@pytest.mark.parametrize("budget", ["slabs of one row", "one image at a time"])
+@pytest.mark.parametrize("seed", range(12))
+def test_array_api_path_in_pieces_agrees_with_the_whole(xp, seed, budget, monkeypatch):
+    """The array-API path with its patch matrix cut into pieces (slabs of output rows, or
+    single images) gives what the whole matrix gives, for every map and both of
+    conv_transpose's methods, on random configurations."""
+    from convmm._core import algorithms
+    from helpers import assert_close, make_conv_inputs, random_array, random_config, to_xp
+    from test_reference import _transpose_case
+
+    rng = np.random.default_rng(9100 + seed)
+    cfg = random_config(rng)
+    x, w, b = make_conv_inputs(rng, cfg)
+    kw = cfg.kwargs(padding_mode=cfg.padding_mode)
+    y = convmm.conv(x, w, b, method="im2col", **kw)
+    g = random_array(rng, y.shape, cfg.dtype)
+    whole = [y, *convmm.conv_backward(g, x, w, method="im2col", **kw)]
+    tcfg, tx, tw, tb, tkw = _transpose_case(rng)
+    transposed = {m: convmm.conv_transpose(tx, tw, tb, method=m, **tkw)
+                  for m in ("im2col", "zero_insertion")}
+    tg = random_array(rng, transposed["im2col"].shape, tcfg.dtype)
+    twhole = convmm.conv_transpose_backward(tg, tx, tw, method="im2col", **tkw)
+
+    positions = int(np.prod(y.shape[1:-1] if cfg.data_format == "channels_last" else
+                            y.shape[2:] if cfg.batch else y.shape[1:]))
+    one_image = (np.dtype(cfg.dtype).itemsize * cfg.in_channels * int(np.prod(cfg.kernel))
+                 * positions)
+    monkeypatch.setattr(algorithms, "PATCH_BYTES", 1 if budget.startswith("slabs") else one_image)
+    X, W, B, G = (to_xp(xp, a) for a in (x, w, b, g))
+    pieces = [convmm.conv(X, W, B, method="im2col", **kw),
+              *convmm.conv_backward(G, X, W, method="im2col", **kw)]
+    for got, want in zip(pieces, whole):
+        assert_close(got, want, xp)
+    TX, TW, TB, TG = (to_xp(xp, a) for a in (tx, tw, tb, tg))
+    for method, want in transposed.items():
+        assert_close(convmm.conv_transpose(TX, TW, TB, method=method, **tkw), want, xp)
+    for got, want in zip(convmm.conv_transpose_backward(TG, TX, TW, method="im2col", **tkw),
+                         twhole):
+        assert_close(got, want, xp)

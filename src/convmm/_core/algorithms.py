@@ -23,7 +23,12 @@ from __future__ import annotations
 from array_api_compat import device as device_of
 
 from .geometry import ConvGeometry
-from .lowering import col2im, im2col, pad_adjoint
+from .lowering import col2im, im2col, pad, pad_adjoint
+from .validation import itemsize
+
+PATCH_BYTES = 128 << 20
+"""The array-API path builds its patch matrix in pieces of at most this size (where one
+position's patches fit): whole images where they fit, else slabs of output rows."""
 
 
 def conj(xp, a):
@@ -36,8 +41,73 @@ def add_bias(xp, y, bias, layout, nd):
     return y + xp.reshape(bias, layout.bias_shape(bias.shape[0], nd))
 
 
+# --------------------------------------------------------------------------- pieces
+def _images_per_piece(xp, a, channels, geometry):
+    """Whole images whose patch matrix (channels·T × L each) fits ``PATCH_BYTES``: at least
+    the whole batch where it fits, 0 where not even one image does."""
+    per_image = channels * geometry.n_taps * geometry.n_positions * itemsize(xp, a.dtype)
+    return max(a.shape[0], 1) if a.shape[0] * per_image <= PATCH_BYTES else \
+        PATCH_BYTES // per_image
+
+
+def _slabs(xp, a, channels, geometry):
+    """Slabs of output rows (along the first spatial dim) of one image whose patch matrix
+    fits ``PATCH_BYTES``: ``(r0, r1, lo, hi, sub)`` — output rows [r0, r1) read padded input
+    rows [lo, hi), and ``sub`` is that slab's geometry (unpadded: the slab is cut from
+    the padded image)."""
+    rows = geometry.output_size[0]
+    per_row = (channels * geometry.n_taps * (geometry.n_positions // rows)
+               * itemsize(xp, a.dtype))
+    step = max(1, PATCH_BYTES // per_row)
+    k, s, d = geometry.kernel_size[0], geometry.stride[0], geometry.dilation[0]
+    nd = geometry.nd
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        lo, hi = r0 * s, (r1 - 1) * s + d * (k - 1) + 1
+        sub = ConvGeometry((hi - lo, *geometry.padded_size[1:]), geometry.kernel_size,
+                           geometry.stride, geometry.dilation, ((0, 0),) * nd,
+                           (r1 - r0, *geometry.output_size[1:]))
+        yield r0, r1, lo, hi, sub
+
+
+def _at(layout, image, rows):
+    """The index of one image's rows (a slice) along the first spatial dim."""
+    axis = layout.spatial_axes(1)[0]      # 2 channels-first, 1 channels-last
+    return (slice(image, image + 1), *(slice(None),) * (axis - 1), rows, ...)
+
+
+def _empty_like_images(xp, like, layout, n, channels, spatial, zeros=False):
+    make = xp.zeros if zeros else xp.empty
+    return make(layout.image_shape(n, channels, spatial), dtype=like.dtype,
+                device=device_of(like))
+
+
+# --------------------------------------------------------------------------- the maps
 def conv_forward(xp, x, weight, geometry, mode, groups, layout):
-    """Y = W·P with P = im2col(x): (N, C_in, *S) → (N, C_out, *output_size) channels-first."""
+    """Y = W·P with P = im2col(x): (N, C_in, *S) → (N, C_out, *output_size) channels-first.
+
+    P is built whole where it fits ``PATCH_BYTES``, else for pieces of the batch
+    (whole images, or slabs of output rows of one image) in turn."""
+    channels = layout.channels(x.shape)
+    images = _images_per_piece(xp, x, channels, geometry)
+    if images >= x.shape[0]:
+        return _forward_whole(xp, x, weight, geometry, mode, groups, layout)
+    out_channels = layout.weight_parts(weight.shape, geometry.nd)[0]
+    y = _empty_like_images(xp, x, layout, x.shape[0], out_channels, geometry.output_size)
+    if images:
+        for first in range(0, x.shape[0], images):
+            y[first:first + images, ...] = _forward_whole(
+                xp, x[first:first + images, ...], weight, geometry, mode, groups, layout)
+        return y
+    for image in range(x.shape[0]):
+        padded = pad(xp, x[image:image + 1, ...], geometry, mode, layout)
+        for r0, r1, lo, hi, sub in _slabs(xp, x, channels, geometry):
+            y[_at(layout, image, slice(r0, r1))] = _forward_whole(
+                xp, padded[_at(layout, 0, slice(lo, hi))], weight, sub, "zeros", groups, layout)
+    return y
+
+
+def _forward_whole(xp, x, weight, geometry, mode, groups, layout):
     cols = im2col(xp, x, geometry, mode, layout)
     p = layout.patch_operand(xp, cols, groups, geometry.n_taps)
     w = layout.weight_operand(xp, weight, groups)
@@ -45,7 +115,33 @@ def conv_forward(xp, x, weight, geometry, mode, groups, layout):
 
 
 def conv_adjoint_col2im(xp, y, weight, geometry, mode, groups, layout):
-    """Cᵀ·y by the transposed operator: P = Wᵀ·Y, then col2im (with the padding's adjoint)."""
+    """Cᵀ·y by the transposed operator: P = Wᵀ·Y, then col2im (with the padding's adjoint).
+
+    P is made whole where it fits ``PATCH_BYTES``, else for pieces of the batch
+    (whole images, or slabs of output rows of one image, each folded into its
+    rows of the padded image) in turn."""
+    _, in_per_group, _ = layout.weight_parts(weight.shape, geometry.nd)
+    channels = in_per_group * groups
+    images = _images_per_piece(xp, y, channels, geometry)
+    if images >= y.shape[0]:
+        return _adjoint_whole(xp, y, weight, geometry, mode, groups, layout)
+    x = _empty_like_images(xp, y, layout, y.shape[0], channels, geometry.input_size)
+    if images:
+        for first in range(0, y.shape[0], images):
+            x[first:first + images, ...] = _adjoint_whole(
+                xp, y[first:first + images, ...], weight, geometry, mode, groups, layout)
+        return x
+    for image in range(y.shape[0]):
+        canvas = _empty_like_images(xp, y, layout, 1, channels, geometry.padded_size, zeros=True)
+        for r0, r1, lo, hi, sub in _slabs(xp, y, channels, geometry):
+            rows = _at(layout, 0, slice(lo, hi))
+            canvas[rows] = canvas[rows] + _adjoint_whole(
+                xp, y[_at(layout, image, slice(r0, r1))], weight, sub, "zeros", groups, layout)
+        x[image:image + 1, ...] = pad_adjoint(xp, canvas, geometry, mode, layout)
+    return x
+
+
+def _adjoint_whole(xp, y, weight, geometry, mode, groups, layout):
     out_channels, in_per_group, _ = layout.weight_parts(weight.shape, geometry.nd)
     channels = in_per_group * groups
     o = layout.output_operand(xp, y, groups)
@@ -114,7 +210,38 @@ def bias_gradient(xp, g, layout):
 
 def weight_gradient_of(xp, a, b, weight_shape, geometry, mode, groups, layout):
     """Σ_n A·P(b)ᵀ shaped like the weight: A shaped like conv's output, b like its input
-    (conv's weight gradient is this of (G, conj(x)), conv_transpose's of (conj(x), G))."""
+    (conv's weight gradient is this of (G, conj(x)), conv_transpose's of (conj(x), G)).
+
+    P(b) is built whole where it fits ``PATCH_BYTES``, else for pieces of the
+    batch (whole images, or slabs of output rows of one image), whose terms are
+    added in order."""
+    channels = layout.channels(b.shape)
+    images = _images_per_piece(xp, b, channels, geometry)
+    if images >= b.shape[0]:
+        return _weight_gradient_whole(xp, a, b, weight_shape, geometry, mode, groups, layout)
+    total = None
+    for a_piece, b_piece, piece, piece_mode in _weight_gradient_pieces(xp, a, b, channels,
+                                                                         geometry, mode,
+                                                                         layout, images):
+        term = _weight_gradient_whole(xp, a_piece, b_piece, weight_shape, piece, piece_mode,
+                                      groups, layout)
+        total = term if total is None else total + term
+    return total
+
+
+def _weight_gradient_pieces(xp, a, b, channels, geometry, mode, layout, images):
+    if images:
+        for first in range(0, b.shape[0], images):
+            yield a[first:first + images, ...], b[first:first + images, ...], geometry, mode
+        return
+    for image in range(b.shape[0]):
+        padded = pad(xp, b[image:image + 1, ...], geometry, mode, layout)
+        for r0, r1, lo, hi, sub in _slabs(xp, b, channels, geometry):
+            yield (a[_at(layout, image, slice(r0, r1))], padded[_at(layout, 0, slice(lo, hi))],
+                   sub, "zeros")
+
+
+def _weight_gradient_whole(xp, a, b, weight_shape, geometry, mode, groups, layout):
     cols = im2col(xp, b, geometry, mode, layout)
     return weight_gradient(xp, layout.output_operand(xp, a, groups), cols, weight_shape,
                            geometry, groups, layout)
