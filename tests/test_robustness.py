@@ -231,3 +231,93 @@ def test_array_api_path_in_pieces_agrees_with_the_whole(xp, seed, budget, monkey
     for got, want in zip(convmm.conv_transpose_backward(TG, TX, TW, method="im2col", **tkw),
                          twhole):
         assert_close(got, want, xp)
+
+
+# --------------------------------------------------------------------------- large kernels and strides
+_BOUNDED = r"""
+import json, resource, sys, tracemalloc
+import numpy as np
+resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))   # an 8 GiB plan cannot even be asked for
+import convmm
+from convmm._core.algorithms import PATCH_BYTES
+from convmm._engines.policy import PLAN_BYTES, WORKSPACE_BYTES
+
+kind, x_shape, w_shape, keywords, methods = json.loads(sys.argv[1])
+rng = np.random.default_rng(0)
+x = rng.standard_normal(x_shape).astype(np.float32)
+w = rng.standard_normal(w_shape).astype(np.float32)
+
+def run(method, x, w, **keywords):
+    if kind == "forward":
+        return convmm.conv(x, w, method=method, **keywords)
+    if kind == "transpose":
+        return convmm.conv_transpose(x, w, method=method, **keywords)
+    g = convmm.conv(x, w, **keywords)
+    return convmm.conv_backward(g, x, w, method=method, **keywords).weight
+
+report = {}
+for method in methods:
+    small = tuple(slice(0, s if i < 2 else 5) for i, s in enumerate(x_shape))
+    run(method, x[small], w[tuple(slice(0, s if i < 2 else 2) for i, s in enumerate(w_shape))])
+    tracemalloc.start()       # the kernels are compiled by now; plans of this size are not
+    out = run(method, x, w, **keywords)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    bound = (x.nbytes + w.nbytes + 3 * out.nbytes + PATCH_BYTES + 3 * PLAN_BYTES
+             + WORKSPACE_BYTES + (64 << 20))
+    report[method] = [peak, bound, float(np.abs(out).max())]
+print(json.dumps(report))
+"""
+
+_LARGE = {   # (map, x, weight, keywords, methods)
+    "FCN-32s head": ("transpose", (1, 21, 16, 16), (21, 21, 64, 64), dict(stride=32, padding=16),
+                     ["auto", "im2col", "tiled_blas", "implicit_gemm", "direct"]),
+    "FCN-16s head": ("transpose", (1, 21, 32, 32), (21, 21, 32, 32), dict(stride=16, padding=8),
+                     ["auto", "im2col", "tiled_blas", "implicit_gemm", "direct"]),
+    "FCN-8s head": ("transpose", (1, 21, 64, 64), (21, 21, 16, 16), dict(stride=8, padding=4),
+                    ["auto", "im2col", "tiled_blas", "implicit_gemm", "direct", "zero_insertion"]),
+    "patchify transpose, kernel = stride = 128": (
+        "transpose", (1, 1, 2, 2), (1, 1, 128, 128), dict(stride=128),
+        ["auto", "im2col", "tiled_blas", "implicit_gemm", "direct"]),
+    "patchify, kernel = stride = 16": ("forward", (2, 3, 224, 224), (96, 3, 16, 16), dict(stride=16),
+                                       ["auto", "im2col", "tiled_blas", "implicit_gemm", "direct"]),
+    "1-d, 2048 taps": ("forward", (1, 4, 16000), (4, 4, 2048), dict(padding="same"),
+                       ["auto", "im2col", "implicit_gemm", "direct"]),
+    "1-d, 2048 taps, transposed": ("transpose", (1, 4, 16000), (4, 4, 2048), dict(padding=1024),
+                                   ["auto", "im2col", "implicit_gemm", "direct", "zero_insertion"]),
+    "1-d, 2048 taps, weight gradient": ("weight_grad", (1, 4, 16000), (4, 4, 2048),
+                                        dict(padding="same"), ["auto", "im2col", "direct"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_LARGE))
+def test_large_kernels_and_strides_stay_within_their_bounds(case):
+    """Under a 6 GiB address-space limit, every method's first call (plans built, kernels
+    already compiled) stays within the bound tracemalloc sees: inputs, the output three
+    times, PATCH_BYTES, three times PLAN_BYTES (a plan's build), WORKSPACE_BYTES and 64 MiB."""
+    import json
+    import subprocess
+    import sys
+
+    kind, x_shape, w_shape, keywords, methods = _LARGE[case]
+    done = subprocess.run([sys.executable, "-c", _BOUNDED,
+                           json.dumps([kind, x_shape, w_shape, keywords, methods])],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    for method, (peak, bound, largest) in report.items():
+        assert peak <= bound, f"{method}: peak {peak / 2**20:.0f} MiB over {bound / 2**20:.0f} MiB"
+        assert np.isfinite(largest) and largest > 0, method
+
+
+def test_an_engine_method_whose_plan_would_not_fit_is_refused_with_one_that_fits():
+    x, w = np.ones((1, 4, 16000), np.float32), np.ones((4, 4, 2048), np.float32)
+    with pytest.raises(ValueError, match=r"method='tiled_blas' would build a 250 MiB index plan"
+                                         r".*method='implicit_gemm' needs none"):
+        convmm.conv(x, w, padding="same", method="tiled_blas")
+    g = convmm.conv(x, w, padding="same")
+    with pytest.raises(ValueError, match=r"method='implicit_gemm' would build .* weight_grad "
+                                         r"map.*method='im2col' needs none"):
+        convmm.conv_backward(g, x, w, padding="same", method="implicit_gemm", needs="weight")
+    assert "implicit_gemm would need a 250 MiB index plan: im2col needs none" in convmm.explain(
+        convmm.conv_backward, g, x, w, padding="same", needs="weight")

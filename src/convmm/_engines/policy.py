@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import array_api_compat
 import numpy as np
 
-from .._core.algorithms import transposed_method
+from .._core.algorithms import PATCH_BYTES, transposed_method
 from .._core.geometry import ConvGeometry
 from .._core.params import ENGINE_METHODS
 from .._core.validation import itemsize
@@ -62,6 +62,11 @@ CUDA_WORKSPACE_BYTES = 256 << 20
 """The CUDA engine's patch tiles' budget on the device (a tile holds at least one whole image)."""
 
 OPERATIONS = ("forward", "adjoint", "weight_grad")
+
+PLAN_BYTES = 64 << 20
+"""The index plans an engine method may build for one map (int64 entries; building one
+takes about three times its size).  Above it "auto" takes a method that needs none, and
+an engine method asked for by name is refused with a ValueError that names one."""
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,12 @@ class ConvPlan:
                     + self.flipped.describe())
         full = f"the full patch matrix would take {self.patch_matrix_bytes / mib:.1f} MiB"
         if self.method in ("im2col", "zero_insertion"):
-            return (f"{self.operation}: {self.method}, the array-API path{why}; whole patch "
-                    f"matrix {self.rows}×{self.positions} per group, "
-                    f"{self.patch_matrix_bytes / mib:.1f} MiB")
+            whole = (f"whole patch matrix {self.rows}×{self.positions} per group, "
+                     f"{self.patch_matrix_bytes / mib:.1f} MiB")
+            if self.workspace_bytes < self.patch_matrix_bytes:
+                whole = (f"patch matrix in pieces of at most {self.workspace_bytes / mib:.1f} "
+                         f"MiB (the {whole})")
+            return f"{self.operation}: {self.method}, the array-API path{why}; {whole}"
         if self.tile == 0:
             return (f"{self.operation}: {self.method}{why}: one multi-threaded BLAS GEMM on the "
                     f"input itself; workspace {self.workspace_bytes / mib:.2f} MiB ({full})")
@@ -221,9 +229,13 @@ def _plan(call, operation):
         method, reason = _auto(call, operation, in_per_group, target)
     if method == "zero_insertion" and operation != "adjoint":
         method, reason = "im2col", "zero insertion serves the adjoint only"
-    if method not in ENGINE_METHODS:
-        return ConvPlan(method, operation, rows, positions, positions, 1, patch_bytes,
-                        patch_bytes, reason)
+    if method in ENGINE_METHODS:
+        needed = _index_plan_bytes(call, method, operation, target)
+        if needed > PLAN_BYTES:
+            method, reason = _without_index_plan(call, method, operation, target, needed)
+    if method not in ENGINE_METHODS:      # the array-API path, in pieces of PATCH_BYTES
+        return ConvPlan(method, operation, rows, positions, positions, 1,
+                        min(patch_bytes, PATCH_BYTES), patch_bytes, reason)
     if operation == "adjoint" and method != "direct" and _flippable(call):
         inner = _plan(flipped_call(call), "forward")
         return ConvPlan(inner.method, operation, rows, positions, inner.tile, inner.threads,
@@ -291,6 +303,50 @@ def _plan(call, operation):
         tile = -(-image // pieces)            # equal pieces of one image
     return ConvPlan(method, operation, rows, positions, tile, threads,
                     threads * rows * tile * size + partial_bytes, patch_bytes, reason)
+
+
+def _index_plan_bytes(call, method, operation, target):
+    """Bytes of the index plans ``method`` builds for one map of the call.
+
+    The im2col plan of ``index_plans.gather_index`` is T × L (taps × output
+    positions); col2im's inverse 2 × R × P, R the most (tap, position) pairs
+    reading one sample: ∏⌈K·gcd(s, d)/s⌉, twice that per dim at the edges of
+    the other padding modes.  The CPU forward map by ``implicit_gemm`` and the
+    ``direct`` kernels need neither (their plans are per row and per tap).
+    """
+    geometry = call.geometry
+    taps, positions = geometry.n_taps, geometry.n_positions
+    pixels = math.prod(geometry.input_size)
+    if method == "direct" or (method == "tiled_blas" and _pointwise(geometry)):
+        return 0
+    if operation == "adjoint" and _flippable(call):
+        return 0            # the forward map of the flipped kernel, whose own plan says
+    if method == "implicit_gemm" and operation == "forward" and target == "cpu":
+        return 0
+    needed = taps * positions * 8
+    if operation == "adjoint":
+        pairs = 1
+        for k, s, d in zip(geometry.kernel_size, geometry.stride, geometry.dilation):
+            pairs *= min(k, -(-k * math.gcd(s, d) // s)) * (1 if call.mode == "zeros" else 2)
+        needed += 2 * pairs * pixels * 8
+    return needed
+
+
+def _without_index_plan(call, method, operation, target, needed):
+    """(method, reason) that needs no large index plan, where ``auto`` chose ``method``;
+    a ValueError naming the size and that method where ``method`` was asked for."""
+    if target == "cpu" and operation == "forward" and \
+            np.dtype(call.weight.dtype).kind == "f":
+        alternative = "implicit_gemm"
+    else:
+        alternative = "im2col"
+    size = f"{needed / 2 ** 20:.0f} MiB"
+    if call.method != "auto":
+        raise ValueError(
+            f"method={method!r} would build a {size} index plan for this {operation} map "
+            f"({call.geometry.n_taps} kernel taps), over convmm's limit of "
+            f"{PLAN_BYTES >> 20} MiB; method={alternative!r} needs none (or 'auto')")
+    return alternative, f"{method} would need a {size} index plan: {alternative} needs none"
 
 
 def _cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, size):
