@@ -321,3 +321,71 @@ def test_an_engine_method_whose_plan_would_not_fit_is_refused_with_one_that_fits
         convmm.conv_backward(g, x, w, padding="same", method="implicit_gemm", needs="weight")
     assert "implicit_gemm would need a 250 MiB index plan: im2col needs none" in convmm.explain(
         convmm.conv_backward, g, x, w, padding="same", needs="weight")
+
+
+# --------------------------------------------------------------------------- long float32 sums
+def _accuracy_cases():
+    rng = np.random.default_rng(2024)
+
+    def normal(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    return {
+        "512 channels of 0.1, 3×3 ones (C·∏K = 4608)": (
+            np.full((1, 512, 16, 16), np.float32(0.1)), np.ones((16, 512, 3, 3), np.float32),
+            ("forward",)),
+        "random 512→16, 3×3": (normal(2, 512, 16, 16), normal(16, 512, 3, 3),
+                               ("forward", "transpose", "weight")),
+        "random 1024→32, 3×3 (C·∏K = 9216)": (normal(1, 1024, 12, 12), normal(32, 1024, 3, 3),
+                                             ("forward", "transpose", "weight")),
+        "random 64→64, 3×3": (normal(2, 64, 28, 28), normal(64, 64, 3, 3),
+                              ("forward", "transpose", "weight")),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_accuracy_cases()))
+def test_float32_sums_are_as_accurate_as_pytorchs(case):
+    """Every method's float32 error against a float64 oracle is at most twice PyTorch's on
+    the same input: forward, transpose (the input gradient) and weight gradient."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x, w, maps = _accuracy_cases()[case]
+    g = np.random.default_rng(7).standard_normal((x.shape[0], w.shape[0], *x.shape[2:])) \
+        .astype(np.float32)
+
+    def error(got, exact):
+        return float(np.abs(np.asarray(got, np.float64) - exact).max() / np.abs(exact).max())
+
+    def t(a, double=False):
+        return torch.from_numpy(a).double() if double else torch.from_numpy(a)
+
+    methods = ("auto", "im2col", "tiled_blas", "implicit_gemm", "direct")
+    failures = []
+    if "forward" in maps:
+        exact = F.conv2d(t(x, True), t(w, True), padding=1).numpy()
+        peer = error(F.conv2d(t(x), t(w), padding=1).numpy(), exact)
+        for method in methods:
+            ours = error(convmm.conv(x, w, padding=1, method=method), exact)
+            if ours > 2 * peer:
+                failures.append(f"forward {method}: {ours:.2e} against PyTorch's {peer:.2e}")
+    if "transpose" in maps:
+        exact = F.conv_transpose2d(t(g, True), t(w, True), padding=1).numpy()
+        peer = error(F.conv_transpose2d(t(g), t(w), padding=1).numpy(), exact)
+        for method in methods + ("zero_insertion",):
+            ours = error(convmm.conv_transpose(g, w, padding=1, method=method), exact)
+            if ours > 2 * peer:
+                failures.append(f"transpose {method}: {ours:.2e} against PyTorch's {peer:.2e}")
+    if "weight" in maps:
+        def weight_grad(double):
+            weight = t(w, double).requires_grad_(True)
+            F.conv2d(t(x, double), weight, padding=1).backward(t(g, double))
+            return weight.grad.numpy()
+
+        exact, peer = weight_grad(True), None
+        peer = error(weight_grad(False), exact)
+        for method in methods:
+            ours = error(convmm.conv_backward(g, x, w, padding=1, method=method,
+                                              needs="weight").weight, exact)
+            if ours > 2 * peer:
+                failures.append(f"weight gradient {method}: {ours:.2e} against {peer:.2e}")
+    assert not failures, failures

@@ -72,33 +72,42 @@ def _store(acc) -> list[str]:
 
 def _padded_source(acc) -> list[str]:
     """``microkernel_padded``: the same tile, its A operand read in place from a padded
-    channels-last image instead of a packed panel (no patch is ever copied)."""
+    channels-last image instead of a packed panel (no patch is ever copied), over one
+    block of the reduction (taps t0 … t1 − 1, channels k0 … k1 − 1), stored into the tile
+    or added to it: the caller sums the reduction block by block."""
     mr, nr = len(acc), len(acc[0])
     lines = [
         "@njit(nogil=True, cache=True, fastmath=FASTMATH)",
-        "def microkernel_padded(image, base, step, offsets, first_channel, channels, w, zero, tile):"
-        "  # pragma: no cover",
-        '    """tile[i, j] = Σ_t Σ_k image[base + i·step + offsets[t], first_channel + k]·w[t·channels + k, j].',
+        "def microkernel_padded(image, base, step, offsets, first_channel, channels, w, zero,"
+        " t0, t1, k0, k1, accumulate, tile):  # pragma: no cover",
+        '    """tile[i, j] (+)= Σ_{t0≤t<t1} Σ_{k0≤k<k1} image[base + i·step + offsets[t],'
+        ' first_channel + k]·w[t·channels + k, j].',
         "",
         f"    ``image`` (Q, C) is a padded channels-last image, ``w`` (T·channels, {nr}) a panel of",
-        "    the weight; the sum runs tap by tap, channel by channel, from ``zero``.",
+        "    the weight; the block's sum runs tap by tap, channel by channel, from ``zero``,",
+        "    and is stored into the tile, or added to it if ``accumulate``.",
         '    """',
     ]
     lines += [f"    {name} = zero" for row in acc for name in row]
     lines += [
-        "    for t in range(offsets.shape[0]):",
+        "    for t in range(t0, t1):",
         "        q = base + offsets[t]",
     ]
-    lines += [f"        x{i} = image[q + {i} * step, first_channel:first_channel + channels]"
+    lines += [f"        x{i} = image[q + {i} * step, first_channel + k0:first_channel + k1]"
               for i in range(mr)]
     lines += [
-        "        wt = w[t * channels:(t + 1) * channels]",
-        "        for k in range(channels):",
+        "        wt = w[t * channels + k0:t * channels + k1]",
+        "        for k in range(k1 - k0):",
         "            b_p = wt[k]",
     ]
     lines += [f"            a{i} = x{i}[k]" for i in range(mr)]
     lines += [f"            b{j} = b_p[{j}]" for j in range(nr)]
     lines += [f"            {acc[i][j]} += a{i} * b{j}" for i in range(mr) for j in range(nr)]
+    lines += ["    if accumulate:"]
+    for i, row in enumerate(acc):
+        lines.append(f"        row = tile[{i}]")
+        lines += [f"        row[{j}] += {name}" for j, name in enumerate(row)]
+    lines += ["        return"]
     return lines + _store(acc)
 
 

@@ -20,6 +20,7 @@ are the conjugate (Wirtinger) ones that torch.autograd returns.
 
 from __future__ import annotations
 
+import numpy as np
 from array_api_compat import device as device_of
 
 from .geometry import ConvGeometry
@@ -107,6 +108,32 @@ def conv_forward(xp, x, weight, geometry, mode, groups, layout):
     return y
 
 
+def conv_forward_by_taps(xp, x, weight, geometry, mode, groups, layout):
+    """Y = Σ_t W_t·X̃_t, tap by tap: X̃_t the padded input's window read by tap t (its
+    strided slice), W_t the weight's (C_out, C_in/G) matrix of that tap.
+
+    The same map as ``conv_forward`` with no patch matrix (each term is a 1×1
+    convolution of a window) and with the reduction in blocks: each GEMM sums C_g
+    products, and the T terms are added in order, as col2im adds its taps.
+    """
+    nd = geometry.nd
+    padded = pad(xp, x, geometry, mode, layout)
+    pointwise = ConvGeometry(geometry.output_size, (1,) * nd, (1,) * nd, (1,) * nd,
+                             ((0, 0),) * nd, geometry.output_size)
+    kernel_axes = (range(2, 2 + nd) if layout.name == "channels_first" else range(nd))
+    total = None
+    for tap in np.ndindex(*geometry.kernel_size):
+        window = tuple(slice(t * d, t * d + s * (o - 1) + 1, s) for t, d, s, o
+                       in zip(tap, geometry.dilation, geometry.stride, geometry.output_size))
+        at_tap = [slice(None)] * weight.ndim
+        for axis, t in zip(kernel_axes, tap):
+            at_tap[axis] = slice(t, t + 1)
+        term = _forward_whole(xp, padded[layout.at_spatial(window)], weight[tuple(at_tap)],
+                              pointwise, "zeros", groups, layout)
+        total = term if total is None else total + term
+    return total
+
+
 def _forward_whole(xp, x, weight, geometry, mode, groups, layout):
     cols = im2col(xp, x, geometry, mode, layout)
     p = layout.patch_operand(xp, cols, groups, geometry.n_taps)
@@ -178,7 +205,8 @@ def conv_adjoint_zero_insertion(xp, y, weight, geometry, groups, layout):
     flipped = layout.flipped_transpose_weight(xp, weight, groups, nd)
     stride_one = ConvGeometry(tuple(canvas_size), geometry.kernel_size, (1,) * nd,
                               geometry.dilation, ((0, 0),) * nd, geometry.input_size)
-    return conv_forward(xp, canvas, flipped, stride_one, "zeros", groups, layout)
+    # Tap by tap: no patch matrix of the canvas, and sums of C_out/G products per GEMM.
+    return conv_forward_by_taps(xp, canvas, flipped, stride_one, "zeros", groups, layout)
 
 
 def conv_adjoint(xp, y, weight, geometry, mode, groups, layout, method):

@@ -229,6 +229,16 @@ def _plan(call, operation):
         method, reason = _auto(call, operation, in_per_group, target)
     if method == "zero_insertion" and operation != "adjoint":
         method, reason = "im2col", "zero insertion serves the adjoint only"
+    if (method in ENGINE_METHODS and method != "direct" and operation == "adjoint"
+            and _flippable(call)):
+        inner = _plan(flipped_call(call), "forward")
+        # On the CPU only the implicit GEMM, which sums its O·T products in blocks: BLAS
+        # would sum them in one chain, where col2im's sums are O long, then T.
+        if inner.method == "implicit_gemm" or (target == "cuda" and
+                                               inner.method in ENGINE_METHODS):
+            return ConvPlan(inner.method, operation, rows, positions, inner.tile,
+                            inner.threads, inner.workspace_bytes, patch_bytes,
+                            "stride 1, zero padding: no col2im", inner, inner.device)
     if method in ENGINE_METHODS:
         needed = _index_plan_bytes(call, method, operation, target)
         if needed > PLAN_BYTES:
@@ -236,11 +246,6 @@ def _plan(call, operation):
     if method not in ENGINE_METHODS:      # the array-API path, in pieces of PATCH_BYTES
         return ConvPlan(method, operation, rows, positions, positions, 1,
                         min(patch_bytes, PATCH_BYTES), patch_bytes, reason)
-    if operation == "adjoint" and method != "direct" and _flippable(call):
-        inner = _plan(flipped_call(call), "forward")
-        return ConvPlan(inner.method, operation, rows, positions, inner.tile, inner.threads,
-                        inner.workspace_bytes, patch_bytes, "stride 1, zero padding: no col2im",
-                        inner, inner.device)
     if target == "cuda":
         return _cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, size)
     if method == "implicit_gemm" and operation == "adjoint":
@@ -319,8 +324,6 @@ def _index_plan_bytes(call, method, operation, target):
     pixels = math.prod(geometry.input_size)
     if method == "direct" or (method == "tiled_blas" and _pointwise(geometry)):
         return 0
-    if operation == "adjoint" and _flippable(call):
-        return 0            # the forward map of the flipped kernel, whose own plan says
     if method == "implicit_gemm" and operation == "forward" and target == "cpu":
         return 0
     needed = taps * positions * 8

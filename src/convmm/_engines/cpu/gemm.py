@@ -30,11 +30,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .kernels import REDUCTION_DEPTH
 from .microkernel import MR, NR, microkernel, microkernel_padded
 
 KC = 256    # the inner-dimension slice: an A panel (KC×MR) stays in L1
 MC = 96     # rows of C per packed A block (MR·12)
 NC = 1024   # columns of C per packed B block (KC×NC in L2)
+
 
 
 @njit(nogil=True, cache=True)
@@ -253,6 +255,26 @@ def pad_channels_last(x, source, channels_first, padded):
 
 
 @njit(nogil=True, cache=True)
+def _reduction_blocks(taps, channels, depth):
+    """(t0, t1, k0, k1) blocks of the reduction over taps × channels, each about ``depth``
+    products deep: several whole taps where a tap has few channels, else one tap's
+    channels in pieces.  Each block's sum is a partial sum of its own (see conv_padded)."""
+    if channels >= depth:
+        pieces = -(-channels // depth)
+        blocks = np.empty((taps * pieces, 4), np.int64)
+        for t in range(taps):
+            for i in range(pieces):
+                blocks[t * pieces + i] = (t, t + 1, i * depth, min(channels, (i + 1) * depth))
+        return blocks
+    per_block = max(1, depth // channels)
+    count = -(-taps // per_block)
+    blocks = np.empty((count, 4), np.int64)
+    for i in range(count):
+        blocks[i] = (i * per_block, min(taps, (i + 1) * per_block), 0, channels)
+    return blocks
+
+
+@njit(nogil=True, cache=True)
 def conv_padded(padded, image_rows, row_start, offsets, step, width, w, groups, channels_last,
                 r0, r1, zero, y):
     """Output rows r0 ≤ r < r1 of ``y.shape[0]`` images from their padded channels-last copies.
@@ -263,10 +285,17 @@ def conv_padded(padded, image_rows, row_start, offsets, step, width, w, groups, 
     samples.  Each weight panel serves every row of every image before the next is read
     (blocking it over channels to keep a piece in L1 measured slower: the tile's
     partial sums then go through memory).
+
+    The reduction over T·C_g products runs in blocks of about ``REDUCTION_DEPTH``
+    (``_reduction_blocks``): the micro-kernel sums one block in registers and the
+    blocks' sums are added in order, as BLAS adds its k-blocks, so that a float32
+    error grows with the block depth plus the number of blocks, not with T·C_g.
     """
     _, panels, k, _ = w.shape
-    in_per_group = k // offsets.shape[0]
+    taps = offsets.shape[0]
+    in_per_group = k // taps
     per_group = (y.shape[2] if channels_last else y.shape[1]) // groups
+    blocks = _reduction_blocks(taps, in_per_group, REDUCTION_DEPTH)
     tile = np.empty((MR, NR), w.dtype)
     for g in range(groups):
         for jp in range(panels):
@@ -278,8 +307,12 @@ def conv_padded(padded, image_rows, row_start, offsets, step, width, w, groups, 
                 for r in range(r0, r1):
                     for j0 in range(0, width, MR):
                         height = min(MR, width - j0)
-                        microkernel_padded(padded, b * image_rows + row_start[r] + j0 * step, step,
-                                           offsets, g * in_per_group, in_per_group, panel, zero, tile)
+                        base = b * image_rows + row_start[r] + j0 * step
+                        for block in range(blocks.shape[0]):
+                            t0, t1, k0, k1 = blocks[block]
+                            microkernel_padded(padded, base, step, offsets, g * in_per_group,
+                                               in_per_group, panel, zero, t0, t1, k0, k1,
+                                               block > 0, tile)
                         l0 = r * width + j0
                         if channels_last:
                             for i in range(height):

@@ -139,6 +139,36 @@ def _direct_shape(weight_shape, in_planes, out_planes, groups, lead_taps):
     return in_channels, in_per_group, out_channels // groups, taps, taps // lead_taps
 
 
+REDUCTION_DEPTH = 64
+"""Products per partial sum of a long float32 reduction, here and in ``gemm.conv_padded``:
+a sum of C_g·T products (forward) or O_g·T (adjoint) is cut into blocks of about this
+many, each summed on its own, and the blocks' sums added in order (as BLAS adds its
+k-blocks), so the rounding error grows with the block depth plus the number of blocks,
+not with C_g·T.  In the direct kernels a block is whole channels, summed in a scratch
+plane."""
+
+SCRATCH_SAMPLES = 1 << 16
+"""At most this many samples of scratch planes per worker for those blocks."""
+
+
+@njit(nogil=True, cache=True)
+def _accumulate_forward(padded, w, o, c, taps, rows, width, lead_taps, last_taps, dilation,
+                        stride, out):
+    """out += the taps of weight row o, input channel c, swept over the padded plane."""
+    for r in range(rows.shape[0]):
+        target = out[r * width:(r + 1) * width]
+        for tl in range(lead_taps):
+            for k in range(last_taps):
+                weight = w[o, c * taps + tl * last_taps + k]
+                src = padded[rows[r, tl] + k * dilation:]
+                if stride == 1:
+                    for j in range(width):
+                        target[j] += weight * src[j]
+                else:
+                    for j in range(width):
+                        target[j] += weight * src[j * stride]
+
+
 @njit(nogil=True, cache=True)
 def direct_forward(x, w, groups, source, rows, width, dilation, stride, first, stop, y):
     """Units ``first … stop − 1`` (unit = image·G + group) of a direct convolution, channels-first.
@@ -147,32 +177,65 @@ def direct_forward(x, w, groups, source, rows, width, dilation, stride, first, s
     plane of the unit is padded once, then every output plane of its group
     adds its taps: output row r, sample j under tap (t_lead, k) reads padded
     sample rows[r, t_lead] + k·dilation + j·stride; ``width`` is the output row length.
+    Where C_g·T exceeds ``REDUCTION_DEPTH`` the input channels go in blocks, each
+    summed in a scratch plane and added to y (a plane is then padded once per block
+    of output planes).
     """
     in_channels, in_per_group, per_group, taps, last_taps = _direct_shape(
         w.shape, x.shape[0], y.shape[0], groups, rows.shape[1])
     out_channels = w.shape[0]
     n_rows, lead_taps = rows.shape
+    positions = y.shape[1]
     padded = np.empty(source.shape[0], x.dtype)
+    block_channels = max(1, REDUCTION_DEPTH // taps)
+    blocked = in_per_group > block_channels
+    outputs_per_block = per_group
+    if blocked:
+        outputs_per_block = max(1, min(per_group, SCRATCH_SAMPLES // positions))
+    part = np.empty((outputs_per_block if blocked else 0, positions), y.dtype)
     for unit in range(first, stop):
         image, g = unit // groups, unit % groups
         for o in range(g * per_group, (g + 1) * per_group):
             y[image * out_channels + o, :] = 0
-        for c in range(in_per_group):
-            _pad_plane(x[image * in_channels + g * in_per_group + c], source, padded)
-            for o in range(g * per_group, (g + 1) * per_group):
-                out = y[image * out_channels + o]
-                for r in range(n_rows):
-                    target = out[r * width:(r + 1) * width]
-                    for tl in range(lead_taps):
-                        for k in range(last_taps):
-                            weight = w[o, c * taps + tl * last_taps + k]
-                            src = padded[rows[r, tl] + k * dilation:]
-                            if stride == 1:
-                                for j in range(width):
-                                    target[j] += weight * src[j]
-                            else:
-                                for j in range(width):
-                                    target[j] += weight * src[j * stride]
+        if not blocked:
+            for c in range(in_per_group):
+                _pad_plane(x[image * in_channels + g * in_per_group + c], source, padded)
+                for o in range(g * per_group, (g + 1) * per_group):
+                    _accumulate_forward(padded, w, o, c, taps, rows, width, lead_taps,
+                                        last_taps, dilation, stride, y[image * out_channels + o])
+            continue
+        for o0 in range(g * per_group, (g + 1) * per_group, outputs_per_block):
+            o1 = min(o0 + outputs_per_block, (g + 1) * per_group)
+            for c0 in range(0, in_per_group, block_channels):
+                part[:o1 - o0] = 0
+                for c in range(c0, min(c0 + block_channels, in_per_group)):
+                    _pad_plane(x[image * in_channels + g * in_per_group + c], source, padded)
+                    for o in range(o0, o1):
+                        _accumulate_forward(padded, w, o, c, taps, rows, width, lead_taps,
+                                            last_taps, dilation, stride, part[o - o0])
+                for o in range(o0, o1):
+                    target = y[image * out_channels + o]
+                    block = part[o - o0]
+                    for q in range(positions):
+                        target[q] += block[q]
+
+
+@njit(nogil=True, cache=True)
+def _spread_adjoint(grad, w, o, c, taps, rows, width, lead_taps, last_taps, dilation, stride,
+                    padded):
+    """padded += output plane ``grad`` spread by the taps of weight row o, input channel c."""
+    for r in range(rows.shape[0]):
+        source = grad[r * width:(r + 1) * width]
+        for tl in range(lead_taps):
+            for k in range(last_taps):
+                weight = w[o, c * taps + tl * last_taps + k]
+                dst = padded[rows[r, tl] + k * dilation:]
+                if stride == 1:
+                    for j in range(width):
+                        dst[j] += weight * source[j]
+                else:
+                    for j in range(width):
+                        dst[j * stride] += weight * source[j]
 
 
 @njit(nogil=True, cache=True)
@@ -183,31 +246,34 @@ def direct_adjoint(y, w, groups, adjoint, rows, width, dilation, stride, padded_
     y (N·C_out, L); w (C_out, C_g·T); x (N·C_in, P) receives Cᵀ·y: for each
     input plane the taps spread every output plane of its group over a padded
     plane, and the padding's adjoint gathers it back (``adjoint`` from
-    ``padded_source``), one plane at a time on one thread.
+    ``padded_source``), one plane at a time on one thread.  Where O_g·T exceeds
+    ``REDUCTION_DEPTH`` the output planes go in blocks, each spread over a scratch
+    plane that is then added to the padded plane.
     """
     in_channels, in_per_group, per_group, taps, last_taps = _direct_shape(
         w.shape, x.shape[0], y.shape[0], groups, rows.shape[1])
     out_channels = w.shape[0]
     n_rows, lead_taps = rows.shape
     padded = np.empty(padded_size + 1, y.dtype)
+    block_outputs = max(1, REDUCTION_DEPTH // taps)
+    blocked = per_group > block_outputs
+    part = np.empty(padded_size + 1 if blocked else 0, y.dtype)
     for unit in range(first, stop):
         image, g = unit // groups, unit % groups
         for c in range(in_per_group):
             padded[:] = 0
-            for o in range(g * per_group, (g + 1) * per_group):
-                grad = y[image * out_channels + o]
-                for r in range(n_rows):
-                    source = grad[r * width:(r + 1) * width]
-                    for tl in range(lead_taps):
-                        for k in range(last_taps):
-                            weight = w[o, c * taps + tl * last_taps + k]
-                            dst = padded[rows[r, tl] + k * dilation:]
-                            if stride == 1:
-                                for j in range(width):
-                                    dst[j] += weight * source[j]
-                            else:
-                                for j in range(width):
-                                    dst[j * stride] += weight * source[j]
+            for o0 in range(g * per_group, (g + 1) * per_group, block_outputs if blocked
+                            else per_group):
+                o1 = min(o0 + (block_outputs if blocked else per_group), (g + 1) * per_group)
+                target_plane = part if blocked else padded
+                if blocked:
+                    part[:] = 0
+                for o in range(o0, o1):
+                    _spread_adjoint(y[image * out_channels + o], w, o, c, taps, rows, width,
+                                    lead_taps, last_taps, dilation, stride, target_plane)
+                if blocked:
+                    for q in range(padded_size):
+                        padded[q] += part[q]
             target = x[image * in_channels + g * in_per_group + c]
             for p in range(target.shape[0]):
                 total = padded[adjoint[0, p]]
