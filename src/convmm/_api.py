@@ -114,8 +114,10 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
         (*K, C_out/groups, C_in) channels-last (PyTorch's and TensorFlow's conventions).
     padding_mode : "zeros", "reflect", "replicate" or "circular"
     method : "auto", "im2col" (GEMM with Wᵀ, then col2im) or "zero_insertion"
-        (insert s − 1 zeros, flip the kernel, pad d·(K − 1) − p, convolve with stride 1;
-        for another padding mode, onto the padded canvas, then the padding's adjoint).
+        (insert s − 1 zeros, flip the kernel, pad d·(K − 1) − p, convolve with stride 1,
+        phase by phase so that no inserted zero is multiplied; for another padding
+        mode, onto the padded canvas, then the padding's adjoint), or an engine's
+        "tiled_blas", "implicit_gemm" or "direct" (see ``conv``).
 
     Examples
     --------

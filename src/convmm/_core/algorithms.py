@@ -20,6 +20,8 @@ are the conjugate (Wirtinger) ones that torch.autograd returns.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from array_api_compat import device as device_of
 
@@ -178,35 +180,88 @@ def _adjoint_whole(xp, y, weight, geometry, mode, groups, layout):
 
 
 def conv_adjoint_zero_insertion(xp, y, weight, geometry, groups, layout):
-    """Cᵀ·y for zero padding by the seeds' recipe, as a stride-1 forward convolution.
+    """Cᵀ·y for zero padding by the seeds' recipe: insert s − 1 zeros between y's samples,
+    pad d·(K−1) − p, convolve with the flipped kernel at stride 1 — phase by phase, so that
+    no inserted zero is ever multiplied.
 
-    Along each dim, y's sample j goes to position ``d·(K−1) − p_before + j·s`` of
-    a zero canvas of size ``O + d·(K−1)`` (O: the transposed output size);
-    samples that fall outside are dropped, which is the "negative padding"
-    case p > d·(K−1).  Convolving the canvas with the flipped kernel, stride 1,
-    dilation d, gives exactly O outputs.
+    Along each dim, y's sample j sits at ``first + j·s`` of the canvas (``first =
+    d·(K−1) − p_before``) and output o is ``Σ_t F[t]·canvas[o + t·d]`` (F the
+    flipped kernel).  Output o = φ + m·s of phase φ reads a sample of y only
+    through the taps with ``φ + t·d − first ≡ 0 (mod s)``, at j = m + δ,
+    ``δ = (φ + t·d − first)/s``: each phase is a stride-1 convolution of y itself
+    with a sub-kernel of about K/s taps (Shi et al., "Real-time single image
+    super-resolution using an efficient sub-pixel convolutional neural network",
+    CVPR 2016).  All s^nd phases run as one convolution of y with the sub-kernels
+    stacked as output channels, tap by tap (``conv_forward_by_taps``: sums of
+    C_out/G products), and are interleaved into the output.  The cost is the
+    transposed convolution's, not s^nd times more; at stride 1 this is the flipped
+    convolution of the padded y.
     """
     nd = geometry.nd
-    spread = [d * (k - 1) for k, d in zip(geometry.kernel_size, geometry.dilation)]
-    canvas_size = [o + e for o, e in zip(geometry.input_size, spread)]
-    first = [e - b for e, (b, _) in zip(spread, geometry.padding)]
-    target, source = [], []
-    for start, s, count, size in zip(first, geometry.stride, geometry.output_size, canvas_size):
-        j_lo = -(-max(0, -start) // s)              # first sample at position >= 0
-        j_hi = min(count, -(-(size - start) // s))  # one past the last sample inside
-        kept = max(j_hi - j_lo, 0)
-        lo = start + j_lo * s
-        target.append(slice(lo, lo + (kept - 1) * s + 1 if kept else lo, s))
-        source.append(slice(j_lo, j_lo + kept))
-    n, channels = y.shape[0], layout.channels(y.shape)
-    canvas = xp.zeros(layout.image_shape(n, channels, canvas_size), dtype=y.dtype,
-                      device=device_of(y))
-    canvas[layout.at_spatial(tuple(target))] = y[layout.at_spatial(tuple(source))]
-    flipped = layout.flipped_transpose_weight(xp, weight, groups, nd)
-    stride_one = ConvGeometry(tuple(canvas_size), geometry.kernel_size, (1,) * nd,
-                              geometry.dilation, ((0, 0),) * nd, geometry.input_size)
-    # Tap by tap: no patch matrix of the canvas, and sums of C_out/G products per GEMM.
-    return conv_forward_by_taps(xp, canvas, flipped, stride_one, "zeros", groups, layout)
+    first_layout = layout.name == "channels_first"
+    # Channels-first inside: the sub-kernels become output channels.
+    from .layout import LAYOUTS
+
+    cf = LAYOUTS["channels_first"]
+    if not first_layout:
+        y = xp.permute_dims(y, (0, nd + 1, *range(1, nd + 1)))
+        weight = xp.permute_dims(weight, (nd + 1, nd, *range(nd)))   # (C_y, C_x/G, *K)
+    flipped = cf.flipped_transpose_weight(xp, weight, groups, nd)     # (C_x, C_y/G, *K)
+    n, out_channels = y.shape[0], flipped.shape[0]
+    phases, windows, maps, pads, crops, counts = [], [], [], [], [], []
+    for axis in range(nd):
+        k, s, d = geometry.kernel_size[axis], geometry.stride[axis], geometry.dilation[axis]
+        size, out_size = geometry.output_size[axis], geometry.input_size[axis]
+        first = d * (k - 1) - geometry.padding[axis][0]
+        pairs = [(phi, t, (phi + t * d - first) // s) for phi in range(s) for t in range(k)
+                 if (phi + t * d - first) % s == 0]
+        low = min(delta for _, _, delta in pairs)
+        window = max(delta for _, _, delta in pairs) - low + 1
+        table = np.full((s, window), k, dtype=np.intp)      # tap k: the appended zero
+        for phi, t, delta in pairs:
+            table[phi, delta - low] = t
+        count = -(-out_size // s)                           # outputs m per phase
+        crop = max(0, low)
+        before = max(0, -low)
+        after = max(0, count + window - 1 - (before + size - crop))
+        phases.append(s)
+        windows.append(window)
+        maps.append(table)
+        pads.append((before, after))
+        crops.append(slice(crop, min(size, crop + count + window - 1 - before)))
+        counts.append(count)
+    # The stacked sub-kernels: V[(c, φ), o, u] = F[c, o, t(φ, u)], zero where no tap.
+    sub = flipped
+    for axis in range(nd):
+        zero_shape = list(sub.shape)
+        zero_shape[2 + axis] = 1
+        sub = xp.concat([sub, xp.zeros(zero_shape, dtype=sub.dtype, device=device_of(sub))],
+                        axis=2 + axis)
+        sub = xp.take(sub, xp.asarray(np.reshape(maps[axis], -1), device=device_of(sub)),
+                      axis=2 + axis)
+    sub = xp.reshape(sub, (*sub.shape[:2], *(v for s, w in zip(phases, windows)
+                                             for v in (s, w))))
+    order = (0, *(2 + 2 * a for a in range(nd)), 1, *(3 + 2 * a for a in range(nd)))
+    sub = xp.reshape(xp.permute_dims(sub, order),
+                     (out_channels * math.prod(phases), sub.shape[1], *windows))
+    y = y[(slice(None), slice(None), *crops)]
+    if any(c.stop <= c.start for c in crops):
+        z = None
+    else:
+        inner = ConvGeometry(tuple(y.shape[2:]), tuple(windows), (1,) * nd, (1,) * nd,
+                             tuple(pads), tuple(counts))
+        z = conv_forward_by_taps(xp, y, sub, inner, "zeros", groups, cf)
+    if z is None:
+        x = xp.zeros((n, out_channels, *geometry.input_size), dtype=flipped.dtype,
+                     device=device_of(flipped))
+    else:   # interleave the phases: (N, C_x, *φ, *m) → (N, C_x, m_1, φ_1, …) → crop to O
+        z = xp.reshape(z, (n, out_channels, *phases, *counts))
+        z = xp.permute_dims(z, (0, 1, *(v for a in range(nd) for v in (2 + nd + a, 2 + a))))
+        z = xp.reshape(z, (n, out_channels, *(c * s for c, s in zip(counts, phases))))
+        x = z[(slice(None), slice(None), *(slice(0, o) for o in geometry.input_size))]
+    if not first_layout:
+        x = xp.permute_dims(x, (0, *range(2, nd + 2), 1))
+    return x
 
 
 def conv_adjoint(xp, y, weight, geometry, mode, groups, layout, method):
