@@ -389,3 +389,19 @@ def test_float32_sums_are_as_accurate_as_pytorchs(case):
             if ours > 2 * peer:
                 failures.append(f"weight gradient {method}: {ours:.2e} against {peer:.2e}")
     assert not failures, failures
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pairs_per_sample_bounds_the_inverse_plan(seed):
+    """The col2im plan's pairs per sample, which decide its size before it is built, are
+    at most the bound computed from the geometry."""
+    from convmm._core import index_plans
+    from convmm._core.geometry import conv_geometry
+    from helpers import random_config
+
+    cfg = random_config(np.random.default_rng(3300 + seed))
+    geometry = conv_geometry(cfg.size, cfg.kernel, cfg.stride, cfg.pairs, cfg.dilation,
+                             cfg.padding_mode)
+    ranks = index_plans.gather_index_adjoint(geometry, cfg.padding_mode).shape[1]
+    bound = index_plans.pairs_per_sample(geometry, cfg.padding_mode)
+    assert ranks <= bound

@@ -130,6 +130,21 @@ def _ranked_table(keys: np.ndarray, values: np.ndarray, size: int, fill: int) ->
     return table
 
 
+def pairs_per_sample(geometry: ConvGeometry, mode: str) -> int:
+    """An upper bound on the (tap, position) pairs that read one input sample
+    (``gather_index_adjoint``'s R), from the geometry alone: per dim, the padded
+    positions that copy a sample (1 for zero padding, more at the edges of the other
+    modes) times the pairs that read one padded position, min(K, ⌈K·gcd(s, d)/s⌉)."""
+    pairs = 1
+    for size, (before, after), k, s, d in zip(geometry.input_size, geometry.padding,
+                                              geometry.kernel_size, geometry.stride,
+                                              geometry.dilation):
+        source = axis_source(size, before, after, mode)
+        copies = int(np.bincount(source[source >= 0], minlength=1).max())
+        pairs *= copies * min(k, -(-k * math.gcd(s, d) // s))
+    return pairs
+
+
 @lru_cache(maxsize=64)
 def gather_index_adjoint(geometry: ConvGeometry, mode: str) -> np.ndarray:
     """The im2col plan inverted for col2im as a gather: a (2, R, P) array.

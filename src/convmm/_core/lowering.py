@@ -27,7 +27,8 @@ import numpy as np
 from array_api_compat import device as device_of
 from array_api_compat import is_cupy_array, is_numpy_array
 
-from .index_plans import axis_source, axis_source_adjoint, gather_index
+from .index_plans import (axis_source, axis_source_adjoint, gather_index, gather_index_adjoint,
+                          pairs_per_sample)
 
 
 def index_array(xp, plan: np.ndarray, like):
@@ -143,12 +144,29 @@ def im2col(xp, x, geometry, mode, layout):
     return xp.reshape(cols, cols_shape)
 
 
+GATHER_MIN_TAPS = 32
+"""``col2im`` gathers (one ``take`` per pair of a sample) instead of adding strided windows
+tap by tap where a kernel has at least this many taps, four times more than the pairs
+that read one sample (large strides: a Python loop over ∏K taps would dominate)."""
+
+GATHER_PLAN_ENTRIES = 8 << 20
+"""... and where the im2col plan it inverts has at most this many entries."""
+
+
 def col2im(xp, cols, geometry, mode, layout, channels):
     """The adjoint of ``im2col``: overlapping patch entries summed back into an image.
 
     ``cols`` has im2col's output shape; the result is (N, C, *input_size)
-    channels-first or (N, *input_size, C) channels-last.
+    channels-first or (N, *input_size, C) channels-last.  Tap by tap, each tap's
+    block added to its strided window of the padded canvas, then the padding's
+    adjoint; or, for kernels with many taps and few per sample (large strides),
+    as a gather through ``gather_index_adjoint``.
     """
+    taps, positions = geometry.n_taps, geometry.n_positions
+    if (taps >= max(GATHER_MIN_TAPS, 4 * pairs_per_sample(geometry, mode))
+            and taps * positions <= GATHER_PLAN_ENTRIES):
+        return _col2im_gather(xp, cols, geometry, layout, channels,
+                              gather_index_adjoint(geometry, mode))
     n = cols.shape[0]
     canvas = xp.zeros(layout.image_shape(n, channels, geometry.padded_size),
                       dtype=cols.dtype, device=device_of(cols))
@@ -161,3 +179,37 @@ def col2im(xp, cols, geometry, mode, layout, channels):
         )
         canvas[layout.at_spatial(window)] += blocks[layout.at_tap(tap)]
     return pad_adjoint(xp, canvas, geometry, mode, layout)
+
+
+def _col2im_gather(xp, cols, geometry, layout, channels, inverse):
+    """col2im as a gather: x[c, p] = Σ_r cols[c·T + t_r, l_r] over the (tap, position)
+    pairs (t_r, l_r) = inverse[:, r, p] that read sample p (in increasing order), every
+    padding mode folded in by the plan."""
+    n = cols.shape[0]
+    taps, positions = geometry.n_taps, geometry.n_positions
+    pixels = math.prod(geometry.input_size)
+    ranks = inverse.shape[1]
+    # The flat column of each pair; the sentinel tap T reads an appended zero.
+    if layout.name == "channels_first":   # cols (N, C·T, L): rows c·T + t, so t·L + l
+        flat = np.where(inverse[0] < taps, inverse[0] * positions + inverse[1],
+                        taps * positions)
+        source = xp.reshape(cols, (n, channels, taps * positions))
+        source = xp.concat([source, xp.zeros((n, channels, 1), dtype=cols.dtype,
+                                             device=device_of(cols))], axis=2)
+        picked = xp.take(source, index_array(xp, np.reshape(flat, -1), cols), axis=2)
+        picked = xp.reshape(picked, (n, channels, ranks, pixels))
+        total = picked[:, :, 0, :]
+        for r in range(1, ranks):
+            total = total + picked[:, :, r, :]
+        return xp.reshape(total, layout.image_shape(n, channels, geometry.input_size))
+    # channels-last cols (N, L, T·C): row l, column t·C + c, so (l·T + t, c) flat
+    flat = np.where(inverse[0] < taps, inverse[1] * taps + inverse[0], taps * positions)
+    source = xp.reshape(cols, (n, positions * taps, channels))
+    source = xp.concat([source, xp.zeros((n, 1, channels), dtype=cols.dtype,
+                                         device=device_of(cols))], axis=1)
+    picked = xp.take(source, index_array(xp, np.reshape(flat, -1), cols), axis=1)
+    picked = xp.reshape(picked, (n, ranks, pixels, channels))
+    total = picked[:, 0, ...]
+    for r in range(1, ranks):
+        total = total + picked[:, r, ...]
+    return xp.reshape(total, layout.image_shape(n, channels, geometry.input_size))

@@ -49,6 +49,7 @@ import numpy as np
 
 from .._core.algorithms import PATCH_BYTES, transposed_method
 from .._core.geometry import ConvGeometry
+from .._core.index_plans import pairs_per_sample
 from .._core.params import ENGINE_METHODS
 from .._core.validation import itemsize
 from .cpu.threads import worker_count
@@ -315,9 +316,9 @@ def _index_plan_bytes(call, method, operation, target):
 
     The im2col plan of ``index_plans.gather_index`` is T × L (taps × output
     positions); col2im's inverse 2 × R × P, R the most (tap, position) pairs
-    reading one sample: ∏⌈K·gcd(s, d)/s⌉, twice that per dim at the edges of
-    the other padding modes.  The CPU forward map by ``implicit_gemm`` and the
-    ``direct`` kernels need neither (their plans are per row and per tap).
+    reading one sample (``index_plans.pairs_per_sample`` bounds it).  The CPU
+    forward map by ``implicit_gemm`` and the ``direct`` kernels need neither
+    (their plans are per row and per tap).
     """
     geometry = call.geometry
     taps, positions = geometry.n_taps, geometry.n_positions
@@ -328,10 +329,7 @@ def _index_plan_bytes(call, method, operation, target):
         return 0
     needed = taps * positions * 8
     if operation == "adjoint":
-        pairs = 1
-        for k, s, d in zip(geometry.kernel_size, geometry.stride, geometry.dilation):
-            pairs *= min(k, -(-k * math.gcd(s, d) // s)) * (1 if call.mode == "zeros" else 2)
-        needed += 2 * pairs * pixels * 8
+        needed += 2 * pairs_per_sample(geometry, call.mode) * pixels * 8
     return needed
 
 
