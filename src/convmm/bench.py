@@ -8,19 +8,22 @@ is installed, PyTorch are called alternately, ``--repeats`` times each after
 a warm-up, and the medians compared.
 
 ``--backend numpy`` (the default) times the CPU engine on NumPy arrays against
-PyTorch's CPU convolution (oneDNN), both with the same threads.  Between calls
-the other library's thread pool is left a short pause and OpenMP is asked to
-sleep when idle (``OMP_WAIT_POLICY=PASSIVE``, unless set), so one library's
-spinning workers do not slow the other's call.  Extra memory is measured on
-one more, untimed, call: the larger of the tracemalloc peak and the rise of the
-peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``), less
-the output's own size.  The GEMM section times ``_engines.cpu.gemm.gemm`` (the
-implicit-GEMM kernel's engine) against ``numpy.matmul`` (OpenBLAS) at 1024³
-and 2048³.
+PyTorch's CPU convolution (oneDNN), fairly: each library in a process of its
+own (a process that has imported torch changes the allocator and OpenMP's
+threads for everyone in it), each at its own defaults (convmm's
+``get_num_threads()``, PyTorch's ``torch.get_num_threads()``) unless
+``--threads`` sets both, on the same data (drawn from the same seed in both
+processes), rounds alternating between the two processes (which one goes first
+alternates too), medians of ``--repeats``.  Extra memory is measured in
+convmm's process on one more, untimed, call: the larger of the tracemalloc peak
+and the rise of the peak resident set (``VmHWM``, reset through
+``/proc/self/clear_refs``), less the output's own size.  The GEMM section times
+``_engines.cpu.gemm.gemm`` (the implicit-GEMM kernel's engine) against
+``numpy.matmul`` (OpenBLAS) at 1024³ and 2048³, in convmm's process.
 
 ``--backend cupy`` times the CUDA engine on CuPy arrays against PyTorch on
-cuDNN, with every layer's batch raised to 64 (unless ``--batch`` says
-otherwise).  Each call is timed with CUDA events on the default stream, where
+cuDNN in one process (the GPU's work is timed, not the host's), with every
+layer's batch raised to 64 (unless ``--batch`` says otherwise).  Each call is timed with CUDA events on the default stream, where
 CuPy, numba-cuda's launches and PyTorch all queue their work, after the device
 has been synchronised.  TF32 is off on both sides (``CUPY_TF32=0`` for cuBLAS,
 ``torch.backends.cudnn.allow_tf32`` and ``torch.backends.cuda.matmul.allow_tf32``
@@ -35,6 +38,7 @@ in a fresh interpreter.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -74,6 +78,7 @@ class Layer:
     """One row of the suite: shapes, keywords and FLOP counts (channels-first)."""
 
     def __init__(self, spec, batch=None):
+        self.spec = spec
         self.name = spec["name"]
         nd = len(spec["spatial"])
         self.n = batch or spec["N"]
@@ -277,7 +282,7 @@ class Host:
     def __init__(self, args):
         if args.tf32:
             raise SystemExit("--tf32 applies to --backend cupy (TF32 is a GPU format)")
-        self.threads = args.threads
+        self.threads = args.threads     # None: each library's own default
 
     @staticmethod
     def random(dtype, seed):
@@ -288,15 +293,12 @@ class Host:
     extra_memory = staticmethod(extra_memory)
 
     def setup_torch(self, torch):
-        torch.set_num_threads(self.threads)
+        if self.threads:
+            torch.set_num_threads(self.threads)
         return torch
 
     def gemm(self, repeats):
         return gemm_share(repeats=repeats, threads=self.threads)
-
-    def describe(self):
-        return (f"{self.threads} thread(s), OMP_WAIT_POLICY="
-                f"{os.environ.get('OMP_WAIT_POLICY')}")
 
 
 class Gpu:
@@ -463,59 +465,200 @@ def _progress(done, total, label):
 
 
 def run(args):
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch loads OpenMP
-    from threadpoolctl import threadpool_limits
-
+    if args.worker:
+        return _worker(args.worker, json.loads(args.worker_config))
     backend = BACKENDS[args.backend](args)
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            torch = None
     batch = args.batch or backend.default_batch
     layers = [Layer(spec, batch) for spec in pick(load_layers(args.layers_file), args.layers)]
-    passes = args.passes
-    random = backend.random(args.dtype, seed=0)
-    results = []
-    from . import set_num_threads
-
-    set_num_threads(args.threads)     # the engine's workers; BLAS's own below
-    with threadpool_limits(limits=args.threads, user_api="blas"):
-        if torch is not None:
-            torch = backend.setup_torch(torch)
-        jobs = [(layer, which) for layer in layers for which in passes]
-        for done, (layer, which) in enumerate(jobs):
-            _progress(done, len(jobs), f"{layer.name} {which}")
-            ours, calls, arrays = convmm_call(layer, which, args.method, random)
-            theirs = torch_call(layer, which, arrays) if torch is not None else None
-            t_ours, t_torch = timed_pair(ours, theirs, args.repeats, backend.seconds)
-            extra = max(backend.extra_memory(call, out_bytes) for call, out_bytes in calls)
-            results.append(dict(layer=layer.name, shape=layer.shape(), which=which,
-                                seconds=t_ours, gflops=layer.flops(which) / t_ours / 1e9,
-                                extra_bytes=extra, torch_seconds=t_torch,
-                                ratio=None if t_torch is None else t_ours / t_torch))
-            del ours, theirs, arrays, calls
-        _progress(len(jobs), len(jobs), "done")
-        gemm = backend.gemm(repeats=max(args.repeats, 5)) if args.gemm else []
-    report = dict(backend=backend.name, setting=backend.describe(), peer=backend.peer,
-                  dtype=args.dtype, threads=args.threads, method=args.method, batch=batch,
-                  torch=None if torch is None else torch.__version__, numpy=np.__version__,
-                  date=time.strftime("%Y-%m-%d"), results=results, gemm=gemm)
-    if torch is not None and backend.name == "cupy":
-        report["cudnn"] = torch.backends.cudnn.version()
+    if backend.name == "numpy":
+        report = _run_host(args, backend, layers, batch)
+    else:
+        report = _run_device(args, backend, layers, batch)
     if args.startup:
         import tempfile
 
         with tempfile.TemporaryDirectory() as cold:
             report["startup_cold"] = startup(cold, backend.name)
             report["startup_warm"] = startup(cold, backend.name)
-    print(format_report(report, passes))
+    print(format_report(report, args.passes))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(report, out, indent=1)
         print(f"figures written to {args.json}")
     return 0
+
+
+def _report(args, backend, batch, results, gemm, torch_version, setting):
+    return dict(backend=backend.name, setting=setting, peer=backend.peer, dtype=args.dtype,
+                threads=args.threads, method=args.method, batch=batch, torch=torch_version,
+                numpy=np.__version__, date=time.strftime("%Y-%m-%d"), results=results,
+                gemm=gemm)
+
+
+# --------------------------------------------------------------------------- the CPU: two processes
+class _Worker:
+    """A ``python -m convmm.bench --worker LIBRARY`` process, asked one thing a line."""
+
+    def __init__(self, library, config):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "convmm.bench", "--worker", library,
+             "--worker-config", json.dumps(config)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, **request):
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"a bench worker stopped (exit {self.process.wait()})")
+        return json.loads(line)
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.write(json.dumps(dict(op="quit")) + "\n")
+        self.process.stdin.close()
+        self.process.wait()
+        self.process.stdout.close()
+
+
+def _run_host(args, backend, layers, batch):
+    import importlib.util
+
+    config = dict(layers=[layer.spec for layer in layers], batch=batch, dtype=args.dtype,
+                  method=args.method, threads=args.threads, passes=args.passes)
+    ours = _Worker("convmm", config)
+    theirs = (None if args.no_torch or importlib.util.find_spec("torch") is None
+              else _Worker("torch", config))
+    try:
+        info = ours.ask(op="info")
+        peer_info = theirs.ask(op="info") if theirs else None
+        jobs = [(layer, which) for layer in layers for which in args.passes]
+        results = []
+        for job, (layer, which) in enumerate(jobs):
+            _progress(job, len(jobs), f"{layer.name} {which}")
+            ours.ask(op="warm", job=job)
+            if theirs:
+                theirs.ask(op="warm", job=job)
+            mine, other = [], []
+            for round_ in range(args.repeats):
+                order = [(ours, mine), (theirs, other)] if theirs else [(ours, mine)]
+                for worker, times in (order if round_ % 2 == 0 else order[::-1]):
+                    time.sleep(PAUSE_S)
+                    times.append(worker.ask(op="time", job=job)["seconds"])
+            t_ours = statistics.median(mine)
+            t_torch = statistics.median(other) if other else None
+            extra = ours.ask(op="memory", job=job)["bytes"]
+            results.append(dict(layer=layer.name, shape=layer.shape(), which=which,
+                                seconds=t_ours, gflops=layer.flops(which) / t_ours / 1e9,
+                                extra_bytes=extra, torch_seconds=t_torch,
+                                ratio=None if t_torch is None else t_ours / t_torch))
+        _progress(len(jobs), len(jobs), "done")
+        gemm = ours.ask(op="gemm", repeats=max(args.repeats, 5))["rows"] if args.gemm else []
+    finally:
+        ours.close()
+        if theirs:
+            theirs.close()
+    setting = (f"each library in its own process at its own defaults, rounds alternating, "
+               f"medians of {args.repeats}: convmm on {info['threads']} thread(s) (BLAS "
+               f"{info['blas_threads']})"
+               + (f", torch on {peer_info['threads']} thread(s)" if peer_info else ""))
+    report = _report(args, backend, batch, results, gemm,
+                     peer_info["version"] if peer_info else None, setting)
+    report["convmm_process_imported_torch"] = info["imported_torch"]
+    return report
+
+
+def _worker(library, config):
+    """The loop of one bench process: convmm's (which never imports torch) or PyTorch's."""
+    layers = [Layer(spec, config["batch"]) for spec in config["layers"]]
+    jobs = [(layer, which) for layer in layers for which in config["passes"]]
+    threads = config["threads"]
+    if library == "torch":
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+    else:
+        import convmm
+
+        if threads:
+            convmm.set_num_threads(threads)
+    built = {}
+
+    def calls(job):
+        if job not in built:
+            layer, which = jobs[job]
+            # The same data in both processes: one seed per job.
+            random = Host.random(config["dtype"], seed=job)
+            ours, memory_calls, arrays = convmm_call(layer, which, config["method"], random)
+            built.clear()       # one job's arrays at a time
+            built[job] = (torch_call(layer, which, arrays) if library == "torch" else ours,
+                          memory_calls)
+        return built[job]
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        op = request["op"]
+        if op == "quit":
+            break
+        if op == "info":
+            if library == "torch":
+                reply = dict(threads=torch.get_num_threads(), version=torch.__version__)
+            else:
+                from threadpoolctl import threadpool_info
+
+                blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+                reply = dict(threads=convmm.get_num_threads(), blas_threads=blas,
+                             imported_torch="torch" in sys.modules)
+        elif op == "warm":
+            calls(request["job"])[0]()
+            reply = {}
+        elif op == "time":
+            reply = dict(seconds=_wall_seconds(calls(request["job"])[0]))
+        elif op == "memory":
+            reply = dict(bytes=max(extra_memory(call, out) for call, out in
+                                   calls(request["job"])[1]))
+        elif op == "gemm":
+            reply = dict(rows=gemm_share(repeats=request["repeats"], threads=threads))
+        else:
+            raise ValueError(f"unknown bench request {op!r}")
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+# --------------------------------------------------------------------------- the GPU: one process
+def _run_device(args, backend, layers, batch):
+    """The GPU backend: convmm and PyTorch in this process, timed on the device's stream."""
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            torch = None
+    random = backend.random(args.dtype, seed=0)
+    results = []
+    if torch is not None:
+        torch = backend.setup_torch(torch)
+    jobs = [(layer, which) for layer in layers for which in args.passes]
+    for done, (layer, which) in enumerate(jobs):
+        _progress(done, len(jobs), f"{layer.name} {which}")
+        ours, calls, arrays = convmm_call(layer, which, args.method, random)
+        theirs = torch_call(layer, which, arrays) if torch is not None else None
+        t_ours, t_torch = timed_pair(ours, theirs, args.repeats, backend.seconds)
+        extra = max(backend.extra_memory(call, out_bytes) for call, out_bytes in calls)
+        results.append(dict(layer=layer.name, shape=layer.shape(), which=which,
+                            seconds=t_ours, gflops=layer.flops(which) / t_ours / 1e9,
+                            extra_bytes=extra, torch_seconds=t_torch,
+                            ratio=None if t_torch is None else t_ours / t_torch))
+        del ours, theirs, arrays, calls
+    _progress(len(jobs), len(jobs), "done")
+    gemm = backend.gemm(repeats=max(args.repeats, 5)) if args.gemm else []
+    report = _report(args, backend, batch, results, gemm,
+                     None if torch is None else torch.__version__, backend.describe())
+    if torch is not None:
+        report["cudnn"] = torch.backends.cudnn.version()
+    return report
 
 
 def geometric_mean(values):
@@ -571,7 +714,8 @@ def add_arguments(parser):
                         help="layer names (or parts of names) to run; default: all")
     parser.add_argument("--layers-file", help="a layers.json other than the bundled suite")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int,
+                        help="threads for both libraries (default: each library's own default)")
     parser.add_argument("--pass", dest="passes", nargs="*", default=list(PASSES), choices=PASSES)
     parser.add_argument("--method", default="auto", help="convmm's method (default auto)")
     parser.add_argument("--batch", type=int, help="replace every layer's N")
@@ -582,3 +726,12 @@ def add_arguments(parser):
                         help="skip the GEMM kernel against numpy.matmul (cupy.matmul on the GPU)")
     parser.add_argument("--no-startup", dest="startup", action="store_false",
                         help="skip the start-up and cold-compile timings")
+    # The processes the CPU bench times each library in (not for users).
+    parser.add_argument("--worker", choices=("convmm", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker-config", help=argparse.SUPPRESS)
+
+
+if __name__ == "__main__":     # a bench worker: python -m convmm.bench --worker LIBRARY
+    _parser = argparse.ArgumentParser(prog="python -m convmm.bench")
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))
