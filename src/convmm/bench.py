@@ -53,6 +53,10 @@ import numpy as np
 
 PASSES = ("forward", "transpose", "backward")
 PAUSE_S = 0.02
+HANDOVER_S = 0.25
+"""The CPU bench's pause before each call: longer than a library's idle threads spin
+after a call (OpenBLAS's and OpenMP's, up to about 0.2 s), so that neither process's
+spinning threads take the cores from the other's timed call."""
 
 
 # --------------------------------------------------------------------------- layers
@@ -467,6 +471,9 @@ def _progress(done, total, label):
 def run(args):
     if args.worker:
         return _worker(args.worker, json.loads(args.worker_config))
+    if args.scaling:
+        print(format_scaling(method_scaling(scaling_cases())))
+        return 0
     backend = BACKENDS[args.backend](args)
     batch = args.batch or backend.default_batch
     layers = [Layer(spec, batch) for spec in pick(load_layers(args.layers_file), args.layers)]
@@ -543,7 +550,7 @@ def _run_host(args, backend, layers, batch):
             for round_ in range(args.repeats):
                 order = [(ours, mine), (theirs, other)] if theirs else [(ours, mine)]
                 for worker, times in (order if round_ % 2 == 0 else order[::-1]):
-                    time.sleep(PAUSE_S)
+                    time.sleep(HANDOVER_S)
                     times.append(worker.ask(op="time", job=job)["seconds"])
             t_ours = statistics.median(mine)
             t_torch = statistics.median(other) if other else None
@@ -661,6 +668,93 @@ def _run_device(args, backend, layers, batch):
     return report
 
 
+# --------------------------------------------------------------------------- every method's cost
+SCALING_METHODS = {"forward": ("im2col", "tiled_blas", "implicit_gemm", "direct"),
+                   "transpose": ("im2col", "zero_insertion", "tiled_blas", "implicit_gemm",
+                                 "direct"),
+                   "weight": ("im2col", "tiled_blas", "implicit_gemm", "direct")}
+
+
+def scaling_cases(count=40, seed=0):
+    """(name, x, weight, keywords): random small configurations (ranks, channels, groups,
+    kernels, strides, dilations, padding modes, both data formats) and patch shapes
+    (kernel = stride), float32."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        nd = int(rng.integers(1, 4))
+        groups = int(rng.choice([1, 1, 2]))
+        kernel = tuple(int(k) for k in rng.integers(1, 5, nd))
+        stride = tuple(int(v) for v in rng.integers(1, 4, nd))
+        dilation = tuple(int(v) for v in rng.integers(1, 3, nd))
+        size = tuple(int(v) for v in rng.integers(6, {1: 200, 2: 40, 3: 14}[nd], nd))
+        if any(d * (k - 1) + 1 > n for k, d, n in zip(kernel, dilation, size)):
+            continue
+        mode = str(rng.choice(["zeros", "reflect", "replicate", "circular"]))
+        padding = tuple(min(int(p), n - 1) for p, n in zip(rng.integers(0, 3, nd), size))
+        c_in, c_out = groups * int(rng.integers(1, 9)), groups * int(rng.integers(1, 9))
+        x = rng.standard_normal((2, c_in, *size)).astype(np.float32)
+        w = rng.standard_normal((c_out, c_in // groups, *kernel)).astype(np.float32)
+        keywords = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                        padding_mode=mode)
+        if rng.random() < 0.5:
+            x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+            w = np.ascontiguousarray(np.moveaxis(w, (0, 1), (-1, -2)))
+            keywords["data_format"] = "channels_last"
+        cases.append((f"random {len(cases)}", x, w, keywords))
+    for k, channels, size in ((4, 3, 64), (16, 3, 128), (32, 3, 128), (128, 1, 256)):
+        x = rng.standard_normal((2, channels, size, size)).astype(np.float32)
+        w = rng.standard_normal((8, channels, k, k)).astype(np.float32)
+        cases.append((f"patches {k}×{k}, stride {k}", x, w, dict(stride=k)))
+    return cases
+
+
+def method_scaling(cases, repeats=3):
+    """For each case, map and method: its time over ``auto``'s (best of ``repeats``)."""
+    import convmm
+
+    def best(function):
+        function()
+        return min(_wall_seconds(function) for _ in range(repeats))
+
+    rows = []
+    for name, x, w, keywords in cases:
+        g = np.ones_like(convmm.conv(x, w, **keywords))
+        maps = {"forward": lambda m: convmm.conv(x, w, method=m, **keywords),
+                "transpose": lambda m: convmm.conv_transpose(g, w, method=m,
+                                                             output_size=x.shape, **keywords),
+                "weight": lambda m: convmm.conv_backward(g, x, w, method=m, needs="weight",
+                                                         **keywords)}
+        for which, call in maps.items():
+            auto = best(lambda: call("auto"))
+            for method in SCALING_METHODS[which]:
+                try:
+                    ratio = best(lambda: call(method)) / auto
+                except ValueError:      # a method that does not apply (or would not fit)
+                    continue
+                rows.append(dict(case=name, which=which, method=method, ratio=ratio,
+                                 auto_seconds=auto))
+    return rows
+
+
+def format_scaling(rows):
+    lines = ["every method's time over auto's (best of 3), on "
+             f"{len({r['case'] for r in rows})} configurations:",
+             f"{'map':<10} {'method':<15} {'median':>7} {'worst':>7}  worst case"]
+    for which, methods in SCALING_METHODS.items():
+        for method in methods:
+            mine = [r for r in rows if r["which"] == which and r["method"] == method]
+            if mine:
+                worst = max(mine, key=lambda r: r["ratio"])
+                lines.append(f"{which:<10} {method:<15} "
+                             f"{statistics.median(r['ratio'] for r in mine):7.2f} "
+                             f"{worst['ratio']:7.2f}  {worst['case']}")
+    over = [r for r in rows if r["ratio"] > 10]
+    lines.append(f"over 10× auto: {len(over)}" + "".join(
+        f"\n  {r['case']} {r['which']} {r['method']}: {r['ratio']:.1f}×" for r in over))
+    return "\n".join(lines)
+
+
 def geometric_mean(values):
     values = [v for v in values if v]
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
@@ -726,6 +820,9 @@ def add_arguments(parser):
                         help="skip the GEMM kernel against numpy.matmul (cupy.matmul on the GPU)")
     parser.add_argument("--no-startup", dest="startup", action="store_false",
                         help="skip the start-up and cold-compile timings")
+    parser.add_argument("--scaling", action="store_true",
+                        help="instead of the suite: every method's time over auto's, on random "
+                             "small configurations and patch shapes (kernel = stride)")
     # The processes the CPU bench times each library in (not for users).
     parser.add_argument("--worker", choices=("convmm", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-config", help=argparse.SUPPRESS)
