@@ -550,10 +550,21 @@ def test_norm_arguments_are_checked():
     big = convmm.ConvOperator(np.ones((4, 4, 3, 3)), (4, 64, 64), padding=1)
     with pytest.raises(ValueError, match="method='dense' is limited"):
         big.norm(method="dense")
+
+
+def test_norm_on_host_namespaces_runs_lanczos():
+    """PyTorch CPU tensors and array_api_strict arrays: Lanczos on NumPy copies of the
+    vectors, not the power iteration, which stopped up to 2 % low on [0.03, −1.81]."""
     torch = pytest.importorskip("torch")
-    with pytest.raises(TypeError, match="method='lanczos' needs a NumPy or CuPy weight"):
-        convmm.ConvOperator(torch.ones((1, 1, 3), dtype=torch.float64), (1, 8)).norm(
-            method="lanczos")
+    import array_api_strict
+
+    w = np.array([[[0.03, -1.81]]])
+    exact = float(np.linalg.svd(convmm.ConvOperator(w, (1, 40), padding=1).todense(),
+                                compute_uv=False)[0])
+    for weight in (torch.from_numpy(w), array_api_strict.asarray(w)):
+        op = convmm.ConvOperator(weight, (1, 40), padding=1)
+        for method in ("auto", "lanczos"):
+            assert abs(op.norm(method=method) - exact) <= 1e-6 * exact
 
 
 def test_norm_of_a_zero_operator_is_zero():

@@ -98,6 +98,8 @@ def _mixed_calls():
     xd, wd, gd = arrays((2, 8, 17, 15), (8, 1, 5, 5), (2, 8, 9, 8))
     xp_, wp = arrays((4, 24, 9, 9), (12, 24, 1, 1))
     gp = arrays((4, 12, 9, 9))[0]
+    x1, w1 = arrays((4, 64, 28, 28), (128, 64, 1, 1), dtype="float32")   # BLAS's bits vary
+    g1 = arrays((4, 128, 28, 28), dtype="float32")[0]                   # with its threads
     return [
         lambda: tuple(convmm.conv_backward(g, x, w)),
         lambda: (convmm.conv(xf, wf, padding=1),) + tuple(convmm.conv_backward(gf, xf, wf, padding=1)),
@@ -107,6 +109,8 @@ def _mixed_calls():
         lambda: (convmm.conv(xp_, wp),) + tuple(convmm.conv_backward(gp, xp_, wp)),
         lambda: (convmm.conv(xf, wf, padding=1, method="tiled_blas"),
                  convmm.conv_transpose(gf, wf, padding=1, stride=2, method="implicit_gemm")),
+        lambda: (convmm.conv(x1, w1), convmm.conv_transpose(g1, w1),
+                 convmm.conv_backward(g1, x1, w1).weight),
     ]
 
 
@@ -166,8 +170,10 @@ def test_the_thread_setting():
         assert "on 1 thread(s)" in convmm.explain(convmm.conv, *_plan_probe())
         convmm.set_num_threads(None)
         assert convmm.get_num_threads() >= 1
-        with pytest.raises(ValueError, match="n must be >= 1"):
+        with pytest.raises(ValueError, match="n must be between 1 and"):
             convmm.set_num_threads(0)
+        with pytest.raises(ValueError, match="n must be between 1 and"):
+            convmm.set_num_threads(10 ** 6)
         with pytest.raises(TypeError, match="n must be an integer"):
             convmm.set_num_threads(2.5)
     finally:
@@ -310,17 +316,27 @@ def test_large_kernels_and_strides_stay_within_their_bounds(case):
         assert np.isfinite(largest) and largest > 0, method
 
 
-def test_an_engine_method_whose_plan_would_not_fit_is_refused_with_one_that_fits():
+def test_an_engine_method_whose_plan_would_not_fit_is_refused_and_auto_fits():
     x, w = np.ones((1, 4, 16000), np.float32), np.ones((4, 4, 2048), np.float32)
     with pytest.raises(ValueError, match=r"method='tiled_blas' would build a 250 MiB index plan"
-                                         r".*method='implicit_gemm' needs none"):
+                                         r".*method='auto' takes one that needs none "
+                                         r"\('implicit_gemm' here\)"):
         convmm.conv(x, w, padding="same", method="tiled_blas")
     g = convmm.conv(x, w, padding="same")
-    with pytest.raises(ValueError, match=r"method='implicit_gemm' would build .* weight_grad "
-                                         r"map.*method='im2col' needs none"):
+    with pytest.raises(ValueError, match=r"method='implicit_gemm' would build .*weight_grad"
+                                         r".*\('im2col' here\)"):
         convmm.conv_backward(g, x, w, padding="same", method="implicit_gemm", needs="weight")
     assert "implicit_gemm would need a 250 MiB index plan: im2col needs none" in convmm.explain(
         convmm.conv_backward, g, x, w, padding="same", needs="weight")
+    grads = convmm.conv_backward(g, x, w, padding="same")        # auto: every map fits
+    assert grads.weight.shape == w.shape and np.isfinite(grads.weight).all()
+    # The adjoint of a strided long kernel: zero insertion, which needs no plan.
+    t = convmm.conv_transpose(np.ones((1, 4, 4000), np.float32), w, stride=2, padding=1024)
+    assert "zero_insertion needs none" in convmm.explain(
+        convmm.conv_transpose, np.ones((1, 4, 4000), np.float32), w, stride=2, padding=1024)
+    np.testing.assert_allclose(t, convmm.conv_transpose(np.ones((1, 4, 4000), np.float32), w,
+                                                        stride=2, padding=1024,
+                                                        method="im2col"), rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- long float32 sums
@@ -405,3 +421,27 @@ def test_pairs_per_sample_bounds_the_inverse_plan(seed):
     ranks = index_plans.gather_index_adjoint(geometry, cfg.padding_mode).shape[1]
     bound = index_plans.pairs_per_sample(geometry, cfg.padding_mode)
     assert ranks <= bound
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("method", ["auto", "tiled_blas", "implicit_gemm", "direct",
+                                    "zero_insertion"])
+def test_pointwise_transposes_keep_their_output_padding(method, data_format):
+    """A 1×1 kernel's transpose with output padding (allowed below the dilation) or an
+    output_size past the last sample read: the extra samples are zeros, as with im2col."""
+    rng = np.random.default_rng(4)
+    for nd, stride, dilation, extra in itertools.product((1, 2, 3), (1, 2), (1, 2, 3), (0, 1, 2)):
+        if extra >= max(stride, dilation):
+            continue
+        groups = 2 if method == "direct" else 1
+        x = rng.standard_normal((2, 4, *(5,) * nd))
+        w = rng.standard_normal((4, 4 // groups, *(1,) * nd))
+        if data_format == "channels_last":
+            x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+            w = np.ascontiguousarray(np.moveaxis(w, (0, 1), (-1, -2)))
+        kw = dict(stride=stride, dilation=dilation, output_padding=extra, groups=groups,
+                  data_format=data_format)
+        want = convmm.conv_transpose(x, w, method="im2col", **kw)
+        got = convmm.conv_transpose(x, w, method=method, **kw)
+        assert got.shape == want.shape, (nd, stride, dilation, extra)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -34,7 +34,7 @@ from . import reference
 # rather than on the first engine call: it takes about 0.15 s, which a first call would
 # otherwise add to its loading of the cached kernels (issue 4: import under 0.5 s, a
 # first call under 0.3 s more than a later one).
-import numba  # noqa: E402,F401
+import numba as _numba  # noqa: E402,F401
 
 __version__ = "0.1.0"
 

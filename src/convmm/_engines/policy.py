@@ -93,7 +93,11 @@ class ConvPlan:
             return (f"{self.operation}: a stride-1 convolution with the flipped kernel{why}; "
                     + self.flipped.describe())
         full = f"the full patch matrix would take {self.patch_matrix_bytes / mib:.1f} MiB"
-        if self.method in ("im2col", "zero_insertion"):
+        if self.method == "zero_insertion":
+            return (f"{self.operation}: zero_insertion, the array-API path{why}: a sub-pixel "
+                    f"convolution, phase by phase and tap by tap, no patch matrix "
+                    f"({full})")
+        if self.method == "im2col":
             whole = (f"whole patch matrix {self.rows}×{self.positions} per group, "
                      f"{self.patch_matrix_bytes / mib:.1f} MiB")
             if self.workspace_bytes < self.patch_matrix_bytes:
@@ -101,8 +105,9 @@ class ConvPlan:
                          f"MiB (the {whole})")
             return f"{self.operation}: {self.method}, the array-API path{why}; {whole}"
         if self.tile == 0:
-            return (f"{self.operation}: {self.method}{why}: one multi-threaded BLAS GEMM on the "
-                    f"input itself; workspace {self.workspace_bytes / mib:.2f} MiB ({full})")
+            return (f"{self.operation}: {self.method}{why}: BLAS GEMMs on the input itself, "
+                    f"in units of positions on {self.threads} thread(s); workspace "
+                    f"{self.workspace_bytes / mib:.2f} MiB ({full})")
         if self.device == "cuda":
             if self.method == "tiled_blas":
                 what = (f"CUDA im2col tiles of {self.tile} (image, position) pairs × {self.rows} "
@@ -189,7 +194,7 @@ def _auto(call, operation, in_per_group, target):
             return "implicit_gemm", "real floating point: one kernel, no patch tiles"
         return "tiled_blas", "patch tiles × cuBLAS"
     if _pointwise(call.geometry):
-        return "tiled_blas", "1×1 kernel without padding: one BLAS GEMM on the input"
+        return "tiled_blas", "1×1 kernel without padding: BLAS on the input itself"
     real = np.dtype(call.weight.dtype).kind == "f"
     if operation == "forward" and real and call.geometry.n_positions >= IMPLICIT_MIN_POSITIONS:
         return "implicit_gemm", "real floating point, enough positions per image: patches read in place"
@@ -244,9 +249,12 @@ def _plan(call, operation):
         needed = _index_plan_bytes(call, method, operation, target)
         if needed > PLAN_BYTES:
             method, reason = _without_index_plan(call, method, operation, target, needed)
-    if method not in ENGINE_METHODS:      # the array-API path, in pieces of PATCH_BYTES
+    if method not in ENGINE_METHODS:
+        # The array-API path builds its patch matrix in pieces of PATCH_BYTES, but never
+        # less than one row of output positions of one image (``algorithms._slabs``).
+        one_row = patch_bytes // max(1, n * geometry.output_size[0])
         return ConvPlan(method, operation, rows, positions, positions, 1,
-                        min(patch_bytes, PATCH_BYTES), patch_bytes, reason)
+                        min(patch_bytes, max(PATCH_BYTES, one_row)), patch_bytes, reason)
     if target == "cuda":
         return _cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, size)
     if method == "implicit_gemm" and operation == "adjoint":
@@ -335,18 +343,24 @@ def _index_plan_bytes(call, method, operation, target):
 
 def _without_index_plan(call, method, operation, target, needed):
     """(method, reason) that needs no large index plan, where ``auto`` chose ``method``;
-    a ValueError naming the size and that method where ``method`` was asked for."""
-    if target == "cpu" and operation == "forward" and \
-            np.dtype(call.weight.dtype).kind == "f":
+    a ValueError naming the size and ``auto`` where ``method`` was asked for.
+
+    The forward map on the CPU: ``implicit_gemm`` (patches read in place); the adjoint:
+    zero insertion as a sub-pixel convolution (no patch matrix at all); the weight
+    gradient: the array-API path in pieces."""
+    if operation == "forward" and target == "cpu" and np.dtype(call.weight.dtype).kind == "f":
         alternative = "implicit_gemm"
+    elif operation == "adjoint":
+        alternative = "zero_insertion"
     else:
         alternative = "im2col"
     size = f"{needed / 2 ** 20:.0f} MiB"
     if call.method != "auto":
         raise ValueError(
-            f"method={method!r} would build a {size} index plan for this {operation} map "
-            f"({call.geometry.n_taps} kernel taps), over convmm's limit of "
-            f"{PLAN_BYTES >> 20} MiB; method={alternative!r} needs none (or 'auto')")
+            f"method={method!r} would build a {size} index plan for one of this call's "
+            f"maps ({operation}, {call.geometry.n_taps} kernel taps), over convmm's limit "
+            f"of {PLAN_BYTES >> 20} MiB; method='auto' takes one that needs none "
+            f"({alternative!r} here)")
     return alternative, f"{method} would need a {size} index plan: {alternative} needs none"
 
 

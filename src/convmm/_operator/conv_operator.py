@@ -322,7 +322,7 @@ class ConvOperator:
                   and self.shape[0] * self.shape[1] <= SVD_LIMIT_ENTRIES):
                 method = "dense"
             else:
-                method = "lanczos" if scipy_like else "power"
+                method = "lanczos" if scipy_like or self._on_host() else "power"
         if method == "fft":
             if not self._circulant():
                 raise ValueError(
@@ -332,7 +332,7 @@ class ConvOperator:
         if method == "dense":
             return self._dense_norm()
         if method == "lanczos":
-            if not scipy_like:
+            if not (scipy_like or self._on_host()):
                 raise TypeError(
                     "method='lanczos' needs a NumPy or CuPy weight (scipy / cupyx eigsh), "
                     f"got {type(weight).__module__}; use method='power'")
@@ -376,8 +376,20 @@ class ConvOperator:
         rows = op._apply(eye)         # (n, m): row i is A·e_i, so this is Aᵀ
         return float(xp.max(xp.linalg.svdvals(rows)))
 
+    def _on_host(self):
+        """Whether the weight's arrays live in host memory NumPy can view (DLPack): then
+        ARPACK runs on NumPy copies of the Lanczos vectors (PyTorch CPU tensors,
+        array_api_strict)."""
+        try:
+            np.from_dlpack(self._call.xp.zeros(1, dtype=self._call.weight.dtype,
+                                               device=device_of(self._call.weight)))
+        except Exception:           # no DLPack, or device memory
+            return False
+        return True
+
     def _lanczos_norm(self, tol, maxiter, seed):
-        """σ_max = √λ_max(AᴴA) by Lanczos (ARPACK for NumPy, cupyx for CuPy)."""
+        """σ_max = √λ_max(AᴴA) by Lanczos (ARPACK for NumPy, and for other namespaces in
+        host memory through NumPy copies of the vectors; cupyx for CuPy)."""
         xp, weight = self._call.xp, self._call.weight
         op, adjoint = self._smaller_side()
         n = op.shape[1]
@@ -396,9 +408,17 @@ class ConvOperator:
         if lower == 0.0:
             return 0.0
         start = xp.reshape(start / lower, (-1,))
-        if is_numpy_array(weight):
+        if not is_cupy_array(weight):
             from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
+            if not is_numpy_array(weight):      # on the host: NumPy copies of the vectors
+                device, host_gram = device_of(weight), gram
+
+                def gram(v):
+                    return np.from_dlpack(host_gram(xp.asarray(v, device=device)))
+
+                start = np.from_dlpack(start)
+                double = np.complex128 if xp.isdtype(double, "complex floating") else np.float64
             operator = LinearOperator((n, n), matvec=gram, dtype=double)
             try:
                 top = eigsh(operator, k=1, which="LA", v0=start, tol=tol, maxiter=maxiter,

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..._core.index_plans import (direct_rows, gather_index, gather_index_adjoint, padded_source,
                                   padded_taps, tile_pixel_ranges)
-from .threads import run_blas, run_workers, sum_in_order, worker_count
+from .threads import run_workers, sum_in_order, worker_count
 
 
 def _tiles(total, image, tile):
@@ -61,7 +61,7 @@ def forward(call, plan, x):
     if plan.method == "direct":
         return _direct(call, plan, x, "forward")
     if plan.tile == 0:
-        return run_blas(lambda: _pointwise_forward(call, x), plan.threads)
+        return _pointwise_forward(call, plan, x)
     if plan.method == "implicit_gemm":
         return _implicit_forward(call, plan, x)
     return _tiled_forward(call, plan, x)
@@ -77,21 +77,44 @@ def _subsampled(call, x):
     return np.ascontiguousarray(view).reshape(shape)
 
 
-def _pointwise_forward(call, x):
+def _position_units(n, positions, threads, per_image):
+    """Units of the flat (image, position) range for the 1×1 paths: about two per worker,
+    each ``(image, first, stop)`` inside one image if ``per_image``, else ``(None, first,
+    stop)`` over the flat range (rows of a channels-last operand)."""
+    size = max(1, -(-n * positions // (2 * threads)))
+    if not per_image:
+        return [(None, first, min(first + size, n * positions))
+                for first in range(0, n * positions, size)]
+    return _image_ranges(n, positions, size)
+
+
+def _pointwise_forward(call, plan, x):
+    """Y = W·X on the (subsampled) input, in units of positions on the workers, each a
+    single-threaded GEMM per group (the bits do not depend on other calls)."""
     layout, groups, geometry = call.layout, call.groups, call.geometry
     in_channels, out_channels = call.forward_channels
     p = _subsampled(call, x)
-    n = x.shape[0]
+    n, positions = x.shape[0], geometry.n_positions
     w = _weight_operand(call)                                         # (G, O_g, C_g) / (G, C_g, O_g)
-    if layout.name == "channels_first":
-        y = np.matmul(w, p.reshape(n, groups, in_channels // groups, -1))   # (N, G, O_g, L)
-        return y.reshape(n, out_channels, *geometry.output_size)
-    if groups == 1:
-        y = p.reshape(-1, in_channels) @ w[0]
+    cf = layout.name == "channels_first"
+    if cf:
+        p = p.reshape(n, groups, in_channels // groups, positions)
+        y = np.empty((n, groups, out_channels // groups, positions), dtype=x.dtype)
     else:
-        y = np.matmul(p.reshape(-1, groups, in_channels // groups).transpose(1, 0, 2), w)
-        y = y.transpose(1, 0, 2)
-    return np.ascontiguousarray(y).reshape(n, *geometry.output_size, out_channels)
+        p = p.reshape(n * positions, groups, in_channels // groups)
+        y = np.empty((n * positions, groups, out_channels // groups), dtype=x.dtype)
+    units = _position_units(n, positions, plan.threads, cf)
+
+    def work(k):
+        for image, first, stop in units[k::plan.threads]:
+            for g in range(groups):
+                if cf:
+                    np.matmul(w[g], p[image, g, :, first:stop], out=y[image, g, :, first:stop])
+                else:
+                    np.matmul(p[first:stop, g], w[g], out=y[first:stop, g])
+
+    run_workers(work, plan.threads)
+    return y.reshape(layout.image_shape(n, out_channels, geometry.output_size))
 
 
 def _tiled_forward(call, plan, x):
@@ -217,24 +240,41 @@ def adjoint(call, plan, y):
     if plan.method == "direct":
         return _direct(call, plan, y, "adjoint")
     if plan.tile == 0:
-        return run_blas(lambda: _pointwise_adjoint(call, y), plan.threads)
+        return _pointwise_adjoint(call, plan, y)
     return _tiled_adjoint(call, plan, y)
 
 
-def _pointwise_adjoint(call, y):
+def _pointwise_adjoint(call, plan, y):
+    """Cᵀ·y for a 1×1 unpadded kernel: Wᵀ·Y in units of positions on the workers, then
+    placed at the strided positions."""
     layout, groups, geometry = call.layout, call.groups, call.geometry
     in_channels, out_channels = call.forward_channels
-    n = y.shape[0]
+    n, positions = y.shape[0], geometry.n_positions
     w = _weight_operand(call)
-    if layout.name == "channels_first":
-        o = np.ascontiguousarray(y).reshape(n, groups, out_channels // groups, -1)
-        cols = np.matmul(w.transpose(0, 2, 1), o).reshape(n, in_channels, *geometry.output_size)
+    cf = layout.name == "channels_first"
+    if cf:
+        o = np.ascontiguousarray(y).reshape(n, groups, out_channels // groups, positions)
+        cols = np.empty((n, groups, in_channels // groups, positions), dtype=y.dtype)
     else:
-        o = np.ascontiguousarray(y).reshape(-1, groups, out_channels // groups).transpose(1, 0, 2)
-        cols = np.matmul(o, w.transpose(0, 2, 1)).transpose(1, 0, 2)
-        cols = cols.reshape(n, *geometry.output_size, in_channels)
-    if all(s == 1 for s in geometry.stride):
-        return np.ascontiguousarray(cols)
+        o = np.ascontiguousarray(y).reshape(n * positions, groups, out_channels // groups)
+        cols = np.empty((n * positions, groups, in_channels // groups), dtype=y.dtype)
+    units = _position_units(n, positions, plan.threads, cf)
+
+    def work(k):
+        for image, first, stop in units[k::plan.threads]:
+            for g in range(groups):
+                if cf:
+                    np.matmul(w[g].T, o[image, g, :, first:stop],
+                              out=cols[image, g, :, first:stop])
+                else:
+                    np.matmul(o[first:stop, g], w[g].T, out=cols[first:stop, g])
+
+    run_workers(work, plan.threads)
+    cols = cols.reshape(layout.image_shape(n, in_channels, geometry.output_size))
+    if geometry.input_size == geometry.output_size:     # stride 1, every sample read
+        return cols
+    # Strided, or output padding past the last sample read (a dilated 1×1 kernel allows
+    # output_padding < d): the samples no position reads stay zero.
     x = np.zeros(layout.image_shape(n, in_channels, geometry.input_size), dtype=cols.dtype)
     window = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(geometry.output_size, geometry.stride))
     x[layout.at_spatial(window)] = cols
@@ -290,30 +330,41 @@ def weight_grad(call, plan, a, b):
     if plan.method == "direct":
         return _direct(call, plan, (a, b), "weight_grad")
     if plan.tile == 0:
-        return run_blas(lambda: _pointwise_weight_grad(call, a, b), plan.threads)
+        return _pointwise_weight_grad(call, plan, a, b)
     if plan.method == "implicit_gemm":
         return _implicit_weight_grad(call, plan, a, b)
     return _tiled_weight_grad(call, plan, a, b)
 
 
-def _pointwise_weight_grad(call, a, b):
-    """Σ_n A_n·X_nᵀ one image at a time (an einsum over the batch copied both operands)."""
-    layout, groups = call.layout, call.groups
+def _pointwise_weight_grad(call, plan, a, b):
+    """Σ A·Xᵀ over the positions for a 1×1 unpadded kernel: each worker sums its units of
+    positions into a partial, the partials added in a fixed order."""
+    layout, groups, geometry = call.layout, call.groups, call.geometry
     in_channels, out_channels = call.forward_channels
-    n = a.shape[0]
+    n, positions = a.shape[0], geometry.n_positions
     p = _subsampled(call, b)
     cf = layout.name == "channels_first"
-    if cf:
-        o = np.ascontiguousarray(a).reshape(n, groups, out_channels // groups, -1)
-        pp = p.reshape(n, groups, in_channels // groups, -1).swapaxes(-1, -2)
-    else:
-        o = np.ascontiguousarray(a).reshape(n, -1, groups, out_channels // groups).swapaxes(1, 2)
-        pp = p.reshape(n, -1, groups, in_channels // groups).transpose(0, 2, 3, 1)
-    total = None
-    for image in range(n):       # (G, O_g, C_g) channels-first, (G, C_g, O_g) channels-last
-        term = np.matmul(o[image], pp[image]) if cf else np.matmul(pp[image], o[image])
-        total = term if total is None else np.add(total, term, out=total)
-    return layout.weight_from_operand(np, total, call.weight.shape)
+    in_g, out_g = in_channels // groups, out_channels // groups
+    if cf:      # partials (G, O_g, C_g)
+        o = np.ascontiguousarray(a).reshape(n, groups, out_g, positions)
+        p = p.reshape(n, groups, in_g, positions)
+        partial = np.zeros((plan.threads, groups, out_g, in_g), dtype=np.result_type(a, b))
+    else:       # partials (G, C_g, O_g)
+        o = np.ascontiguousarray(a).reshape(n * positions, groups, out_g)
+        p = p.reshape(n * positions, groups, in_g)
+        partial = np.zeros((plan.threads, groups, in_g, out_g), dtype=np.result_type(a, b))
+    units = _position_units(n, positions, plan.threads, cf)
+
+    def work(k):
+        for image, first, stop in units[k::plan.threads]:
+            for g in range(groups):
+                if cf:
+                    partial[k, g] += o[image, g, :, first:stop] @ p[image, g, :, first:stop].T
+                else:
+                    partial[k, g] += p[first:stop, g].T @ o[first:stop, g]
+
+    run_workers(work, plan.threads)
+    return layout.weight_from_operand(np, sum_in_order(partial), call.weight.shape)
 
 
 def _implicit_weight_grad(call, plan, a, b):

@@ -152,21 +152,21 @@ SCRATCH_SAMPLES = 1 << 16
 
 
 @njit(nogil=True, cache=True)
-def _accumulate_forward(padded, w, o, c, taps, rows, width, lead_taps, last_taps, dilation,
-                        stride, out):
-    """out += the taps of weight row o, input channel c, swept over the padded plane."""
+def _accumulate_forward(padded, w, o, c, taps, rows, width, last_taps, dilation, stride, t0, t1,
+                        out):
+    """out += taps t0 … t1 − 1 of weight row o, input channel c, swept over the padded plane."""
     for r in range(rows.shape[0]):
         target = out[r * width:(r + 1) * width]
-        for tl in range(lead_taps):
-            for k in range(last_taps):
-                weight = w[o, c * taps + tl * last_taps + k]
-                src = padded[rows[r, tl] + k * dilation:]
-                if stride == 1:
-                    for j in range(width):
-                        target[j] += weight * src[j]
-                else:
-                    for j in range(width):
-                        target[j] += weight * src[j * stride]
+        for t in range(t0, t1):
+            tl, k = t // last_taps, t % last_taps
+            weight = w[o, c * taps + t]
+            src = padded[rows[r, tl] + k * dilation:]
+            if stride == 1:
+                for j in range(width):
+                    target[j] += weight * src[j]
+            else:
+                for j in range(width):
+                    target[j] += weight * src[j * stride]
 
 
 @njit(nogil=True, cache=True)
@@ -177,18 +177,16 @@ def direct_forward(x, w, groups, source, rows, width, dilation, stride, first, s
     plane of the unit is padded once, then every output plane of its group
     adds its taps: output row r, sample j under tap (t_lead, k) reads padded
     sample rows[r, t_lead] + k·dilation + j·stride; ``width`` is the output row length.
-    Where C_g·T exceeds ``REDUCTION_DEPTH`` the input channels go in blocks, each
-    summed in a scratch plane and added to y (a plane is then padded once per block
-    of output planes).
+    Where C_g·T exceeds ``REDUCTION_DEPTH`` the sum goes in blocks (a few channels'
+    taps, or pieces of one channel's), each summed in a scratch plane and added to y
+    (a plane is then padded once per block of output planes).
     """
     in_channels, in_per_group, per_group, taps, last_taps = _direct_shape(
         w.shape, x.shape[0], y.shape[0], groups, rows.shape[1])
     out_channels = w.shape[0]
-    n_rows, lead_taps = rows.shape
     positions = y.shape[1]
     padded = np.empty(source.shape[0], x.dtype)
-    block_channels = max(1, REDUCTION_DEPTH // taps)
-    blocked = in_per_group > block_channels
+    blocked = in_per_group * taps > REDUCTION_DEPTH
     outputs_per_block = per_group
     if blocked:
         outputs_per_block = max(1, min(per_group, SCRATCH_SAMPLES // positions))
@@ -201,41 +199,52 @@ def direct_forward(x, w, groups, source, rows, width, dilation, stride, first, s
             for c in range(in_per_group):
                 _pad_plane(x[image * in_channels + g * in_per_group + c], source, padded)
                 for o in range(g * per_group, (g + 1) * per_group):
-                    _accumulate_forward(padded, w, o, c, taps, rows, width, lead_taps,
-                                        last_taps, dilation, stride, y[image * out_channels + o])
+                    _accumulate_forward(padded, w, o, c, taps, rows, width, last_taps,
+                                        dilation, stride, 0, taps,
+                                        y[image * out_channels + o])
             continue
+        # Blocks of about REDUCTION_DEPTH products: whole taps of a few channels, or
+        # pieces of one channel's taps; each summed in ``part``, then added to y.
+        channel_step = max(1, REDUCTION_DEPTH // taps)
+        tap_step = taps if taps < REDUCTION_DEPTH else REDUCTION_DEPTH
         for o0 in range(g * per_group, (g + 1) * per_group, outputs_per_block):
             o1 = min(o0 + outputs_per_block, (g + 1) * per_group)
-            for c0 in range(0, in_per_group, block_channels):
-                part[:o1 - o0] = 0
-                for c in range(c0, min(c0 + block_channels, in_per_group)):
-                    _pad_plane(x[image * in_channels + g * in_per_group + c], source, padded)
+            for c0 in range(0, in_per_group, channel_step):
+                c1 = min(c0 + channel_step, in_per_group)
+                for t0 in range(0, taps, tap_step):
+                    part[:o1 - o0] = 0
+                    for c in range(c0, c1):
+                        if t0 == 0 or c1 - c0 > 1:
+                            _pad_plane(x[image * in_channels + g * in_per_group + c], source,
+                                       padded)
+                        for o in range(o0, o1):
+                            _accumulate_forward(padded, w, o, c, taps, rows, width, last_taps,
+                                                dilation, stride, t0, min(t0 + tap_step, taps),
+                                                part[o - o0])
                     for o in range(o0, o1):
-                        _accumulate_forward(padded, w, o, c, taps, rows, width, lead_taps,
-                                            last_taps, dilation, stride, part[o - o0])
-                for o in range(o0, o1):
-                    target = y[image * out_channels + o]
-                    block = part[o - o0]
-                    for q in range(positions):
-                        target[q] += block[q]
+                        target = y[image * out_channels + o]
+                        block = part[o - o0]
+                        for q in range(positions):
+                            target[q] += block[q]
 
 
 @njit(nogil=True, cache=True)
-def _spread_adjoint(grad, w, o, c, taps, rows, width, lead_taps, last_taps, dilation, stride,
+def _spread_adjoint(grad, w, o, c, taps, rows, width, last_taps, dilation, stride, t0, t1,
                     padded):
-    """padded += output plane ``grad`` spread by the taps of weight row o, input channel c."""
+    """padded += output plane ``grad`` spread by taps t0 … t1 − 1 of weight row o, input
+    channel c."""
     for r in range(rows.shape[0]):
         source = grad[r * width:(r + 1) * width]
-        for tl in range(lead_taps):
-            for k in range(last_taps):
-                weight = w[o, c * taps + tl * last_taps + k]
-                dst = padded[rows[r, tl] + k * dilation:]
-                if stride == 1:
-                    for j in range(width):
-                        dst[j] += weight * source[j]
-                else:
-                    for j in range(width):
-                        dst[j * stride] += weight * source[j]
+        for t in range(t0, t1):
+            tl, k = t // last_taps, t % last_taps
+            weight = w[o, c * taps + t]
+            dst = padded[rows[r, tl] + k * dilation:]
+            if stride == 1:
+                for j in range(width):
+                    dst[j] += weight * source[j]
+            else:
+                for j in range(width):
+                    dst[j * stride] += weight * source[j]
 
 
 @njit(nogil=True, cache=True)
@@ -247,39 +256,57 @@ def direct_adjoint(y, w, groups, adjoint, rows, width, dilation, stride, padded_
     input plane the taps spread every output plane of its group over a padded
     plane, and the padding's adjoint gathers it back (``adjoint`` from
     ``padded_source``), one plane at a time on one thread.  Where O_g·T exceeds
-    ``REDUCTION_DEPTH`` the output planes go in blocks, each spread over a scratch
-    plane that is then added to the padded plane.
+    ``REDUCTION_DEPTH`` the sum goes in blocks (a few output planes' taps, or pieces of
+    one plane's), each spread over a scratch plane that is then added to the padded one.
     """
     in_channels, in_per_group, per_group, taps, last_taps = _direct_shape(
         w.shape, x.shape[0], y.shape[0], groups, rows.shape[1])
     out_channels = w.shape[0]
-    n_rows, lead_taps = rows.shape
     padded = np.empty(padded_size + 1, y.dtype)
-    block_outputs = max(1, REDUCTION_DEPTH // taps)
-    blocked = per_group > block_outputs
+    # Blocks of about REDUCTION_DEPTH products: whole taps of a few output planes, or
+    # pieces of one plane's taps; each spread over ``part``, then added to the plane.
+    blocked = per_group * taps > REDUCTION_DEPTH
+    output_step = max(1, REDUCTION_DEPTH // taps)
+    tap_step = taps if taps < REDUCTION_DEPTH else REDUCTION_DEPTH
     part = np.empty(padded_size + 1 if blocked else 0, y.dtype)
     for unit in range(first, stop):
         image, g = unit // groups, unit % groups
         for c in range(in_per_group):
             padded[:] = 0
-            for o0 in range(g * per_group, (g + 1) * per_group, block_outputs if blocked
-                            else per_group):
-                o1 = min(o0 + (block_outputs if blocked else per_group), (g + 1) * per_group)
-                target_plane = part if blocked else padded
-                if blocked:
-                    part[:] = 0
-                for o in range(o0, o1):
+            if not blocked:
+                for o in range(g * per_group, (g + 1) * per_group):
                     _spread_adjoint(y[image * out_channels + o], w, o, c, taps, rows, width,
-                                    lead_taps, last_taps, dilation, stride, target_plane)
-                if blocked:
-                    for q in range(padded_size):
-                        padded[q] += part[q]
+                                    last_taps, dilation, stride, 0, taps, padded)
+            else:
+                for o0 in range(g * per_group, (g + 1) * per_group, output_step):
+                    o1 = min(o0 + output_step, (g + 1) * per_group)
+                    for t0 in range(0, taps, tap_step):
+                        part[:] = 0
+                        for o in range(o0, o1):
+                            _spread_adjoint(y[image * out_channels + o], w, o, c, taps, rows,
+                                            width, last_taps, dilation, stride, t0,
+                                            min(t0 + tap_step, taps), part)
+                        for q in range(padded_size):
+                            padded[q] += part[q]
             target = x[image * in_channels + g * in_per_group + c]
             for p in range(target.shape[0]):
                 total = padded[adjoint[0, p]]
                 for r in range(1, adjoint.shape[0]):
                     total += padded[adjoint[r, p]]
                 target[p] = total
+
+
+@njit(nogil=True, cache=True)
+def _row_piece(gr, src, stride, j0, j1):
+    """Σ_{j0 ≤ j < j1} gr[j]·src[j·stride], one chain."""
+    total = gr[j0] * src[j0 * stride]
+    if stride == 1:
+        for j in range(j0 + 1, j1):
+            total += gr[j] * src[j]
+    else:
+        for j in range(j0 + 1, j1):
+            total += gr[j] * src[j * stride]
+    return total
 
 
 @njit(nogil=True, cache=True)
@@ -304,11 +331,9 @@ def direct_weight_grad(g, x, groups, source, rows, width, dilation, stride, firs
                     for tl in range(lead_taps):
                         for k in range(last_taps):
                             src = padded[rows[r, tl] + k * dilation:]
-                            total = gr[0] * src[0]
-                            if stride == 1:
-                                for j in range(1, width):
-                                    total += gr[j] * src[j]
-                            else:
-                                for j in range(1, width):
-                                    total += gr[j] * src[j * stride]
+                            # A row's sum in pieces of REDUCTION_DEPTH products.
+                            total = _row_piece(gr, src, stride, 0, min(REDUCTION_DEPTH, width))
+                            for j0 in range(REDUCTION_DEPTH, width, REDUCTION_DEPTH):
+                                total += _row_piece(gr, src, stride, j0,
+                                                    min(j0 + REDUCTION_DEPTH, width))
                             dw[o, c * taps + tl * last_taps + k] += total

@@ -39,6 +39,10 @@ def _blas_controller():
 
 
 # --------------------------------------------------------------------------- how many
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+"""The most threads ``set_num_threads`` accepts: each worker holds a tile buffer and, for
+a weight gradient, a weight-sized partial sum, so the workspace grows with the count."""
+
 _setting_lock = threading.Lock()
 _configured: int | None = None      # set_num_threads
 _default: int | None = None         # read once
@@ -57,9 +61,9 @@ def _default_threads() -> int:
                 except ValueError:
                     raise ValueError(f"CONVMM_NUM_THREADS must be a positive integer, got "
                                      f"{text!r}") from None
-                if _default < 1:
-                    raise ValueError(f"CONVMM_NUM_THREADS must be a positive integer, got "
-                                     f"{text!r}")
+                if not 1 <= _default <= MAX_THREADS:
+                    raise ValueError(f"CONVMM_NUM_THREADS must be a positive integer, at most "
+                                     f"{MAX_THREADS}, got {text!r}")
             else:
                 with _blas_hold.lock:   # what BLAS had before the engine held it
                     held = _blas_hold.saved
@@ -87,22 +91,21 @@ def set_num_threads(n):
 
     Process-wide: every later call, from any thread, plans for ``n`` workers, and
     at most ``n`` of convmm's threads compute at once however many threads call
-    it.  Results are the same bits for a given ``n``, alone or concurrent.  A
-    1×1 convolution without padding is one GEMM on BLAS's own threads (set
-    those with threadpoolctl).  Returns the previous setting.
+    it.  Results are the same bits for a given ``n``, alone or concurrent.
+    Returns the previous setting.
 
     Raises
     ------
     TypeError
         ``n`` is not an integer (or None).
     ValueError
-        ``n`` < 1.
+        ``n`` < 1 or ``n`` > ``MAX_THREADS`` (4 per CPU).
     """
     global _configured
     if n is not None:
         n = as_int(n, "n")
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        if not 1 <= n <= MAX_THREADS:
+            raise ValueError(f"n must be between 1 and {MAX_THREADS} (4 per CPU), got {n}")
     with _setting_lock:
         previous, _configured = _configured, n
     return previous
@@ -254,16 +257,6 @@ def run_workers(work, threads):
         pool = _shared_pool(threads)
         for future in [pool.submit(_in_slot, work, k) for k in range(threads)]:
             future.result()
-
-
-def run_blas(function, threads):
-    """``function()``, a GEMM on BLAS's own threads, in the caller, holding ``threads``
-    slots (no worker of another call computes beside it)."""
-    taken = _slots.acquire(threads, get_num_threads())
-    try:
-        return function()
-    finally:
-        _slots.release(taken)
 
 
 def sum_in_order(partial):
