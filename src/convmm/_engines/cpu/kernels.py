@@ -248,16 +248,17 @@ def _spread_adjoint(grad, w, o, c, taps, rows, width, last_taps, dilation, strid
 
 
 @njit(nogil=True, cache=True)
-def direct_adjoint(y, w, groups, adjoint, rows, width, dilation, stride, padded_size, first, stop,
-                   x):
+def direct_adjoint(y, w, groups, adjoint, rows, width, dilation, stride, padded_size, chain,
+                   first, stop, x):
     """Units ``first … stop − 1`` of the direct convolution's transpose, channels-first.
 
     y (N·C_out, L); w (C_out, C_g·T); x (N·C_in, P) receives Cᵀ·y: for each
     input plane the taps spread every output plane of its group over a padded
     plane, and the padding's adjoint gathers it back (``adjoint`` from
-    ``padded_source``), one plane at a time on one thread.  Where O_g·T exceeds
-    ``REDUCTION_DEPTH`` the sum goes in blocks (a few output planes' taps, or pieces of
-    one plane's), each spread over a scratch plane that is then added to the padded one.
+    ``padded_source``), one plane at a time on one thread.  Where a padded sample's sum
+    (``chain``: O_g × the taps that reach one sample) exceeds ``REDUCTION_DEPTH`` it goes
+    in blocks (a few output planes' taps, or pieces of one plane's), each spread over a
+    scratch plane that is then added to the padded one.
     """
     in_channels, in_per_group, per_group, taps, last_taps = _direct_shape(
         w.shape, x.shape[0], y.shape[0], groups, rows.shape[1])
@@ -265,7 +266,7 @@ def direct_adjoint(y, w, groups, adjoint, rows, width, dilation, stride, padded_
     padded = np.empty(padded_size + 1, y.dtype)
     # Blocks of about REDUCTION_DEPTH products: whole taps of a few output planes, or
     # pieces of one plane's taps; each spread over ``part``, then added to the plane.
-    blocked = per_group * taps > REDUCTION_DEPTH
+    blocked = chain > REDUCTION_DEPTH
     output_step = max(1, REDUCTION_DEPTH // taps)
     tap_step = taps if taps < REDUCTION_DEPTH else REDUCTION_DEPTH
     part = np.empty(padded_size + 1 if blocked else 0, y.dtype)
@@ -332,8 +333,17 @@ def direct_weight_grad(g, x, groups, source, rows, width, dilation, stride, firs
                         for k in range(last_taps):
                             src = padded[rows[r, tl] + k * dilation:]
                             # A row's sum in pieces of REDUCTION_DEPTH products.
-                            total = _row_piece(gr, src, stride, 0, min(REDUCTION_DEPTH, width))
-                            for j0 in range(REDUCTION_DEPTH, width, REDUCTION_DEPTH):
-                                total += _row_piece(gr, src, stride, j0,
-                                                    min(j0 + REDUCTION_DEPTH, width))
+                            total = gr[0] * src[0]
+                            if width <= REDUCTION_DEPTH:
+                                if stride == 1:
+                                    for j in range(1, width):
+                                        total += gr[j] * src[j]
+                                else:
+                                    for j in range(1, width):
+                                        total += gr[j] * src[j * stride]
+                            else:
+                                total = _row_piece(gr, src, stride, 0, REDUCTION_DEPTH)
+                                for j0 in range(REDUCTION_DEPTH, width, REDUCTION_DEPTH):
+                                    total += _row_piece(gr, src, stride, j0,
+                                                        min(j0 + REDUCTION_DEPTH, width))
                             dw[o, c * taps + tl * last_taps + k] += total
