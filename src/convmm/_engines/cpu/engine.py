@@ -478,9 +478,8 @@ def _direct(call, plan, operands, operation):
         # kernels overlap, not for patches (kernel = stride).
         reach = math.prod(min(k, -(-k * math.gcd(s, d) // s)) for k, s, d in
                           zip(geometry.kernel_size, geometry.stride, geometry.dilation))
-        chain = out_channels // groups * reach
         run = lambda first, stop, k: kernels.direct_adjoint(  # noqa: E731
-            g, w, groups, adjoint_index, *sweep, source.size, chain, first, stop, x)
+            g, w, groups, adjoint_index, *sweep, source.size, reach, first, stop, x)
     else:
         g = planes(operands[0], out_channels, positions)
         x = planes(operands[1], in_channels, pixels)

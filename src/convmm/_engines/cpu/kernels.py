@@ -248,17 +248,18 @@ def _spread_adjoint(grad, w, o, c, taps, rows, width, last_taps, dilation, strid
 
 
 @njit(nogil=True, cache=True)
-def direct_adjoint(y, w, groups, adjoint, rows, width, dilation, stride, padded_size, chain,
+def direct_adjoint(y, w, groups, adjoint, rows, width, dilation, stride, padded_size, reach,
                    first, stop, x):
     """Units ``first … stop − 1`` of the direct convolution's transpose, channels-first.
 
     y (N·C_out, L); w (C_out, C_g·T); x (N·C_in, P) receives Cᵀ·y: for each
     input plane the taps spread every output plane of its group over a padded
     plane, and the padding's adjoint gathers it back (``adjoint`` from
-    ``padded_source``), one plane at a time on one thread.  Where a padded sample's sum
-    (``chain``: O_g × the taps that reach one sample) exceeds ``REDUCTION_DEPTH`` it goes
-    in blocks (a few output planes' taps, or pieces of one plane's), each spread over a
-    scratch plane that is then added to the padded one.
+    ``padded_source``), one plane at a time on one thread.  A padded sample sums
+    O_g × ``reach`` products (``reach``: the taps that reach one sample, ∏⌈K/s⌉ when
+    kernels do not overlap more); past ``REDUCTION_DEPTH`` the sum goes in blocks (a
+    few output planes with all their taps, or, where ``reach`` alone is longer, pieces
+    of one plane's taps), each spread over a scratch plane then added to the padded one.
     """
     in_channels, in_per_group, per_group, taps, last_taps = _direct_shape(
         w.shape, x.shape[0], y.shape[0], groups, rows.shape[1])
@@ -266,9 +267,9 @@ def direct_adjoint(y, w, groups, adjoint, rows, width, dilation, stride, padded_
     padded = np.empty(padded_size + 1, y.dtype)
     # Blocks of about REDUCTION_DEPTH products: whole taps of a few output planes, or
     # pieces of one plane's taps; each spread over ``part``, then added to the plane.
-    blocked = chain > REDUCTION_DEPTH
-    output_step = max(1, REDUCTION_DEPTH // taps)
-    tap_step = taps if taps < REDUCTION_DEPTH else REDUCTION_DEPTH
+    blocked = per_group * reach > REDUCTION_DEPTH
+    output_step = max(1, REDUCTION_DEPTH // reach)
+    tap_step = taps if reach <= REDUCTION_DEPTH else max(1, taps * REDUCTION_DEPTH // reach)
     part = np.empty(padded_size + 1 if blocked else 0, y.dtype)
     for unit in range(first, stop):
         image, g = unit // groups, unit % groups
