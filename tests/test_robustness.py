@@ -445,3 +445,24 @@ def test_pointwise_transposes_keep_their_output_padding(method, data_format):
         got = convmm.conv_transpose(x, w, method=method, **kw)
         assert got.shape == want.shape, (nd, stride, dilation, extra)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_col2im_by_gather_agrees_with_the_tap_loop(xp, seed, monkeypatch):
+    """The gather form of col2im (chosen for many taps and few per sample) against the
+    tap-by-tap loop, on random configurations of every padding mode and both formats."""
+    from convmm._core import lowering
+    from helpers import assert_close, random_array, random_config, to_layout, to_xp
+
+    rng = np.random.default_rng(5100 + seed)
+    cfg = random_config(rng, dtypes=("float64", "complex128"))
+    x = to_layout(random_array(rng, (2, cfg.in_channels, *cfg.size), cfg.dtype), cfg)
+    kw = dict(stride=cfg.stride, padding=cfg.pairs, dilation=cfg.dilation,
+              padding_mode=cfg.padding_mode, data_format=cfg.data_format)
+    cols = convmm.im2col(x, cfg.kernel, **kw)
+    monkeypatch.setattr(lowering, "GATHER_MIN_TAPS", 10 ** 9)
+    loop = convmm.col2im(to_xp(xp, cols), cfg.size, cfg.kernel, **kw)
+    monkeypatch.setattr(lowering, "GATHER_MIN_TAPS", 0)
+    monkeypatch.setattr(lowering, "pairs_per_sample", lambda geometry, mode: 0)
+    gathered = convmm.col2im(to_xp(xp, cols), cfg.size, cfg.kernel, **kw)
+    assert_close(gathered, to_numpy(loop), xp)

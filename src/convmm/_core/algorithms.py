@@ -26,6 +26,7 @@ import numpy as np
 from array_api_compat import device as device_of
 
 from .geometry import ConvGeometry
+from .layout import LAYOUTS
 from .lowering import col2im, im2col, pad, pad_adjoint
 from .validation import itemsize
 
@@ -97,17 +98,27 @@ def conv_forward(xp, x, weight, geometry, mode, groups, layout):
         return _forward_whole(xp, x, weight, geometry, mode, groups, layout)
     out_channels = layout.weight_parts(weight.shape, geometry.nd)[0]
     y = _empty_like_images(xp, x, layout, x.shape[0], out_channels, geometry.output_size)
+    for at, piece, piece_geometry, piece_mode in _input_pieces(xp, x, channels, geometry, mode,
+                                                               layout, images):
+        y[at] = _forward_whole(xp, piece, weight, piece_geometry, piece_mode, groups, layout)
+    return y
+
+
+def _input_pieces(xp, x, channels, geometry, mode, layout, images):
+    """The pieces of an input batch too large for one patch matrix: ``(at, piece, geometry,
+    mode)``, with ``at`` the index of the outputs the piece gives.  ``images`` whole
+    images at a time where that is at least one, else slabs of output rows cut from each
+    image padded once (unpadded slab geometries)."""
     if images:
         for first in range(0, x.shape[0], images):
-            y[first:first + images, ...] = _forward_whole(
-                xp, x[first:first + images, ...], weight, geometry, mode, groups, layout)
-        return y
+            at = (slice(first, first + images), ...)
+            yield at, x[at], geometry, mode
+        return
     for image in range(x.shape[0]):
         padded = pad(xp, x[image:image + 1, ...], geometry, mode, layout)
         for r0, r1, lo, hi, sub in _slabs(xp, x, channels, geometry):
-            y[_at(layout, image, slice(r0, r1))] = _forward_whole(
-                xp, padded[_at(layout, 0, slice(lo, hi))], weight, sub, "zeros", groups, layout)
-    return y
+            yield _at(layout, image, slice(r0, r1)), padded[_at(layout, 0, slice(lo, hi))], \
+                sub, "zeros"
 
 
 def conv_forward_by_taps(xp, x, weight, geometry, mode, groups, layout):
@@ -198,12 +209,10 @@ def conv_adjoint_zero_insertion(xp, y, weight, geometry, groups, layout):
     convolution of the padded y.
     """
     nd = geometry.nd
-    first_layout = layout.name == "channels_first"
+    channels_last = layout.name == "channels_last"
     # Channels-first inside: the sub-kernels become output channels.
-    from .layout import LAYOUTS
-
     cf = LAYOUTS["channels_first"]
-    if not first_layout:
+    if channels_last:
         y = xp.permute_dims(y, (0, nd + 1, *range(1, nd + 1)))
         weight = xp.permute_dims(weight, (nd + 1, nd, *range(nd)))   # (C_y, C_x/G, *K)
     flipped = cf.flipped_transpose_weight(xp, weight, groups, nd)     # (C_x, C_y/G, *K)
@@ -244,22 +253,19 @@ def conv_adjoint_zero_insertion(xp, y, weight, geometry, groups, layout):
     order = (0, *(2 + 2 * a for a in range(nd)), 1, *(3 + 2 * a for a in range(nd)))
     sub = xp.reshape(xp.permute_dims(sub, order),
                      (out_channels * math.prod(phases), sub.shape[1], *windows))
-    y = y[(slice(None), slice(None), *crops)]
-    if any(c.stop <= c.start for c in crops):
-        z = None
-    else:
-        inner = ConvGeometry(tuple(y.shape[2:]), tuple(windows), (1,) * nd, (1,) * nd,
-                             tuple(pads), tuple(counts))
-        z = conv_forward_by_taps(xp, y, sub, inner, "zeros", groups, cf)
-    if z is None:
+    if any(c.stop <= c.start for c in crops):        # no sample of y reaches the output
         x = xp.zeros((n, out_channels, *geometry.input_size), dtype=flipped.dtype,
                      device=device_of(flipped))
     else:   # interleave the phases: (N, C_x, *φ, *m) → (N, C_x, m_1, φ_1, …) → crop to O
+        y = y[(slice(None), slice(None), *crops)]
+        inner = ConvGeometry(tuple(y.shape[2:]), tuple(windows), (1,) * nd, (1,) * nd,
+                             tuple(pads), tuple(counts))
+        z = conv_forward_by_taps(xp, y, sub, inner, "zeros", groups, cf)
         z = xp.reshape(z, (n, out_channels, *phases, *counts))
         z = xp.permute_dims(z, (0, 1, *(v for a in range(nd) for v in (2 + nd + a, 2 + a))))
         z = xp.reshape(z, (n, out_channels, *(c * s for c, s in zip(counts, phases))))
         x = z[(slice(None), slice(None), *(slice(0, o) for o in geometry.input_size))]
-    if not first_layout:
+    if channels_last:
         x = xp.permute_dims(x, (0, *range(2, nd + 2), 1))
     return x
 
@@ -303,25 +309,12 @@ def weight_gradient_of(xp, a, b, weight_shape, geometry, mode, groups, layout):
     if images >= b.shape[0]:
         return _weight_gradient_whole(xp, a, b, weight_shape, geometry, mode, groups, layout)
     total = None
-    for a_piece, b_piece, piece, piece_mode in _weight_gradient_pieces(xp, a, b, channels,
-                                                                         geometry, mode,
-                                                                         layout, images):
-        term = _weight_gradient_whole(xp, a_piece, b_piece, weight_shape, piece, piece_mode,
-                                      groups, layout)
+    for at, piece, piece_geometry, piece_mode in _input_pieces(xp, b, channels, geometry, mode,
+                                                               layout, images):
+        term = _weight_gradient_whole(xp, a[at], piece, weight_shape, piece_geometry,
+                                      piece_mode, groups, layout)
         total = term if total is None else total + term
     return total
-
-
-def _weight_gradient_pieces(xp, a, b, channels, geometry, mode, layout, images):
-    if images:
-        for first in range(0, b.shape[0], images):
-            yield a[first:first + images, ...], b[first:first + images, ...], geometry, mode
-        return
-    for image in range(b.shape[0]):
-        padded = pad(xp, b[image:image + 1, ...], geometry, mode, layout)
-        for r0, r1, lo, hi, sub in _slabs(xp, b, channels, geometry):
-            yield (a[_at(layout, image, slice(r0, r1))], padded[_at(layout, 0, slice(lo, hi))],
-                   sub, "zeros")
 
 
 def _weight_gradient_whole(xp, a, b, weight_shape, geometry, mode, groups, layout):

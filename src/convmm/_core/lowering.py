@@ -16,7 +16,9 @@ im2col has two implementations of the same plan:
 
 col2im is the exact adjoint: a loop over the kernel taps (never over pixels)
 that adds each tap's block of columns onto a strided window of the padded
-canvas, followed by the adjoint of the padding.
+canvas, followed by the adjoint of the padding; or, for kernels with many taps
+of which few read each sample (large strides), a gather through the inverse
+plan, one ``take`` per (tap, position) pair of a sample.
 """
 
 from __future__ import annotations
@@ -189,27 +191,23 @@ def _col2im_gather(xp, cols, geometry, layout, channels, inverse):
     taps, positions = geometry.n_taps, geometry.n_positions
     pixels = math.prod(geometry.input_size)
     ranks = inverse.shape[1]
-    # The flat column of each pair; the sentinel tap T reads an appended zero.
-    if layout.name == "channels_first":   # cols (N, C·T, L): rows c·T + t, so t·L + l
-        flat = np.where(inverse[0] < taps, inverse[0] * positions + inverse[1],
-                        taps * positions)
-        source = xp.reshape(cols, (n, channels, taps * positions))
-        source = xp.concat([source, xp.zeros((n, channels, 1), dtype=cols.dtype,
-                                             device=device_of(cols))], axis=2)
-        picked = xp.take(source, index_array(xp, np.reshape(flat, -1), cols), axis=2)
-        picked = xp.reshape(picked, (n, channels, ranks, pixels))
-        total = picked[:, :, 0, :]
-        for r in range(1, ranks):
-            total = total + picked[:, :, r, :]
-        return xp.reshape(total, layout.image_shape(n, channels, geometry.input_size))
-    # channels-last cols (N, L, T·C): row l, column t·C + c, so (l·T + t, c) flat
-    flat = np.where(inverse[0] < taps, inverse[1] * taps + inverse[0], taps * positions)
-    source = xp.reshape(cols, (n, positions * taps, channels))
-    source = xp.concat([source, xp.zeros((n, 1, channels), dtype=cols.dtype,
-                                         device=device_of(cols))], axis=1)
-    picked = xp.take(source, index_array(xp, np.reshape(flat, -1), cols), axis=1)
-    picked = xp.reshape(picked, (n, ranks, pixels, channels))
-    total = picked[:, 0, ...]
-    for r in range(1, ranks):
-        total = total + picked[:, r, ...]
+    cf = layout.name == "channels_first"
+    axis = 2 if cf else 1
+    # Each pair's entry along that axis: cols (N, C·T, L) has rows c·T + t, so t·L + l in
+    # one channel's flat block; cols (N, L, T·C) flattens to (l·T + t, c).  The sentinel
+    # tap T reads an appended zero.
+    pair = inverse[0] * positions + inverse[1] if cf else inverse[1] * taps + inverse[0]
+    flat = np.where(inverse[0] < taps, pair, taps * positions)
+    source = xp.reshape(cols, (n, channels, taps * positions) if cf
+                        else (n, positions * taps, channels))
+    zero = xp.zeros((n, channels, 1) if cf else (n, 1, channels), dtype=cols.dtype,
+                    device=device_of(cols))
+    picked = xp.take(xp.concat([source, zero], axis=axis),
+                     index_array(xp, np.reshape(flat, -1), cols), axis=axis)
+    picked = xp.reshape(picked, (n, channels, ranks, pixels) if cf
+                        else (n, ranks, pixels, channels))
+    lead = (slice(None),) * axis
+    total = picked[(*lead, 0, ...)]
+    for r in range(1, ranks):           # the pairs added in order
+        total = total + picked[(*lead, r, ...)]
     return xp.reshape(total, layout.image_shape(n, channels, geometry.input_size))

@@ -52,7 +52,7 @@ from .._core.geometry import ConvGeometry
 from .._core.index_plans import pairs_per_sample
 from .._core.params import ENGINE_METHODS
 from .._core.validation import itemsize
-from .cpu.threads import worker_count
+from .cpu.threads import get_num_threads
 from .cuda.engine import unavailable_reason
 
 WORKSPACE_BYTES = 16 << 20
@@ -259,7 +259,7 @@ def _plan(call, operation):
         return _cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, size)
     if method == "implicit_gemm" and operation == "adjoint":
         method, reason = "tiled_blas", "implicit_gemm runs the forward map and the weight gradient"
-    threads = worker_count()
+    threads = get_num_threads()
     if method == "direct":
         units = n * call.groups                 # (image, group) pairs
         tile = max(1, -(-units // (4 * threads)))

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..._core.index_plans import (direct_rows, gather_index, gather_index_adjoint, padded_source,
                                   padded_taps, tile_pixel_ranges)
-from .threads import run_workers, sum_in_order, worker_count
+from .threads import get_num_threads, run_workers, sum_in_order
 
 
 def _tiles(total, image, tile):
@@ -88,33 +88,41 @@ def _position_units(n, positions, threads, per_image):
     return _image_ranges(n, positions, size)
 
 
-def _pointwise_forward(call, plan, x):
-    """Y = W·X on the (subsampled) input, in units of positions on the workers, each a
-    single-threaded GEMM per group (the bits do not depend on other calls)."""
-    layout, groups, geometry = call.layout, call.groups, call.geometry
-    in_channels, out_channels = call.forward_channels
-    p = _subsampled(call, x)
-    n, positions = x.shape[0], geometry.n_positions
-    w = _weight_operand(call)                                         # (G, O_g, C_g) / (G, C_g, O_g)
-    cf = layout.name == "channels_first"
+def _pointwise_gemm(call, plan, operand, weights, n):
+    """Per group, ``weights[g]·operand`` channels-first or ``operand·weights[g]`` channels-
+    last, in units of positions on the workers, each a single-threaded GEMM (so the bits
+    do not depend on other calls).  operand: (N, C, *O) or (N, *O, C) contiguous, C =
+    G·weights.shape[2] channels-first, G·weights.shape[1] channels-last; returns
+    (N, G, rows, L) or (N·L, G, columns)."""
+    groups, positions = call.groups, call.geometry.n_positions
+    cf = call.layout.name == "channels_first"
     if cf:
-        p = p.reshape(n, groups, in_channels // groups, positions)
-        y = np.empty((n, groups, out_channels // groups, positions), dtype=x.dtype)
+        a = operand.reshape(n, groups, weights.shape[2], positions)
+        out = np.empty((n, groups, weights.shape[1], positions), dtype=operand.dtype)
     else:
-        p = p.reshape(n * positions, groups, in_channels // groups)
-        y = np.empty((n * positions, groups, out_channels // groups), dtype=x.dtype)
+        a = operand.reshape(n * positions, groups, weights.shape[1])
+        out = np.empty((n * positions, groups, weights.shape[2]), dtype=operand.dtype)
     units = _position_units(n, positions, plan.threads, cf)
 
     def work(k):
         for image, first, stop in units[k::plan.threads]:
             for g in range(groups):
                 if cf:
-                    np.matmul(w[g], p[image, g, :, first:stop], out=y[image, g, :, first:stop])
+                    np.matmul(weights[g], a[image, g, :, first:stop],
+                              out=out[image, g, :, first:stop])
                 else:
-                    np.matmul(p[first:stop, g], w[g], out=y[first:stop, g])
+                    np.matmul(a[first:stop, g], weights[g], out=out[first:stop, g])
 
     run_workers(work, plan.threads)
-    return y.reshape(layout.image_shape(n, out_channels, geometry.output_size))
+    return out
+
+
+def _pointwise_forward(call, plan, x):
+    """Y = W·X on the (subsampled) input."""
+    w = _weight_operand(call)                                         # (G, O_g, C_g) / (G, C_g, O_g)
+    y = _pointwise_gemm(call, plan, _subsampled(call, x), w, x.shape[0])
+    return y.reshape(call.layout.image_shape(x.shape[0], call.forward_channels[1],
+                                             call.geometry.output_size))
 
 
 def _tiled_forward(call, plan, x):
@@ -245,31 +253,12 @@ def adjoint(call, plan, y):
 
 
 def _pointwise_adjoint(call, plan, y):
-    """Cᵀ·y for a 1×1 unpadded kernel: Wᵀ·Y in units of positions on the workers, then
-    placed at the strided positions."""
-    layout, groups, geometry = call.layout, call.groups, call.geometry
-    in_channels, out_channels = call.forward_channels
-    n, positions = y.shape[0], geometry.n_positions
-    w = _weight_operand(call)
-    cf = layout.name == "channels_first"
-    if cf:
-        o = np.ascontiguousarray(y).reshape(n, groups, out_channels // groups, positions)
-        cols = np.empty((n, groups, in_channels // groups, positions), dtype=y.dtype)
-    else:
-        o = np.ascontiguousarray(y).reshape(n * positions, groups, out_channels // groups)
-        cols = np.empty((n * positions, groups, in_channels // groups), dtype=y.dtype)
-    units = _position_units(n, positions, plan.threads, cf)
-
-    def work(k):
-        for image, first, stop in units[k::plan.threads]:
-            for g in range(groups):
-                if cf:
-                    np.matmul(w[g].T, o[image, g, :, first:stop],
-                              out=cols[image, g, :, first:stop])
-                else:
-                    np.matmul(o[first:stop, g], w[g].T, out=cols[first:stop, g])
-
-    run_workers(work, plan.threads)
+    """Cᵀ·y for a 1×1 unpadded kernel: Wᵀ·Y, placed at the strided positions."""
+    layout, geometry = call.layout, call.geometry
+    in_channels = call.forward_channels[0]
+    n = y.shape[0]
+    w_t = _weight_operand(call).transpose(0, 2, 1)                    # (G, C_g, O_g) / (G, O_g, C_g)
+    cols = _pointwise_gemm(call, plan, np.ascontiguousarray(y), w_t, n)
     cols = cols.reshape(layout.image_shape(n, in_channels, geometry.output_size))
     if geometry.input_size == geometry.output_size:     # stride 1, every sample read
         return cols
@@ -515,7 +504,7 @@ def gemm(a, b, c, threads=None):
     """
     from . import gemm as kernels
 
-    threads = threads or worker_count()
+    threads = threads or get_num_threads()
     n = c.shape[1]
     step = max(1, -(-n // threads // kernels.NR)) * kernels.NR
     blocks = [(j, min(j + step, n)) for j in range(0, n, step)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import lru_cache
 
 from ..._core.params import as_int
@@ -57,13 +58,13 @@ def _default_threads() -> int:
             text = os.environ.get("CONVMM_NUM_THREADS", "").strip()
             if text:
                 try:
-                    _default = int(text)
+                    value = int(text)
                 except ValueError:
-                    raise ValueError(f"CONVMM_NUM_THREADS must be a positive integer, got "
-                                     f"{text!r}") from None
-                if not 1 <= _default <= MAX_THREADS:
+                    value = 0
+                if not 1 <= value <= MAX_THREADS:
                     raise ValueError(f"CONVMM_NUM_THREADS must be a positive integer, at most "
                                      f"{MAX_THREADS}, got {text!r}")
+                _default = value
             else:
                 with _blas_hold.lock:   # what BLAS had before the engine held it
                     held = _blas_hold.saved
@@ -109,11 +110,6 @@ def set_num_threads(n):
     with _setting_lock:
         previous, _configured = _configured, n
     return previous
-
-
-def worker_count() -> int:
-    """The engine's workers for a plan: ``get_num_threads()``."""
-    return get_num_threads()
 
 
 # --------------------------------------------------------------------------- BLAS held at one thread
@@ -200,32 +196,27 @@ slp_vectorising = _SLPVectorising()
 
 
 # --------------------------------------------------------------------------- slots and the pool
-class _Slots:
-    """At most ``n`` of convmm's threads computing at once, across all callers.
-
-    ``acquire(k)`` waits until k slots are free and takes them; ``release(k)``
-    gives them back.  Holders never wait for each other, so nothing deadlocks.
-    """
-
-    def __init__(self):
-        self._condition = threading.Condition()
-        self._busy = 0
-
-    def acquire(self, k, limit):
-        with self._condition:
-            k = min(k, limit)
-            while self._busy and self._busy + k > limit:
-                self._condition.wait()
-            self._busy += k
-            return k
-
-    def release(self, k):
-        with self._condition:
-            self._busy -= k
-            self._condition.notify_all()
+_slots = threading.Condition()
+_busy = 0          # slots taken: at most get_num_threads() of convmm's threads compute
 
 
-_slots = _Slots()
+@contextmanager
+def _slot(limit):
+    """Hold one of ``limit`` slots shared by all callers (a holder never waits for another,
+    so nothing deadlocks; ``limit`` is read per slot, so a new setting applies at once)."""
+    global _busy
+    with _slots:
+        while _busy >= limit:
+            _slots.wait()
+        _busy += 1
+    try:
+        yield
+    finally:
+        with _slots:
+            _busy -= 1
+            _slots.notify_all()
+
+
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
@@ -239,11 +230,8 @@ def _shared_pool(size):
 
 
 def _in_slot(work, k):
-    taken = _slots.acquire(1, get_num_threads())
-    try:
+    with _slot(get_num_threads()):
         work(k)
-    finally:
-        _slots.release(taken)
 
 
 def run_workers(work, threads):
