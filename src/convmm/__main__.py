@@ -7,7 +7,7 @@ import sys
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m convmm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run the seeds' worked examples through every method and backend")
+    commands.add_parser("demo", help="run the seeds' worked examples through the array-API methods on every backend")
     from .bench import add_arguments
 
     add_arguments(commands.add_parser("bench", help="time the layer suite against PyTorch"))

@@ -565,9 +565,10 @@ def _run_host(args, backend, layers, batch):
         ours.close()
         if theirs:
             theirs.close()
-    setting = (f"each library in its own process at its own defaults, rounds alternating, "
-               f"medians of {args.repeats}: convmm on {info['threads']} thread(s) (BLAS "
-               f"{info['blas_threads']})"
+    setting = ((f"each library in its own process at its own defaults, rounds alternating, "
+                f"medians of {args.repeats}: " if peer_info else
+                f"convmm alone (PyTorch not installed), medians of {args.repeats}: ")
+               + f"convmm on {info['threads']} thread(s) (BLAS {info['blas_threads']})"
                + (f", torch on {peer_info['threads']} thread(s)" if peer_info else ""))
     report = _report(args, backend, batch, results, gemm,
                      peer_info["version"] if peer_info else None, setting)
@@ -709,13 +710,18 @@ def scaling_cases(count=40, seed=0):
     return cases
 
 
-def method_scaling(cases, repeats=3):
-    """For each case, map and method: its time over ``auto``'s (best of ``repeats``)."""
+def method_scaling(cases, repeats=7, seconds=0.05):
+    """For each case, map and method: its time over ``auto``'s, each the best of at least
+    ``repeats`` calls and of ``seconds`` of calls (sub-millisecond cases need many to be
+    stable on a shared machine)."""
     import convmm
 
     def best(function):
         function()
-        return min(_wall_seconds(function) for _ in range(repeats))
+        times, start = [], time.perf_counter()
+        while len(times) < repeats or time.perf_counter() - start < seconds:
+            times.append(_wall_seconds(function))
+        return min(times)
 
     rows = []
     for name, x, w, keywords in cases:
@@ -738,7 +744,7 @@ def method_scaling(cases, repeats=3):
 
 
 def format_scaling(rows):
-    lines = ["every method's time over auto's (best of 3), on "
+    lines = ["every method's time over auto's (best of at least 7 calls and 0.05 s), on "
              f"{len({r['case'] for r in rows})} configurations:",
              f"{'map':<10} {'method':<15} {'median':>7} {'worst':>7}  worst case"]
     for which, methods in SCALING_METHODS.items():

@@ -1,4 +1,5 @@
-"""``python -m convmm demo``: the seeds' worked examples through every method on every backend.
+"""``python -m convmm demo``: the seeds' worked examples through the array-API methods on every
+backend.
 
 Each example prints the matrices the seeds show (the im2col matrix, the
 transposed-convolution steps, the matrix C of a convolution), then runs the
