@@ -185,7 +185,7 @@ def test_thread_count_from_the_environment():
     import sys
 
     code = ("import convmm, numpy as np; print(convmm.get_num_threads()); "
-            "print(convmm.explain(convmm.conv, np.ones((2, 16, 20, 20), np.float32), "
+            "print(convmm.explain(convmm.conv, np.ones((8, 16, 40, 40), np.float32), "
             "np.ones((32, 16, 3, 3), np.float32)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, env={**__import__("os").environ, "CONVMM_NUM_THREADS": "5"})

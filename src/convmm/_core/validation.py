@@ -12,11 +12,14 @@ Whether an engine method can run on the arrays' device is the engines' to say
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 from .geometry import ConvGeometry, conv_geometry, transpose_geometry
 from .layout import LAYOUTS
@@ -152,6 +155,10 @@ class Call:
     batched: bool
     out_channels: int
     grad_output: Any = None  # the backward passes' ∂L/∂y, promoted like the rest
+    # What the call's checks and plans depend on (``prepare``'s cache key), or None: plans
+    # are cached under it (``_engines.policy.plan``).  A call derived with other shapes
+    # or keywords must carry another signature or None.
+    signature: Any = None
 
     @property
     def forward_channels(self) -> tuple[int, int]:
@@ -162,14 +169,92 @@ class Call:
         return in_per_group * self.groups, out_channels
 
 
-def prepare(x, weight, bias, grad_output, *, transposed, stride, padding, dilation,
-            groups, padding_mode, data_format, method, output_padding=0, output_size=None):
+CALL_CACHE_SIZE = 256
+"""How many call signatures ``prepare`` remembers (least recently used dropped first)."""
+
+_calls: OrderedDict = OrderedDict()   # signature → Call without its arrays
+_calls_lock = threading.Lock()
+
+
+_PLAIN = (int, bool, str, type(None))
+
+
+def _typed(value):
+    """A keyword's value with its type (1, 1.0 and True compare equal but are checked
+    differently), nested for tuples; None for a value the checks must see each time."""
+    kind = type(value)
+    if kind is tuple:
+        parts = tuple(_typed(v) for v in value)
+        return None if None in parts else parts
+    return (kind, value) if kind in _PLAIN else None
+
+
+def _signature(arrays, keywords):
+    """``prepare``'s cache key: NumPy arrays' shapes and dtypes and plain keywords (ints,
+    strs, None and tuples of them), or None (another namespace, or another keyword)."""
+    shapes = []
+    for a in arrays:
+        if a is None:
+            shapes.append(None)
+        elif type(a) is np.ndarray:
+            shapes.append((a.shape, a.dtype))
+        else:
+            return None
+    typed = []
+    for name, value in keywords.items():
+        key = _typed(value)
+        if key is None:
+            return None
+        typed.append((name, key))
+    return (tuple(shapes), tuple(typed))
+
+
+def prepare(x, weight, bias, grad_output, **keywords):
     """A convolution call's arrays and keywords checked once: a ``Call``.
 
     ``x`` may leave out its batch axis; the arrays must share a namespace and are
     promoted to one float or complex dtype.  Raises TypeError (not an array, mixed
     namespaces, an integer/bool/half dtype) or ValueError naming the parameter.
+
+    NumPy calls are checked once per signature (shapes, dtypes, keywords): a
+    repeated call takes its checked values from a cache and only binds its arrays.
     """
+    signature = _signature((x, weight, bias, grad_output), keywords)
+    if signature is not None:
+        with _calls_lock:
+            template = _calls.get(signature)
+            if template is not None:
+                _calls.move_to_end(signature)
+        if template is not None:
+            return _bind(template, x, weight, bias, grad_output)
+    call = _checked(x, weight, bias, grad_output, **keywords)
+    if signature is not None:
+        template = Call(call.xp, call.layout, None, None, None, call.geometry, call.groups,
+                        call.mode, call.method, call.batched, call.out_channels, None,
+                        signature)
+        with _calls_lock:
+            _calls[signature] = template
+            while len(_calls) > CALL_CACHE_SIZE:
+                _calls.popitem(last=False)
+        call = _bind(template, x, weight, bias, grad_output)
+    return call
+
+
+def _bind(template, x, weight, bias, grad_output):
+    """The template's checked values with this call's arrays (promoted, batched)."""
+    dtype = np.result_type(*(a.dtype for a in (x, weight, bias, grad_output) if a is not None))
+    x, weight, bias, grad_output = (a if a is None or a.dtype == dtype else a.astype(dtype)
+                                    for a in (x, weight, bias, grad_output))
+    if not template.batched:
+        x = x[np.newaxis]
+    return Call(template.xp, template.layout, x, weight, bias, template.geometry,
+                template.groups, template.mode, template.method, template.batched,
+                template.out_channels, grad_output, template.signature)
+
+
+def _checked(x, weight, bias, grad_output, *, transposed, stride, padding, dilation,
+             groups, padding_mode, data_format, method, output_padding=0, output_size=None):
+    """``prepare`` without its cache: every check."""
     xp = namespace(x=x, weight=weight, bias=bias, grad_output=grad_output)
     arrays = common_dtype(xp, x=x, weight=weight, bias=bias, grad_output=grad_output)
     nd = spatial_rank(arrays["weight"])

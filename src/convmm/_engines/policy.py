@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import array_api_compat
@@ -146,6 +148,19 @@ PADDED_BATCH_BYTES = 4 * 2 ** 20
 """At most this much of padded images per worker in such a unit (at least one image)."""
 
 
+WORK_PER_THREAD = 1 << 21
+"""The fewest multiply-adds worth a worker thread of their own (handing work to a pooled
+thread and waiting for it costs tens of microseconds, about a million multiply-adds).
+A constant, not a measurement: the thread count decides how partial sums are split, so
+it must be a pure function of the call for its results to repeat bit for bit."""
+
+
+def _threads(multiply_adds):
+    """Worker threads for a map of this many multiply-adds: the setting, or fewer where
+    each would get less than ``WORK_PER_THREAD``."""
+    return max(1, min(get_num_threads(), multiply_adds // WORK_PER_THREAD))
+
+
 NUMPY_ON_CUDA = False
 """Tests only: run NumPy arrays through the CUDA engine (under the CUDA simulator)."""
 
@@ -203,6 +218,13 @@ def _auto(call, operation, in_per_group, target):
     return "tiled_blas", "patch tiles × BLAS"
 
 
+PLAN_CACHE_SIZE = 512
+"""How many plans ``plan`` remembers, by call signature, map and thread setting."""
+
+_plans: OrderedDict = OrderedDict()
+_plans_lock = threading.Lock()
+
+
 def plan(call, operation: str) -> ConvPlan:
     """The plan for one map of a validated call; "auto" is resolved here.
 
@@ -212,7 +234,29 @@ def plan(call, operation: str) -> ConvPlan:
     weight gradient either).  CuPy arrays get the CUDA engine's plans.  For an
     empty batch the plan names the method and says that nothing runs (the maps
     return an empty result without calling an engine: ``dispatch``).
+
+    A call with a signature (``validation.prepare``) is planned once per
+    signature, map and thread setting: the plan is a pure function of them.
     """
+    key = None
+    if call.signature is not None:
+        key = (call.signature, operation, get_num_threads(), WORK_PER_THREAD, NUMPY_ON_CUDA)
+        with _plans_lock:
+            cached = _plans.get(key)
+            if cached is not None:
+                _plans.move_to_end(key)
+                return cached
+    chosen = _planned(call, operation)
+    if key is not None:
+        with _plans_lock:
+            _plans[key] = chosen
+            while len(_plans) > PLAN_CACHE_SIZE:
+                _plans.popitem(last=False)
+    return chosen
+
+
+def _planned(call, operation):
+    """``plan`` without its cache."""
     chosen = _plan(call, operation)
     if call.x is not None and call.x.shape[0] == 0:
         why = f"{chosen.reason}; " if chosen.reason else ""
@@ -259,7 +303,7 @@ def _plan(call, operation):
         return _cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, size)
     if method == "implicit_gemm" and operation == "adjoint":
         method, reason = "tiled_blas", "implicit_gemm runs the forward map and the weight gradient"
-    threads = get_num_threads()
+    threads = _threads(positions * rows * call.forward_channels[1])
     if method == "direct":
         units = n * call.groups                 # (image, group) pairs
         tile = max(1, -(-units // (4 * threads)))
@@ -307,7 +351,8 @@ def _plan(call, operation):
     # Each worker's tile fits its share of the workspace; at least two tiles per
     # worker where the batch allows, for balance; tiles cut images evenly.  The
     # adjoint and the weight gradient keep each tile inside one image.
-    tile = max(1, min(WORKSPACE_BYTES // (threads * rows * size), -(-positions // (2 * threads))))
+    balanced = -(-positions // (2 * threads)) if threads > 1 else positions
+    tile = max(1, min(WORKSPACE_BYTES // (threads * rows * size), balanced))
     if operation != "forward":
         tile = min(tile, image)
     if tile >= image:
@@ -406,6 +451,7 @@ def flipped_call(call, weight=None):
     flipped = ConvGeometry(geometry.output_size, geometry.kernel_size, geometry.stride,
                            geometry.dilation, _flipped_padding(geometry), geometry.input_size)
     weight = call.weight if weight is None else weight
+    signature = None if call.signature is None else ("flipped", call.signature)
     return dataclasses.replace(
-        call, geometry=flipped, out_channels=in_channels,
+        call, geometry=flipped, out_channels=in_channels, signature=signature,
         weight=layout.flipped_transpose_weight(call.xp, weight, call.groups, geometry.nd))

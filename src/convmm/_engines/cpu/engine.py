@@ -236,7 +236,7 @@ def _implicit_forward(call, plan, x):
             kernels.conv_padded(padded, image_rows, row_start, offsets, step, width, panels,
                                 call.groups, not channels_first, r0, r1, zero, y[first:stop])
 
-    run_workers(work, plan.threads)
+    run_workers(work, plan.threads, blas=False)
     return y.reshape((n, out_channels, *geometry.output_size) if channels_first
                      else (n, *geometry.output_size, out_channels))
 
@@ -378,7 +378,7 @@ def _implicit_weight_grad(call, plan, a, b):
         for image, start, stop in units[k::plan.threads]:
             kernel(source[image], index, grads[image], groups, partial[k], start, stop)
 
-    run_workers(work, plan.threads)
+    run_workers(work, plan.threads, blas=False)
     total = sum_in_order(partial)
     if cf:
         total = total.transpose(0, 2, 1)
@@ -480,7 +480,7 @@ def _direct(call, plan, operands, operation):
         for first, stop in chunks[k::plan.threads]:
             run(first, stop, k)
 
-    run_workers(work, plan.threads)
+    run_workers(work, plan.threads, blas=False)
     if operation == "forward":
         return images(y, out_channels, geometry.output_size)
     if operation == "adjoint":

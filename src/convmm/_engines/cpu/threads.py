@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 
 from ..._core.params import as_int
@@ -37,6 +37,13 @@ def _blas_controller():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+@lru_cache(maxsize=1)
+def _blas_libraries():
+    """threadpoolctl's controllers of the BLAS libraries loaded when the engine first ran
+    (the controller scans the process once)."""
+    return tuple(_blas_controller().select(user_api="blas").lib_controllers)
 
 
 # --------------------------------------------------------------------------- how many
@@ -69,8 +76,7 @@ def _default_threads() -> int:
                 with _blas_hold.lock:   # what BLAS had before the engine held it
                     held = _blas_hold.saved
                     counts = ([count for _, count in held] if held is not None else
-                              [library.get_num_threads() for library in
-                               _blas_controller().select(user_api="blas").lib_controllers])
+                              [library.get_num_threads() for library in _blas_libraries()])
                 _default = max(counts, default=os.cpu_count() or 1)
         return _default
 
@@ -138,8 +144,8 @@ class _BlasHold:
     def __enter__(self):
         with self.lock:
             if self.users == 0:
-                libraries = _blas_controller().select(user_api="blas").lib_controllers
-                self.saved = [(library, library.get_num_threads()) for library in libraries]
+                self.saved = [(library, library.get_num_threads())
+                              for library in _blas_libraries()]
                 for library, _ in self.saved:
                     self._set(library, 1)
             self.users += 1
@@ -234,11 +240,11 @@ def _in_slot(work, k):
         work(k)
 
 
-def run_workers(work, threads):
+def run_workers(work, threads, blas=True):
     """``work(k)`` for k < threads, on the shared pool (in the caller where threads is 1),
-    each in a slot, with BLAS held to one thread and the kernels compiled (on first
-    call) with the SLP vectoriser."""
-    with _blas_hold, slp_vectorising:
+    each in a slot, with the kernels compiled (on first call) with the SLP vectoriser
+    and, where ``work`` calls BLAS, BLAS held to one thread."""
+    with _blas_hold if blas else nullcontext(), slp_vectorising:
         if threads == 1:
             _in_slot(work, 0)
             return

@@ -1,0 +1,89 @@
+"""Per-call overhead: checks and plans cached per call signature, small work on the caller's
+thread.  The cache must never let a call skip a check it would fail, nor hand one call
+another's plan."""
+
+import numpy as np
+import pytest
+
+import convmm
+from conftest import PRODUCTION_WORK_PER_THREAD
+from convmm._core import validation
+from convmm._engines import policy
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((2, 4, 9, 9)).astype(np.float32)
+W = RNG.standard_normal((6, 4, 3, 3)).astype(np.float32)
+
+
+def test_a_repeated_call_is_checked_and_planned_once(monkeypatch):
+    checked, planned = [], []
+    real_checked, real_planned = validation._checked, policy._planned
+    monkeypatch.setattr(validation, "_checked", lambda *a, **k: checked.append(1) or real_checked(*a, **k))
+    monkeypatch.setattr(policy, "_planned", lambda *a, **k: planned.append(1) or real_planned(*a, **k))
+    x = RNG.standard_normal((2, 4, 11, 9)).astype(np.float32)   # a shape no other test uses
+    first = convmm.conv(x, W, padding=1)
+    for _ in range(3):
+        np.testing.assert_array_equal(convmm.conv(x, W, padding=1), first)
+    assert len(checked) == 1 and len(planned) == 1
+    convmm.conv(x, W, padding=2)                     # another keyword: checked anew
+    convmm.conv(x[:1], W, padding=1)                 # another batch: checked anew
+    assert len(checked) == 3 and len(planned) == 3
+
+
+@pytest.mark.parametrize("keywords, error", [
+    (dict(stride=1.0), TypeError), (dict(stride=True), TypeError), (dict(groups=True), TypeError),
+    (dict(padding=(1.0, 1)), TypeError), (dict(padding_mode="reflects"), ValueError),
+])
+def test_a_cached_signature_never_lets_a_bad_keyword_through(keywords, error):
+    good = {"stride": 1, "groups": 1, "padding": (1, 1), "padding_mode": "zeros"}
+    convmm.conv(X, W, **{**good, **{k: good[k] for k in keywords}})
+    with pytest.raises(error):
+        convmm.conv(X, W, **{**good, **keywords})
+
+
+def test_cached_checks_bind_each_calls_arrays():
+    """Dtype promotion, the batch axis and bias are redone for every call."""
+    expected = convmm.conv(X.astype(np.float64), W.astype(np.float64), padding=1)
+    assert convmm.conv(X, W, padding=1).dtype == np.float32
+    mixed = convmm.conv(X, W.astype(np.float64), padding=1)
+    assert mixed.dtype == np.float64
+    np.testing.assert_allclose(mixed, expected, rtol=1e-6, atol=1e-5)
+    for _ in range(2):
+        single = convmm.conv(X[0], W, padding=1)
+        assert single.shape == expected.shape[1:]
+    bias = np.arange(6, dtype=np.float32)
+    for _ in range(2):
+        np.testing.assert_allclose(convmm.conv(X, W, bias, padding=1),
+                                   expected + bias[:, None, None], rtol=1e-5, atol=1e-4)
+    with pytest.raises(TypeError, match="dtype"):
+        convmm.conv(X.astype(np.int32), W, padding=1)
+    with pytest.raises(ValueError, match="bias"):
+        convmm.conv(X, W, np.ones(5, np.float32), padding=1)
+
+
+def test_inputs_are_never_modified_through_the_cache():
+    x, w = X.copy(), W.copy()
+    for _ in range(2):
+        convmm.conv(x, w, padding=1)
+        convmm.conv_backward(np.ones((2, 6, 9, 9), np.float32), x, w, padding=1)
+    np.testing.assert_array_equal(x, X)
+    np.testing.assert_array_equal(w, W)
+
+
+def test_the_cache_is_bounded():
+    for size in range(5, 5 + validation.CALL_CACHE_SIZE + 10):
+        convmm.conv(np.ones((1, 1, size), np.float32), np.ones((1, 1, 1), np.float32))
+    assert len(validation._calls) <= validation.CALL_CACHE_SIZE
+    assert len(policy._plans) <= policy.PLAN_CACHE_SIZE
+
+
+def test_small_work_runs_on_the_callers_thread(monkeypatch):
+    monkeypatch.setattr(policy, "WORK_PER_THREAD", PRODUCTION_WORK_PER_THREAD)
+    previous = convmm.set_num_threads(2)
+    try:
+        small = "on 1 thread(s)"
+        assert small in convmm.explain(convmm.conv, X, W, padding=1)
+        big = np.ones((8, 64, 56, 56), np.float32), np.ones((64, 64, 3, 3), np.float32)
+        assert "on 2 thread(s)" in convmm.explain(convmm.conv, *big, padding=1)
+    finally:
+        convmm.set_num_threads(previous)
