@@ -68,10 +68,15 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
     groups : int
     padding_mode : "zeros", "reflect", "replicate" or "circular"
     data_format : "channels_first" or "channels_last"
-    method : "auto", "im2col" or "tiled_blas"
-        "im2col": the whole patch matrix and one batched GEMM (any namespace);
-        "tiled_blas" (NumPy only): patches extracted tile by tile by a Numba
-        kernel, each tile multiplied with BLAS; "auto" picks (``explain`` says what).
+    method : "auto", "im2col", "tiled_blas", "implicit_gemm", "direct" or "winograd"
+        "im2col": the patch matrix (in pieces) and batched GEMMs (any namespace);
+        "tiled_blas": patches extracted tile by tile, each tile multiplied with
+        BLAS; "implicit_gemm": patches read in place by a packed GEMM; "direct":
+        tap by tap, for few channels per group (these three on NumPy and CuPy);
+        "winograd" (NumPy, stride 1, kernels of at most 5 taps per axis):
+        Winograd's F(2, r) minimal filtering (Lavin & Gray 2016), F(2×2, 3×3)
+        making 2.25× fewer multiplications at up to about twice the float32
+        rounding error; "auto" picks (``explain`` says what and why).
 
     Returns
     -------

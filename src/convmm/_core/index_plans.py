@@ -246,3 +246,18 @@ def padded_taps(geometry: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
     last = np.arange(geometry.kernel_size[-1]) * geometry.dilation[-1]
     offsets = (rows[0][:, None] + last[None, :]).reshape(-1)
     return _frozen(np.ascontiguousarray(rows[:, 0])), _frozen(offsets)
+
+
+@lru_cache(maxsize=64)
+def canvas_source(geometry: ConvGeometry, mode: str, canvas: tuple[int, ...]) -> np.ndarray:
+    """``padded_source`` on a larger canvas: the padded input (every padding mode) at the
+    start of each axis of ``canvas`` (≥ ``padded_size``), zeros (``P``) past it.
+
+    Flat over the row-major canvas; the Winograd lowering's last tiles read past the
+    padded input into these zeros.
+    """
+    source, _ = padded_source(geometry, mode)
+    pixels = math.prod(geometry.input_size)
+    padded = source.reshape(geometry.padded_size)
+    extra = [(0, c - p) for c, p in zip(canvas, geometry.padded_size)]
+    return _frozen(np.pad(padded, extra, constant_values=pixels).reshape(-1))

@@ -98,9 +98,10 @@ def groups_count(groups, in_channels: int, out_channels: int) -> int:
     return g
 
 
-ENGINE_METHODS = ("tiled_blas", "implicit_gemm", "direct")
+ENGINE_METHODS = ("tiled_blas", "implicit_gemm", "direct", "winograd")
 """The engines' methods: the CPU engine's on NumPy arrays, the CUDA engine's on CuPy arrays
-(the array-API path, ``im2col``, serves every namespace)."""
+(the array-API path, ``im2col``, serves every namespace); ``winograd`` is the CPU engine's
+alone."""
 CONV_METHODS = ("auto", "im2col", *ENGINE_METHODS)
 CONV_TRANSPOSE_METHODS = ("auto", "im2col", "zero_insertion", *ENGINE_METHODS)
 GRADIENT_NAMES = ("input", "weight", "bias")

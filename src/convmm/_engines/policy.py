@@ -54,6 +54,7 @@ from .._core.geometry import ConvGeometry
 from .._core.index_plans import pairs_per_sample
 from .._core.params import ENGINE_METHODS
 from .._core.validation import itemsize
+from .._core.winograd import applies as winograd_applies, tiling as winograd_tiling
 from .cpu.threads import get_num_threads
 from .cuda.engine import unavailable_reason
 
@@ -87,6 +88,8 @@ class ConvPlan:
     reason: str = ""        # why this method, where "auto" chose it or another was substituted
     flipped: ConvPlan | None = None  # the adjoint run as this forward plan (stride 1, zero padding)
     device: str = "cpu"     # "cpu": the Numba engine (cpu/); "cuda": the CUDA engine (cuda/)
+    winograd_tile: int = 0  # winograd: the largest output tile per axis (0: OUTPUT_TILE's)
+    winograd_name: str = ""  # winograd: "F(4×4, 3×3)"
 
     def describe(self) -> str:
         mib = 2 ** 20
@@ -120,6 +123,10 @@ class ConvPlan:
                 what = "direct CUDA kernels, one thread per output sample"
             return (f"{self.operation}: {self.method}{why}: on the GPU, {what}; workspace "
                     f"{self.workspace_bytes / mib:.2f} MiB ({full})")
+        if self.method == "winograd":
+            return (f"{self.operation}: winograd{why}: {self.winograd_name}, blocks of "
+                    f"{self.tile} tiles, one BLAS GEMM per transform point, on {self.threads} "
+                    f"thread(s); workspace {self.workspace_bytes / mib:.2f} MiB ({full})")
         unit = "(image, group) pairs" if self.method == "direct" else "(image, position) pairs"
         return (f"{self.operation}: {self.method}{why}: tiles of {self.tile} {unit} "
                 f"× {self.rows} patch rows on {self.threads} thread(s); workspace "
@@ -182,6 +189,9 @@ def check_method(call):
     RuntimeError for CuPy arrays where the CUDA engine cannot run (and why).
     """
     method, weight = call.method, call.weight
+    if method == "winograd" and not array_api_compat.is_numpy_array(weight):
+        raise ValueError(f"method='winograd' runs on NumPy arrays (the CPU engine) only; use "
+                         f"'auto' or 'im2col' for {type(weight).__module__} arrays")
     if method not in ENGINE_METHODS or device(weight) is not None:
         return
     if array_api_compat.is_cupy_array(weight):
@@ -240,7 +250,8 @@ def plan(call, operation: str) -> ConvPlan:
     """
     key = None
     if call.signature is not None:
-        key = (call.signature, operation, get_num_threads(), WORK_PER_THREAD, NUMPY_ON_CUDA)
+        key = (call.signature, operation, get_num_threads(), WORK_PER_THREAD, WINOGRAD_TILE,
+               NUMPY_ON_CUDA)
         with _plans_lock:
             cached = _plans.get(key)
             if cached is not None:
@@ -279,12 +290,22 @@ def _plan(call, operation):
         method, reason = _auto(call, operation, in_per_group, target)
     if method == "zero_insertion" and operation != "adjoint":
         method, reason = "im2col", "zero insertion serves the adjoint only"
+    if method == "winograd":
+        why = winograd_applies(geometry)
+        if why and operation == "forward" and call.method == "winograd":
+            raise ValueError(f"method='winograd' cannot run this convolution: {why}; "
+                             f"method='auto' chooses one that can")
+        if why or operation == "weight_grad" or target != "cpu" or (
+                operation == "adjoint" and not _flippable(call)):
+            what = ("the forward map and stride-1 adjoints only" if not why else why)
+            substitute, _ = _auto(call, operation, in_per_group, target)
+            method, reason = substitute, f"winograd serves {what}" if not why else f"winograd: {why}"
     if (method in ENGINE_METHODS and method != "direct" and operation == "adjoint"
             and _flippable(call)):
         inner = _plan(flipped_call(call), "forward")
         # On the CPU only the implicit GEMM, which sums its O·T products in blocks: BLAS
         # would sum them in one chain, where col2im's sums are O long, then T.
-        if inner.method == "implicit_gemm" or (target == "cuda" and
+        if inner.method in ("implicit_gemm", "winograd") or (target == "cuda" and
                                                inner.method in ENGINE_METHODS):
             return ConvPlan(inner.method, operation, rows, positions, inner.tile,
                             inner.threads, inner.workspace_bytes, patch_bytes,
@@ -304,6 +325,9 @@ def _plan(call, operation):
     if method == "implicit_gemm" and operation == "adjoint":
         method, reason = "tiled_blas", "implicit_gemm runs the forward map and the weight gradient"
     threads = _threads(positions * rows * call.forward_channels[1])
+    if method == "winograd":
+        return _winograd_plan(call, operation, reason, rows, positions, patch_bytes, size,
+                              threads)
     if method == "direct":
         units = n * call.groups                 # (image, group) pairs
         tile = max(1, -(-units // (4 * threads)))
@@ -364,6 +388,41 @@ def _plan(call, operation):
                     threads * rows * tile * size + partial_bytes, patch_bytes, reason)
 
 
+WINOGRAD_TILE = 2
+"""The largest Winograd output tile per axis ``plan`` asks for (0: ``OUTPUT_TILE``'s).
+
+2 gives F(2, r): F(2×2, 3×3) makes 2.25× fewer multiplications than the GEMM
+methods, at 1.2-2.3× PyTorch's float32 error (RMS against a float64 oracle,
+64-256 channels); 0 gives F(4×4, 3×3): 4× fewer, at 8-13× PyTorch's error
+(``tools/winograd_accuracy.py`` measures both)."""
+
+
+def _winograd_plan(call, operation, reason, rows, positions, patch_bytes, size, threads):
+    """Blocks of tiles whose transforms (V and M, α³ × block × channels) fit a worker's
+    share of the workspace; at least two blocks per worker where the batch allows; small
+    images several to a block, padded together within ``PADDED_BATCH_BYTES``."""
+    geometry = call.geometry
+    cut = winograd_tiling(geometry, WINOGRAD_TILE)
+    in_channels, out_channels = call.forward_channels
+    n = positions // max(1, geometry.n_positions)
+    per_image, total = cut.tiles_per_image, n * cut.tiles_per_image
+    transforms = cut.points * (in_channels + out_channels) * size    # bytes per tile
+    block = max(1, WORKSPACE_BYTES // threads // transforms)
+    if threads > 1:
+        block = min(block, -(-total // (2 * threads)))
+    canvas_bytes = math.prod(cut.canvas) * in_channels * size
+    if block >= per_image:
+        batch = max(1, min(block // per_image, PADDED_BATCH_BYTES // canvas_bytes, n))
+        block = batch * per_image
+    else:
+        batch = 1
+        block = -(-per_image // -(-per_image // block))     # equal pieces of one image
+    work = threads * (batch * canvas_bytes + (block + 2) * transforms) \
+        + cut.points * in_channels * out_channels * size
+    return ConvPlan("winograd", operation, rows, positions, block, threads, work, patch_bytes,
+                    reason, winograd_tile=WINOGRAD_TILE, winograd_name=cut.name(geometry.nd))
+
+
 def _index_plan_bytes(call, method, operation, target):
     """Bytes of the index plans ``method`` builds for one map of the call.
 
@@ -376,7 +435,7 @@ def _index_plan_bytes(call, method, operation, target):
     geometry = call.geometry
     taps, positions = geometry.n_taps, geometry.n_positions
     pixels = math.prod(geometry.input_size)
-    if method == "direct" or (method == "tiled_blas" and _pointwise(geometry)):
+    if method in ("direct", "winograd") or (method == "tiled_blas" and _pointwise(geometry)):
         return 0
     if method == "implicit_gemm" and operation == "forward" and target == "cpu":
         return 0

@@ -20,9 +20,11 @@ import math
 
 import numpy as np
 
-from ..._core.index_plans import (direct_rows, gather_index, gather_index_adjoint, padded_source,
-                                  padded_taps, tile_pixel_ranges)
-from .threads import get_num_threads, run_workers, sum_in_order
+from ..._core.index_plans import (canvas_source, direct_rows, gather_index, gather_index_adjoint,
+                                  padded_source, padded_taps, tile_pixel_ranges)
+from ..._core.winograd import kernel_transform, tiling
+from .threads import (get_num_threads, run_workers, single_threaded_blas, sum_in_order,
+                      workspace)
 
 
 def _tiles(total, image, tile):
@@ -41,8 +43,9 @@ def _image_ranges(n, positions, tile):
 
 
 def _buffer(dtype, shape_size):
-    """A worker's flat tile buffer; ``_view`` cuts contiguous blocks from it."""
-    return np.empty(shape_size, dtype=dtype)
+    """A worker's flat tile buffer (reused across calls); ``_view`` cuts contiguous blocks
+    from it."""
+    return workspace("tile", (shape_size,), dtype)
 
 
 def _view(buffer, rows, columns):
@@ -60,6 +63,8 @@ def forward(call, plan, x):
     """Y = C·x (no bias) for x (N, C_in, *S) or (N, *S, C_in), by the plan's method."""
     if plan.method == "direct":
         return _direct(call, plan, x, "forward")
+    if plan.method == "winograd":
+        return _winograd_forward(call, plan, x)
     if plan.tile == 0:
         return _pointwise_forward(call, plan, x)
     if plan.method == "implicit_gemm":
@@ -224,7 +229,8 @@ def _implicit_forward(call, plan, x):
 
     def work(k):
         # The last row tile of an image reads up to MR − 1 samples past its row's end.
-        padded = np.empty((batch * image_rows + (kernels.MR - 1) * step, in_channels), dtype=x.dtype)
+        padded = workspace("padded", (batch * image_rows + (kernels.MR - 1) * step, in_channels),
+                           x.dtype)
         padded[batch * image_rows:] = 0
         current = None
         for first, stop, r0, r1 in units[k::plan.threads]:
@@ -235,6 +241,72 @@ def _implicit_forward(call, plan, x):
                 current = first, stop
             kernels.conv_padded(padded, image_rows, row_start, offsets, step, width, panels,
                                 call.groups, not channels_first, r0, r1, zero, y[first:stop])
+
+    run_workers(work, plan.threads, blas=False)
+    return y.reshape((n, out_channels, *geometry.output_size) if channels_first
+                     else (n, *geometry.output_size, out_channels))
+
+
+def _winograd_forward(call, plan, x):
+    """Y = C·x by Winograd's F(m, r) (stride 1): per unit of tiles, the input transforms
+    V (α³ × tiles × C_in), one BLAS GEMM per transform point and group, the output
+    transforms; each image padded once into a channels-last canvas."""
+    from . import gemm, winograd
+
+    layout, geometry, groups = call.layout, call.geometry, call.groups
+    nd, n = geometry.nd, x.shape[0]
+    in_channels, out_channels = call.forward_channels
+    in_g, out_g = in_channels // groups, out_channels // groups
+    cut = tiling(geometry, plan.winograd_tile)
+    lead = (1,) * (3 - nd)
+    source = canvas_source(geometry, call.mode, cut.canvas[3 - nd:])
+    channels_first = layout.name == "channels_first"
+    images = np.ascontiguousarray(x).reshape(
+        (n, in_channels, -1) if channels_first else (n, -1, in_channels))
+    weight = call.weight if channels_first else np.moveaxis(call.weight, (-1, -2), (0, 1))
+    with single_threaded_blas:
+        u = kernel_transform(weight, cut.transforms[3 - nd:]).astype(x.dtype)   # (A, C_g, O)
+    u = u.reshape(cut.points, in_g, groups, out_g).transpose(2, 0, 1, 3).copy()  # (G, A, C_g, O_g)
+    flat = lambda *values: np.array(values, dtype=np.int64)  # noqa: E731
+    kinds, alpha, m, d, tiles = (flat(*v) for v in (cut.kinds, cut.alpha, cut.m, cut.dilation,
+                                                    cut.tiles))
+    output = lead + tuple(geometry.output_size)
+    y = np.empty((n, out_channels, *output) if channels_first else (n, *output, out_channels),
+                 dtype=x.dtype)
+    per_image, canvas = cut.tiles_per_image, math.prod(cut.canvas)
+    if plan.tile >= per_image:                   # several whole images per unit
+        batch = plan.tile // per_image
+        units = [(first, min(first + batch, n)) for first in range(0, n, batch)]
+        units = [(first, stop, 0, (stop - first) * per_image) for first, stop in units]
+    else:                                        # pieces of one image
+        units = [(image, image + 1, start, min(start + plan.tile, per_image))
+                 for image in range(n) for start in range(0, per_image, plan.tile)]
+    batch = max(stop - first for first, stop, _, _ in units)
+    block = max(t1 - t0 for _, _, t0, t1 in units)
+    extent, sizes = flat(*cut.canvas, in_channels), flat(*output, out_channels)
+    image_out = y[0].size
+
+    def work(k):
+        padded = workspace("padded", (batch, canvas, in_channels), x.dtype)
+        v = workspace("transforms_in", (cut.points, block, in_channels), x.dtype)
+        mv = workspace("transforms_out", (cut.points, block, out_channels), x.dtype)
+        scratch_in = workspace("line_in", (2 * cut.points * in_channels,), x.dtype)
+        scratch_out = workspace("line_out", (2 * cut.points * out_channels,), x.dtype)
+        current = None
+        for first, stop, t0, t1 in units[k::plan.threads]:
+            if (first, stop) != current:
+                for b in range(stop - first):
+                    gemm.pad_channels_last(images[first + b], source, channels_first, padded[b])
+                current = first, stop
+            count = t1 - t0
+            winograd.winograd_input(padded.reshape(-1), extent, kinds, alpha, m, d, tiles, t0,
+                                    t1, v.reshape(-1), block, scratch_in)
+            for g in range(groups):
+                winograd.transform_products(v, u[g], mv, count, g * in_g, (g + 1) * in_g,
+                                            g * out_g, (g + 1) * out_g)
+            out = y.reshape(-1)[first * image_out:stop * image_out]
+            winograd.winograd_output(mv.reshape(-1), block, kinds, alpha, m, d, tiles, t0, t1,
+                                     out, sizes, channels_first, scratch_out)
 
     run_workers(work, plan.threads, blas=False)
     return y.reshape((n, out_channels, *geometry.output_size) if channels_first

@@ -23,11 +23,14 @@ loader), so nothing here depends on what another call is doing:
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
+
+import numpy as np
 
 from ..._core.params import as_int
 
@@ -160,6 +163,10 @@ class _BlasHold:
 
 
 _blas_hold = _BlasHold()
+single_threaded_blas = _blas_hold
+"""A context in which NumPy's BLAS runs on one thread (counted, as ``run_workers``' hold):
+for the engine's own NumPy GEMMs outside the workers.  A multi-threaded BLAS call leaves
+OpenBLAS's threads spinning, and the workers that follow beside them run at half speed."""
 
 
 class _SLPVectorising:
@@ -243,14 +250,58 @@ def _in_slot(work, k):
 def run_workers(work, threads, blas=True):
     """``work(k)`` for k < threads, on the shared pool (in the caller where threads is 1),
     each in a slot, with the kernels compiled (on first call) with the SLP vectoriser
-    and, where ``work`` calls BLAS, BLAS held to one thread."""
-    with _blas_hold if blas else nullcontext(), slp_vectorising:
+    and BLAS held to one thread where ``work`` calls BLAS or runs on several threads.
+
+    The hold matters even to kernels that call no BLAS: after a multi-threaded BLAS
+    call (anyone's), OpenBLAS's threads spin for a while, and two workers beside them
+    ran at the speed of one (res2's 3×3 layer: 5 → 10 ms); setting BLAS to one
+    thread sends them to sleep.  One worker on the caller's thread leaves them be.
+    """
+    with _blas_hold if blas or threads > 1 else nullcontext(), slp_vectorising:
         if threads == 1:
             _in_slot(work, 0)
             return
         pool = _shared_pool(threads)
         for future in [pool.submit(_in_slot, work, k) for k in range(threads)]:
             future.result()
+
+
+# --------------------------------------------------------------------------- workspaces
+ARENA_BYTES = 64 << 20
+"""The most workspace one thread keeps between calls (larger requests are allocated and
+freed per call)."""
+
+_arena = threading.local()
+
+
+def workspace(key, shape, dtype):
+    """An uninitialised array for the calling thread's scratch, reused across calls.
+
+    Each thread keeps one buffer per ``key`` (grown to the largest request, within
+    ``ARENA_BYTES`` for all its keys), so that repeated calls do not fault fresh
+    pages in: a large ``np.empty`` is a new mapping, zeroed by the OS page by page
+    on first touch.  The array is the caller's until it asks for the same key again
+    on the same thread; it must never leave the engine.
+    """
+    dtype = np.dtype(dtype)
+    size = math.prod(shape) * dtype.itemsize
+    buffers = getattr(_arena, "buffers", None)
+    if buffers is None:
+        buffers = _arena.buffers = {}
+    buffer = buffers.get(key)
+    if buffer is None or buffer.size < size:
+        kept = sum(b.size for k, b in buffers.items() if k != key)
+        buffer = np.empty(max(size, 64), dtype=np.uint8)
+        if kept + buffer.size <= ARENA_BYTES:
+            buffers[key] = buffer
+        else:
+            buffers.pop(key, None)
+    offset = -buffer.ctypes.data % 64      # 64-byte aligned, for the vector loads
+    if offset + size > buffer.size:
+        buffer = np.empty(size + 64, dtype=np.uint8)
+        buffers.pop(key, None)
+        offset = -buffer.ctypes.data % 64
+    return buffer[offset:offset + size].view(dtype).reshape(shape)
 
 
 def sum_in_order(partial):

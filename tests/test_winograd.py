@@ -1,0 +1,121 @@
+"""The Winograd lowering: its exact transforms, and every map it serves against the
+definition, on random configurations (every rank, padding mode, dilation, group count,
+layout and dtype), with both tile sizes."""
+
+import dataclasses
+import importlib.util
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import convmm
+from convmm import reference
+from convmm._core.winograd import LINES, OUTPUT_TILE, transform
+from convmm._engines import policy
+from helpers import assert_close, make_conv_inputs, random_config, wide
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("m, r", LINES)
+def test_transforms_compute_the_correlation_exactly(m, r):
+    """Aᵀ[(G g) ⊙ (Bᵀ d)] = Σ_k g_k d_{i+k} on exact rationals; the float64 matrices are
+    those rationals rounded (Aᵀ and Bᵀ small integers, exactly)."""
+    t = transform(m, r)
+    rng = np.random.default_rng(m * 10 + r)
+    d = [Fraction(int(v)) for v in rng.integers(-9, 10, t.alpha)]
+    g = [Fraction(int(v)) for v in rng.integers(-9, 10, r)]
+    at, gm, bt = t.exact
+    for rows, matrix in zip(t.exact, (t.AT, t.G, t.BT)):
+        assert np.array_equal(matrix, [[float(v) for v in row] for row in rows])
+    u = [sum(gm[j][k] * g[k] for k in range(r)) for j in range(t.alpha)]
+    v = [sum(bt[j][c] * d[c] for c in range(t.alpha)) for j in range(t.alpha)]
+    y = [sum(at[i][j] * u[j] * v[j] for j in range(t.alpha)) for i in range(m)]
+    assert y == [sum(g[k] * d[i + k] for k in range(r)) for i in range(m)]
+    assert np.all(t.BT == np.round(t.BT)) and np.all(t.AT == np.round(t.AT))
+
+
+def test_the_line_transforms_are_generated():
+    """src/convmm/_engines/cpu/winograd_lines.py is what tools/generate_winograd.py writes."""
+    spec = importlib.util.spec_from_file_location("generator", ROOT / "tools" / "generate_winograd.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    target = ROOT / "src" / "convmm" / "_engines" / "cpu" / "winograd_lines.py"
+    assert target.read_text(encoding="utf-8") == generator.source()
+
+
+def _stride_one(rng, **keywords):
+    while True:
+        cfg = random_config(rng, **keywords)
+        if max(cfg.kernel) <= max(OUTPUT_TILE):
+            return dataclasses.replace(cfg, stride=(1,) * cfg.nd)
+
+
+@pytest.fixture(params=[2, 0], ids=["F2", "largest"])
+def tile(request, monkeypatch):
+    monkeypatch.setattr(policy, "WINOGRAD_TILE", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_winograd_conv(seed, tile):
+    rng = np.random.default_rng(seed)
+    cfg = _stride_one(rng)
+    x, w, b = make_conv_inputs(rng, cfg)
+    kept = x.copy(), w.copy()
+    kw = cfg.kwargs(padding_mode=cfg.padding_mode)
+    got = convmm.conv(x, w, b, method="winograd", **kw)
+    want = reference.conv(wide(x), wide(w), wide(b), **kw)
+    # F(4×4, 3×3)'s transforms lose about a digit in float32 (tools/winograd_accuracy.py).
+    assert_close(got, want, np, dtype=cfg.dtype, factor=1 if tile == 2 else 16)
+    np.testing.assert_array_equal(x, kept[0])
+    np.testing.assert_array_equal(w, kept[1])
+    assert "winograd" in convmm.explain(convmm.conv, x, w, b, method="winograd", **kw)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_winograd_runs_stride_one_transposes_and_input_gradients(seed, tile):
+    rng = np.random.default_rng(100 + seed)
+    cfg = _stride_one(rng, modes=("zeros",))
+    x, w, _ = make_conv_inputs(rng, cfg)
+    kw = cfg.kwargs(padding_mode="zeros")
+    y = convmm.conv(x, w, method="im2col", **kw)
+    g = np.ones_like(y) if y.size == 0 else y[::-1].copy()
+    got = convmm.conv_backward(g, x, w, method="winograd", **kw)
+    want = reference.conv_backward(wide(g), wide(x), wide(w), **kw)
+    assert_close(got.input, want[0], np, dtype=cfg.dtype, factor=1 if tile == 2 else 16)
+    assert_close(got.weight, want[1], np, dtype=cfg.dtype)
+    plans = convmm.explain(convmm.conv_backward, g, x, w, method="winograd", **kw)
+    # The adjoint is a stride-1 forward map where the flipped padding d·(K − 1) − p is
+    # not negative (and the kernel is not 1×1); otherwise another method runs it.
+    first = plans.splitlines()[0]
+    assert ("flipped kernel (stride 1, zero padding: no col2im); forward: winograd:" in first
+            or "(winograd serves the forward map and stride-1 adjoints only)" in first), first
+
+
+def test_winograd_refuses_what_it_cannot_compute():
+    x, w = np.ones((1, 2, 9, 9)), np.ones((2, 2, 3, 3))
+    with pytest.raises(ValueError, match="stride-1"):
+        convmm.conv(x, w, stride=2, method="winograd")
+    with pytest.raises(ValueError, match="at most 5 taps"):
+        convmm.conv(x, np.ones((2, 2, 7, 7)), method="winograd")
+    import array_api_strict as xp
+    with pytest.raises(ValueError, match="NumPy arrays"):
+        convmm.conv(xp.asarray(x), xp.asarray(w), method="winograd")
+    # A map Winograd does not serve runs another method, and says why.
+    plans = convmm.explain(convmm.conv_backward, np.ones((1, 2, 4, 4)), x, w, stride=2,
+                           method="winograd", needs=("input", "weight"))
+    assert "winograd: it computes stride-1 convolutions only" in plans
+
+
+def test_winograd_is_deterministic_and_agrees_with_pytorch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 16, 23, 19)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    first = convmm.conv(x, w, padding=1, method="winograd")
+    np.testing.assert_array_equal(convmm.conv(x, w, padding=1, method="winograd"), first)
+    want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1)
+    np.testing.assert_allclose(first, want.numpy(), rtol=1e-4, atol=1e-4)
