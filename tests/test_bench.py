@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from convmm import bench
@@ -42,6 +43,27 @@ def test_numpy_bench_writes_its_figures(layers_file, tmp_path, capsys):
     if report["torch"] is not None:
         assert all(r["ratio"] > 0 for r in report["results"])
         assert "geometric mean convmm/torch" in printed
+    # The small-layer section: per-call figures of every small case.
+    assert [r["case"] for r in report["small"]] == bench.small_cases()
+    assert all(0 < r["seconds"] < 1 for r in report["small"])
+    assert "small layers (per call" in printed and "small_cnn_step" in printed
+
+
+def test_the_small_cnn_step_computes_the_gradients_pytorch_does():
+    torch = pytest.importorskip("torch")
+    random = bench.Host.random("float64", seed=3)
+    first, second = bench.small_call("convmm", bench.CNN_STEP, random)()
+    random = bench.Host.random("float64", seed=3)
+    x = torch.from_numpy(random((32, 1, 28, 28)))
+    w1, b1 = torch.from_numpy(random((8, 1, 3, 3)) / 3), torch.from_numpy(random((8,)))
+    w2, b2 = torch.from_numpy(random((16, 8, 3, 3)) / 8), torch.from_numpy(random((16,)))
+    for t in (w1, b1, w2, b2):
+        t.requires_grad_(True)
+    h = torch.relu(torch.nn.functional.conv2d(x, w1, b1, padding=1))
+    torch.relu(torch.nn.functional.conv2d(h, w2, b2, stride=2, padding=1)).sum().backward()
+    for got, want in ((first.weight, w1), (first.bias, b1), (second.weight, w2),
+                      (second.bias, b2)):
+        np.testing.assert_allclose(got, want.grad.numpy(), rtol=1e-10, atol=1e-10)
 
 
 def test_batch_replaces_every_layers_n(layers_file):

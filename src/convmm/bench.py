@@ -32,6 +32,12 @@ compute in strict float32.  Extra memory is the peak of CuPy's memory pool in
 use during the call (a memory hook), less the output.  The GEMM section times
 the CUDA engine's block-tiled GEMM against ``cupy.matmul`` (cuBLAS) at 4096³.
 
+The small-layer section (CPU only; ``--no-small`` skips it) times calls where
+per-call overhead decides: one 8×8 image, two layers of a batch of 32 28×28
+images, and a training step of a small CNN written with ``conv`` and
+``conv_backward`` (PyTorch's with autograd): each round's figure is the median
+of ``SMALL_CALLS`` calls in a row, rounds alternating between the processes.
+
 The start-up section times the import, a cold Numba cache and a warm one, each
 in a fresh interpreter.
 """
@@ -176,6 +182,75 @@ def torch_call(layer, which, arrays):
         xg.grad = wg.grad = bg.grad = None
 
     return forward_backward
+
+
+# --------------------------------------------------------------------------- small layers
+SMALL_LAYERS = (
+    dict(name="one_8x8_image", N=1, C=8, spatial=[8, 8], K=8, kernel=[3, 3], stride=1,
+         padding=1, dilation=1, groups=1),
+    dict(name="batch32_28x28_1to8", N=32, C=1, spatial=[28, 28], K=8, kernel=[3, 3], stride=1,
+         padding=1, dilation=1, groups=1),
+    dict(name="batch32_28x28_8to16_s2", N=32, C=8, spatial=[28, 28], K=16, kernel=[3, 3],
+         stride=2, padding=1, dilation=1, groups=1),
+)
+"""The small-layer section: calls where per-call overhead, not arithmetic, decides."""
+
+SMALL_CALLS = 200
+"""Calls per timing of a small layer (their median is one round's figure)."""
+
+CNN_STEP = "small_cnn_step"
+"""A training step of a small CNN: batch 32, 28×28, 1→8→16 channels (3×3, the second
+at stride 2), bias and ReLU after each, the loss Σ y; forward, then every gradient."""
+
+
+def small_cases():
+    """The small-layer section's names: ``SMALL_LAYERS``, then the CNN step."""
+    return [spec["name"] for spec in SMALL_LAYERS] + [CNN_STEP]
+
+
+def small_call(library, name, random):
+    """A no-argument function running one small case with ``library`` ("convmm" or
+    "torch"), on data from ``random(shape)``."""
+    if name != CNN_STEP:
+        layer = Layer(next(spec for spec in SMALL_LAYERS if spec["name"] == name))
+        forward, _, arrays = convmm_call(layer, "forward", "auto", random)
+        return forward if library == "convmm" else torch_call(layer, "forward", arrays)
+    x = random((32, 1, 28, 28))
+    w1, b1 = random((8, 1, 3, 3)) / 3, random((8,))
+    w2, b2 = random((16, 8, 3, 3)) / 8, random((16,))
+    if library == "torch":
+        import torch
+        import torch.nn.functional as F
+
+        x, w1, b1, w2, b2 = (torch.from_dlpack(a) for a in (x, w1, b1, w2, b2))
+        for t in (w1, b1, w2, b2):
+            t.requires_grad_(True)
+
+        def step():
+            h = F.relu(F.conv2d(x, w1, b1, padding=1))
+            F.relu(F.conv2d(h, w2, b2, stride=2, padding=1)).sum().backward()
+            for t in (w1, b1, w2, b2):
+                t.grad = None
+
+        return step
+    import convmm
+
+    def step():
+        h = np.maximum(convmm.conv(x, w1, b1, padding=1), 0)
+        y = convmm.conv(h, w2, b2, stride=2, padding=1)
+        g2 = (y > 0).astype(y.dtype)                       # ∂Σ relu(y)/∂y
+        second = convmm.conv_backward(g2, h, w2, stride=2, padding=1)
+        g1 = second.input * (h > 0)
+        first = convmm.conv_backward(g1, x, w1, padding=1, needs=("weight", "bias"))
+        return first, second
+
+    return step
+
+
+def median_call_seconds(function, calls=SMALL_CALLS):
+    """The median wall time of ``calls`` calls (after one warm-up call)."""
+    function()
+    return statistics.median(_wall_seconds(function) for _ in range(calls))
 
 
 # --------------------------------------------------------------------------- measuring
@@ -560,6 +635,18 @@ def _run_host(args, backend, layers, batch):
                                 extra_bytes=extra, torch_seconds=t_torch,
                                 ratio=None if t_torch is None else t_ours / t_torch))
         _progress(len(jobs), len(jobs), "done")
+        small = []
+        for name in (small_cases() if args.small else []):
+            mine, other = [], []
+            for round_ in range(args.repeats):
+                order = [(ours, mine), (theirs, other)] if theirs else [(ours, mine)]
+                for worker, times in (order if round_ % 2 == 0 else order[::-1]):
+                    time.sleep(HANDOVER_S)
+                    times.append(worker.ask(op="small", name=name)["seconds"])
+            t_ours = statistics.median(mine)
+            t_torch = statistics.median(other) if other else None
+            small.append(dict(case=name, seconds=t_ours, torch_seconds=t_torch,
+                              ratio=None if t_torch is None else t_ours / t_torch))
         gemm = ours.ask(op="gemm", repeats=max(args.repeats, 5))["rows"] if args.gemm else []
     finally:
         ours.close()
@@ -573,6 +660,7 @@ def _run_host(args, backend, layers, batch):
     report = _report(args, backend, batch, results, gemm,
                      peer_info["version"] if peer_info else None, setting)
     report["convmm_process_imported_torch"] = info["imported_torch"]
+    report["small"] = small
     return report
 
 
@@ -591,7 +679,7 @@ def _worker(library, config):
 
         if threads:
             convmm.set_num_threads(threads)
-    built = {}
+    built, small_built = {}, {}
 
     def calls(job):
         if job not in built:
@@ -626,6 +714,11 @@ def _worker(library, config):
         elif op == "memory":
             reply = dict(bytes=max(extra_memory(call, out) for call, out in
                                    calls(request["job"])[1]))
+        elif op == "small":
+            name = request["name"]
+            if name not in small_built:
+                small_built[name] = small_call(library, name, Host.random(config["dtype"], seed=0))
+            reply = dict(seconds=median_call_seconds(small_built[name]))
         elif op == "gemm":
             reply = dict(rows=gemm_share(repeats=request["repeats"], threads=threads))
         else:
@@ -790,6 +883,15 @@ def format_report(report, passes):
             worst = max(rows, key=lambda r: r["ratio"])
             lines.append(f"geometric mean convmm/{peer}: {mean:.2f}   worst: {worst['layer']} "
                          f"{worst['ratio']:.2f}")
+    small = report.get("small") or []
+    if small:
+        lines += ["", f"small layers (per call, the median of {SMALL_CALLS} calls a round):",
+                  f"{'case':<24} {'µs':>9} {peer + ' µs':>9} {'ratio':>6}"]
+        for r in small:
+            torch_us = "" if r["torch_seconds"] is None else f"{r['torch_seconds'] * 1e6:9.1f}"
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:6.2f}"
+            lines.append(f"{r['case']:<24} {r['seconds'] * 1e6:9.1f} {torch_us:>9} {ratio:>6}")
+        lines.append("")
     for row in report.get("gemm", []):
         lines.append(f"GEMM {row['size']}³ float32: convmm {row['convmm_gflops']:.1f} GFLOP/s, "
                      f"{row['peer']} {row['peer_gflops']:.1f} GFLOP/s: convmm at "
@@ -824,6 +926,8 @@ def add_arguments(parser):
     parser.add_argument("--no-torch", action="store_true", help="time convmm alone")
     parser.add_argument("--no-gemm", dest="gemm", action="store_false",
                         help="skip the GEMM kernel against numpy.matmul (cupy.matmul on the GPU)")
+    parser.add_argument("--no-small", dest="small", action="store_false",
+                        help="skip the small-layer section (per-call overhead; CPU only)")
     parser.add_argument("--no-startup", dest="startup", action="store_false",
                         help="skip the start-up and cold-compile timings")
     parser.add_argument("--scaling", action="store_true",
