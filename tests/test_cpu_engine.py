@@ -418,3 +418,20 @@ print("ok")
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_direct_on_the_padded_grid_gives_the_row_sweeps_bits(seed, monkeypatch):
+    """The stride-1 direct forward map on the padded grid sums in the row sweep's order."""
+    rng = np.random.default_rng(seed)
+    while True:
+        cfg = random_config(rng, dtypes=("float32", "float64"))
+        if cfg.in_channels // cfg.groups * int(np.prod(cfg.kernel)) <= 64:
+            break
+    cfg.stride = (1,) * cfg.nd
+    x, w, b = make_conv_inputs(rng, cfg)
+    kw = cfg.kwargs(padding_mode=cfg.padding_mode)
+    grid = convmm.conv(x, w, b, method="direct", **kw)
+    monkeypatch.setattr(cpu_engine, "WIDE_SAMPLES", 0)          # the row sweeps
+    np.testing.assert_array_equal(convmm.conv(x, w, b, method="direct", **kw), grid)
+    assert_close(grid, reference.conv(wide(x), wide(w), wide(b), **kw), np, dtype=cfg.dtype)

@@ -261,3 +261,26 @@ def canvas_source(geometry: ConvGeometry, mode: str, canvas: tuple[int, ...]) ->
     padded = source.reshape(geometry.padded_size)
     extra = [(0, c - p) for c, p in zip(canvas, geometry.padded_size)]
     return _frozen(np.pad(padded, extra, constant_values=pixels).reshape(-1))
+
+
+@lru_cache(maxsize=64)
+def wide_plan(geometry: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """A stride-1 convolution on the flat padded grid: ``(offsets, crop)``.
+
+    ``offsets[t]`` is the flat padded offset of tap ``t`` (row-major over the
+    kernel, Σ_i t_i·d_i·stride_i of the padded plane); ``crop[l]`` the flat
+    padded index where output position ``l``'s window starts.  Output ``l`` is
+    then ``Σ_t w_t·x̃[crop[l] + offsets[t]]``: every window start q of the grid
+    can be computed by one loop over q per tap, and the outputs picked by ``crop``.
+    """
+    padded = geometry.padded_size
+    strides = [math.prod(padded[i + 1:]) for i in range(geometry.nd)]
+    offsets = np.zeros((1,) * geometry.nd, dtype=np.intp)
+    crop = np.zeros((1,) * geometry.nd, dtype=np.intp)
+    for i in range(geometry.nd):
+        shape = [1] * geometry.nd
+        shape[i] = -1
+        taps = np.arange(geometry.kernel_size[i]) * geometry.dilation[i] * strides[i]
+        offsets = offsets + taps.reshape(shape)
+        crop = crop + (np.arange(geometry.output_size[i]) * strides[i]).reshape(shape)
+    return _frozen(offsets.reshape(-1)), _frozen(crop.reshape(-1))

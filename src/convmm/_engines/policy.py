@@ -155,7 +155,7 @@ PADDED_BATCH_BYTES = 4 * 2 ** 20
 """At most this much of padded images per worker in such a unit (at least one image)."""
 
 
-WORK_PER_THREAD = 1 << 21
+WORK_PER_THREAD = 2097152
 """The fewest multiply-adds worth a worker thread of their own (handing work to a pooled
 thread and waiting for it costs tens of microseconds, about a million multiply-adds).
 A constant, not a measurement: the thread count decides how partial sums are split, so

@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from ..._core.index_plans import (canvas_source, direct_rows, gather_index, gather_index_adjoint,
-                                  padded_source, padded_taps, tile_pixel_ranges)
+                                  padded_source, padded_taps, tile_pixel_ranges, wide_plan)
 from ..._core.winograd import kernel_transform, tiling
 from .threads import (get_num_threads, run_workers, single_threaded_blas, sum_in_order,
                       workspace)
@@ -498,6 +498,11 @@ def _tiled_weight_grad(call, plan, a, b):
 
 
 # --------------------------------------------------------------------------- direct
+WIDE_SAMPLES = 1 << 20
+"""The direct forward map runs on the padded grid (``kernels.direct_forward_wide``) where
+a worker's O_g planes of it take at most this many samples."""
+
+
 def _direct(call, plan, operands, operation):
     """The direct kernels on channels-first planes (channels-last goes through a copy)."""
     from . import kernels
@@ -530,8 +535,17 @@ def _direct(call, plan, operands, operation):
     if operation == "forward":
         x = planes(operands, in_channels, pixels)
         y = np.empty((n * out_channels, positions), dtype=x.dtype)
-        run = lambda first, stop, k: kernels.direct_forward(  # noqa: E731
-            x, w, groups, source, *sweep, first, stop, y)
+        offsets, crop = wide_plan(geometry)
+        span = int(crop[-1]) + 1
+        per_group = out_channels // groups
+        if (all(s == 1 for s in geometry.stride) and w.shape[1] <= kernels.REDUCTION_DEPTH
+                and span <= 2 * positions and per_group * span <= WIDE_SAMPLES):
+            run = lambda first, stop, k: kernels.direct_forward_wide(  # noqa: E731
+                x, w, groups, source, offsets, crop, geometry.output_size[-1], first, stop,
+                workspace("wide", (per_group, span), y.dtype), y)
+        else:
+            run = lambda first, stop, k: kernels.direct_forward(  # noqa: E731
+                x, w, groups, source, *sweep, first, stop, y)
     elif operation == "adjoint":
         g = planes(operands, out_channels, positions)
         x = np.empty((n * in_channels, pixels), dtype=g.dtype)

@@ -262,7 +262,7 @@ def _shared_pool(size):
     with _pool_lock:
         if _pool is None or _pool._max_workers < size:
             _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="convmm",
-                                       initializer=_pin_worker, initargs=(size,))
+                                       initializer=_pin_worker, initargs=(size + 1,))
         return _pool
 
 
@@ -285,9 +285,14 @@ def run_workers(work, threads, blas=True):
         if threads == 1:
             _in_slot(work, 0)
             return
-        pool = _shared_pool(threads)
-        for future in [pool.submit(_in_slot, work, k) for k in range(threads)]:
-            future.result()
+        # The caller is worker 0: one thread fewer to wake, and the caller does not sleep.
+        pool = _shared_pool(threads - 1)
+        futures = [pool.submit(_in_slot, work, k) for k in range(1, threads)]
+        try:
+            _in_slot(work, 0)
+        finally:
+            for future in futures:
+                future.result()
 
 
 # --------------------------------------------------------------------------- workspaces
