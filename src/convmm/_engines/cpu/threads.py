@@ -262,7 +262,7 @@ def _shared_pool(size):
     with _pool_lock:
         if _pool is None or _pool._max_workers < size:
             _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="convmm",
-                                       initializer=_pin_worker, initargs=(size + 1,))
+                                       initializer=_pin_worker, initargs=(size,))
         return _pool
 
 
@@ -285,14 +285,12 @@ def run_workers(work, threads, blas=True):
         if threads == 1:
             _in_slot(work, 0)
             return
-        # The caller is worker 0: one thread fewer to wake, and the caller does not sleep.
-        pool = _shared_pool(threads - 1)
-        futures = [pool.submit(_in_slot, work, k) for k in range(1, threads)]
-        try:
-            _in_slot(work, 0)
-        finally:
-            for future in futures:
-                future.result()
+        # Every worker a pool thread, each pinned to a CPU of its own (``_pin_worker``):
+        # with the caller as worker 0, the caller (whose affinity is the user's) often
+        # shared a core with the pinned worker after the cores had idled.
+        pool = _shared_pool(threads)
+        for future in [pool.submit(_in_slot, work, k) for k in range(threads)]:
+            future.result()
 
 
 # --------------------------------------------------------------------------- workspaces
