@@ -377,7 +377,7 @@ def _plan(call, operation):
     # adjoint and the weight gradient keep each tile inside one image.
     balanced = -(-positions // (2 * threads)) if threads > 1 else positions
     tile = max(1, min(WORKSPACE_BYTES // (threads * rows * size), balanced))
-    if operation != "forward":
+    if operation == "weight_grad":
         tile = min(tile, image)
     if tile >= image:
         tile = tile // image * image          # whole images
