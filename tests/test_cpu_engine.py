@@ -435,3 +435,20 @@ def test_direct_on_the_padded_grid_gives_the_row_sweeps_bits(seed, monkeypatch):
     monkeypatch.setattr(cpu_engine, "WIDE_SAMPLES", 0)          # the row sweeps
     np.testing.assert_array_equal(convmm.conv(x, w, b, method="direct", **kw), grid)
     assert_close(grid, reference.conv(wide(x), wide(w), wide(b), **kw), np, dtype=cfg.dtype)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_weight_gradient_on_the_padded_grid(seed, monkeypatch):
+    """The stride-1 channels-first weight gradient on each image's padded grid (taken
+    here whatever its overhead) against the definition."""
+    monkeypatch.setattr(cpu_engine, "WIDE_OVERHEAD", 1e9)
+    rng = np.random.default_rng(300 + seed)
+    cfg = random_config(rng, dtypes=("float32", "float64"), formats=("channels_first",))
+    cfg.stride = (1,) * cfg.nd
+    x, w, _ = make_conv_inputs(rng, cfg)
+    kw = cfg.kwargs(padding_mode=cfg.padding_mode)
+    y = convmm.conv(x, w, method="im2col", **kw)
+    g = np.flip(y, axis=-1).copy()
+    got = convmm.conv_backward(g, x, w, method="implicit_gemm", needs="weight", **kw).weight
+    want = reference.conv_backward(wide(g), wide(x), wide(w), **kw)[1]
+    assert_close(got, want, np, dtype=cfg.dtype)

@@ -508,6 +508,9 @@ def _implicit_weight_grad(call, plan, a, b):
                        dtype=np.result_type(a, b))
     kernel = kernels.weight_grad_channels_first if cf else kernels.weight_grad_channels_last
     units = _image_ranges(n, positions, plan.tile)
+    if cf and all(s == 1 for s in geometry.stride) and (
+            int(wide_plan(geometry)[1][-1]) + 1 <= WIDE_OVERHEAD * positions):
+        return _wide_weight_grad(call, plan, grads, source, partial)
 
     def work(k):
         for image, start, stop in units[k::plan.threads]:
@@ -518,6 +521,40 @@ def _implicit_weight_grad(call, plan, a, b):
     if cf:
         total = total.transpose(0, 2, 1)
     return layout.weight_from_operand(np, total, call.weight.shape)
+
+
+WIDE_OVERHEAD = 1.1
+"""The weight gradient runs on the padded grid where it has at most this many window
+starts per output (measured: 56×56 images, 1.05, 12 % faster; 14×14, 1.31, 17 % slower)."""
+
+
+def _wide_weight_grad(call, plan, grads, source, partial):
+    """The stride-1 channels-first weight gradient on each image's padded grid
+    (``gemm.weight_grad_wide``): units of window starts, each worker widening the
+    image it works on once."""
+    from . import gemm as kernels
+
+    geometry, groups = call.geometry, call.groups
+    n, in_channels, out_channels = source.shape[0], source.shape[1], grads.shape[1]
+    padded_source_map, _ = padded_source(geometry, call.mode)
+    offsets, crop = wide_plan(geometry)
+    span = int(crop[-1]) + 1
+    units = _image_ranges(n, span, max(1, -(-span * plan.tile // geometry.n_positions)))
+
+    def work(k):
+        padded = workspace("padded", (in_channels, padded_source_map.shape[0]), source.dtype)
+        wide = workspace("wide", (out_channels, span), grads.dtype)
+        current = None
+        for image, start, stop in units[k::plan.threads]:
+            if image != current:
+                kernels.widen(source[image], padded_source_map, grads[image], crop,
+                              geometry.output_size[-1], padded, wide)
+                current = image
+            kernels.weight_grad_wide(padded, offsets, wide, groups, partial[k], start, stop)
+
+    run_workers(work, plan.threads, blas=False)
+    total = sum_in_order(partial).transpose(0, 2, 1)
+    return call.layout.weight_from_operand(np, total, call.weight.shape)
 
 
 def _tiled_weight_grad(call, plan, a, b):

@@ -211,6 +211,75 @@ def weight_grad_channels_last(x, plan, grads, groups, dw, l0, l1):
                     _macro(ap, bp, dw[g], ic, mc, jc, nc, kc, False, tile)
 
 
+@njit(nogil=True, cache=True)
+def _pack_wide_rows_a(padded, offsets, first_channel, i0, mc, p0, kc, ap):
+    """ap[panel, p, i] = padded[first_channel + c, p0 + p + offsets[t]] for patch row
+    k = i0 + panel·MR + i = c·T + t: each row a contiguous run of the padded plane."""
+    taps = offsets.shape[0]
+    for panel in range(-(-mc // MR)):
+        for i in range(MR):
+            r = panel * MR + i
+            if r < mc:
+                k = i0 + r
+                c = k // taps
+                start = p0 + offsets[k - c * taps]
+                source = padded[first_channel + c, start:start + kc]
+                for p in range(kc):
+                    ap[panel, p, i] = source[p]
+            else:
+                for p in range(kc):
+                    ap[panel, p, i] = 0
+
+
+@njit(nogil=True, cache=True)
+def weight_grad_wide(padded, offsets, grads, groups, dw, q0, q1):
+    """dw[g, c·T + t, o] += Σ_{q0 ≤ q < q1} x̃[g·C_g + c, q + offsets[t]]·grads[g·O_g + o, q].
+
+    A stride-1 weight gradient on the padded grid of one image (``index_plans.wide_plan``):
+    padded (C_in, P̃) its padded planes; grads (C_out, span) the output gradient at
+    every window start q of the grid, zero where q starts no output.  The patch
+    operand is packed from contiguous runs of the planes (no index plan, no
+    branch per sample), which made the gather-packing the cost of the whole GEMM.
+    dw (groups, C_g·T, O_g), a worker's partial sum.
+    """
+    _, k, per_group = dw.shape
+    ap = np.empty((MC // MR, KC, MR), dw.dtype)
+    bp = np.empty((-(-min(NC, per_group) // NR), KC, NR), dw.dtype)
+    tile = np.empty((MR, NR), dw.dtype)
+    in_per_group = k // offsets.shape[0]
+    for g in range(groups):
+        gg = grads[g * per_group:(g + 1) * per_group]
+        for jc in range(0, per_group, NC):
+            nc = min(NC, per_group - jc)
+            for pc in range(q0, q1, KC):
+                kc = min(KC, q1 - pc)
+                _pack_rows(gg, jc, nc, pc, kc, bp)
+                for ic in range(0, k, MC):
+                    mc = min(MC, k - ic)
+                    _pack_wide_rows_a(padded, offsets, g * in_per_group, ic, mc, pc, kc, ap)
+                    _macro(ap, bp, dw[g], ic, mc, jc, nc, kc, False, tile)
+
+
+@njit(nogil=True, cache=True)
+def widen(x, source, grads, crop, width, padded, wide):
+    """One image onto the padded grid: padded[c] = x̃_c (``source`` from ``padded_source``),
+    wide[o] = grads[o] at its window starts (``crop``, rows of ``width``), zero elsewhere."""
+    pixels = x.shape[1]
+    for c in range(x.shape[0]):
+        plane, target = x[c], padded[c]
+        for q in range(source.shape[0]):
+            s = source[q]
+            target[q] = plane[s] if s < pixels else 0
+    for o in range(grads.shape[0]):
+        target = wide[o]
+        target[:] = 0
+        for r in range(crop.shape[0] // width):
+            start = crop[r * width]
+            row = grads[o, r * width:(r + 1) * width]
+            for j in range(width):
+                target[start + j] = row[j]
+
+
 # --------------------------------------------------------------------------- in-place patches
 #   The forward convolution with no packing of patches at all: each image is padded
 #   once into a channels-last copy, and ``microkernel_padded`` reads its A operand
