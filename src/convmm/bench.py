@@ -169,8 +169,10 @@ def torch_call(layer, which, arrays):
     if which == "transpose":
         transposed = getattr(torch.nn.functional, f"conv_transpose{layer.nd}d")
         # The output padding that brings conv_transpose back to the layer's input size.
-        smallest = [(o - 1) * layer.stride - 2 * layer.padding + layer.dilation * (k - 1) + 1
-                    for o, k in zip(layer.output, layer.kernel)]
+        per_dim = [v if isinstance(v, (list, tuple)) else [v] * layer.nd
+                   for v in (layer.stride, layer.padding, layer.dilation)]
+        smallest = [(o - 1) * s - 2 * p + d * (k - 1) + 1
+                    for o, k, s, p, d in zip(layer.output, layer.kernel, *per_dim)]
         extra = tuple(i - m for i, m in zip(layer.spatial, smallest))
         return lambda: transposed(g, w, b, stride=layer.stride, padding=layer.padding,
                                   output_padding=extra, groups=layer.groups,
