@@ -458,14 +458,14 @@ def test_auto_sweeps_thin_groups_on_the_padded_grid():
     """A ResNeXt-style layer (4×4 channels per group, stride 1): the forward map and the
     input gradient (the flipped kernel's forward map) by direct on the padded grid; 8×8
     channels per group, or a stride of 2, go to the GEMM."""
-    x = np.ones((2, 32, 10, 10), np.float32)
-    g = np.ones((2, 32, 10, 10), np.float32)
+    x = np.ones((2, 32, 12, 12), np.float32)
+    g = np.ones((2, 32, 12, 12), np.float32)
     w4, w8 = np.ones((32, 4, 3, 3), np.float32), np.ones((32, 8, 3, 3), np.float32)
     plans = convmm.explain(convmm.conv_backward, g, x, w4, padding=1, groups=8)
     assert plans.startswith("input: a stride-1 convolution with the flipped kernel")
     assert "forward: direct (4×4 channels per group, stride 1" in plans
     assert convmm.explain(convmm.conv, x, w4, padding=1, groups=8).startswith("conv: direct")
-    assert "implicit_gemm" in convmm.explain(convmm.conv, x, w8, padding=1, groups=4)
+    assert "conv: implicit_gemm" in convmm.explain(convmm.conv, x, w8, padding=1, groups=4)
     assert "direct" not in convmm.explain(convmm.conv, x, w4, padding=1, groups=8, stride=2)
     got = convmm.conv_backward(g, x, w4, padding=1, groups=8)
     want = reference.conv_backward(g.astype(np.float64), x.astype(np.float64),
