@@ -87,3 +87,18 @@ def test_small_work_runs_on_the_callers_thread(monkeypatch):
         assert "on 2 thread(s)" in convmm.explain(convmm.conv, *big, padding=1)
     finally:
         convmm.set_num_threads(previous)
+
+
+def test_workspaces_are_reused_aligned_and_bounded(monkeypatch):
+    from convmm._engines.cpu import threads
+
+    first = threads.workspace("test", (100, 3), np.float32)
+    again = threads.workspace("test", (100, 3), np.float32)
+    assert again.ctypes.data == first.ctypes.data and first.ctypes.data % 64 == 0
+    smaller = threads.workspace("test", (7,), np.float64)      # a view of the same buffer
+    assert smaller.shape == (7,) and smaller.dtype == np.float64
+    monkeypatch.setattr(threads, "ARENA_BYTES", 4096)
+    big = threads.workspace("huge", (10_000,), np.float32)      # over the bound: not kept
+    assert big.shape == (10_000,) and "huge" not in threads._arena.buffers
+    kept = sum(entry[0].size for entry in threads._arena.buffers.values())
+    assert kept <= 4096 + 64 or "test" in threads._arena.buffers

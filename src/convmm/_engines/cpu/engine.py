@@ -168,7 +168,7 @@ def _tiled_forward(call, plan, x):
                     _product(patches, w[g],
                              y[start:start + count, g * per_group:(g + 1) * per_group])
 
-        run_workers(work, plan.threads)
+        run_workers(work, plan.threads, blas=x.dtype.kind == "c")
         return y.reshape(n, *geometry.output_size, out_channels)
 
     source = np.ascontiguousarray(x).reshape(n, in_channels, pixels)
@@ -191,7 +191,7 @@ def _tiled_forward(call, plan, x):
                 block[first:first + count // positions] = np.moveaxis(
                     product.reshape(per_group, count // positions, positions), 1, 0)
 
-    run_workers(work, plan.threads)
+    run_workers(work, plan.threads, blas=x.dtype.kind == "c")
     return y.reshape(n, out_channels, *geometry.output_size)
 
 
@@ -395,7 +395,7 @@ def _tiled_adjoint(call, plan, y):
                         kernels.col2im_channels_last(cols, inverse, taps, start, count,
                                                      pixels, g * in_per_group, x[image])
 
-    run_workers(work, plan.threads)
+    run_workers(work, plan.threads, blas=grads.dtype.kind == "c")
     return x.reshape(layout.image_shape(n, in_channels, geometry.input_size))
 
 
@@ -440,7 +440,7 @@ def _tiled_adjoint_images(call, plan, grads, w_t, inverse, blocks, x):
                                                      offset + positions, whole,
                                                      g * in_per_group, x[image])
 
-    run_workers(work, plan.threads)
+    run_workers(work, plan.threads, blas=grads.dtype.kind == "c")
     return x.reshape(layout.image_shape(x.shape[0], in_channels, geometry.input_size))
 
 

@@ -310,25 +310,26 @@ def workspace(key, shape, dtype):
     on first touch.  The array is the caller's until it asks for the same key again
     on the same thread; it must never leave the engine.
     """
-    dtype = np.dtype(dtype)
-    size = math.prod(shape) * dtype.itemsize
     buffers = getattr(_arena, "buffers", None)
     if buffers is None:
         buffers = _arena.buffers = {}
-    buffer = buffers.get(key)
-    if buffer is None or buffer.size < size:
-        kept = sum(b.size for k, b in buffers.items() if k != key)
-        buffer = np.empty(max(size, 64), dtype=np.uint8)
-        if kept + buffer.size <= ARENA_BYTES:
-            buffers[key] = buffer
-        else:
-            buffers.pop(key, None)
-    offset = -buffer.ctypes.data % 64      # 64-byte aligned, for the vector loads
-    if offset + size > buffer.size:
+    entry = buffers.get(key)
+    if entry is not None and entry[1] == shape and entry[2] == dtype:
+        return entry[3]                       # the same request as last time
+    dtype = np.dtype(dtype)
+    size = math.prod(shape) * dtype.itemsize
+    buffer = None if entry is None else entry[0]
+    if buffer is None or buffer.size < size + 64:
+        kept = sum(e[0].size for k, e in buffers.items() if k != key)
         buffer = np.empty(size + 64, dtype=np.uint8)
-        buffers.pop(key, None)
-        offset = -buffer.ctypes.data % 64
-    return buffer[offset:offset + size].view(dtype).reshape(shape)
+        if kept + buffer.size > ARENA_BYTES:      # too large to keep: this call's alone
+            buffers.pop(key, None)
+            offset = -buffer.ctypes.data % 64
+            return buffer[offset:offset + size].view(dtype).reshape(shape)
+    offset = -buffer.ctypes.data % 64      # 64-byte aligned, for the vector loads
+    view = buffer[offset:offset + size].view(dtype).reshape(shape)
+    buffers[key] = (buffer, shape, dtype, view)
+    return view
 
 
 def sum_in_order(partial):
