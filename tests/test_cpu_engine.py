@@ -471,3 +471,22 @@ def test_auto_sweeps_thin_groups_on_the_padded_grid():
     want = reference.conv_backward(g.astype(np.float64), x.astype(np.float64),
                                    w4.astype(np.float64), padding=1, groups=8)
     assert_close(got.input, want[0], np, dtype="float32")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_direct_weight_gradient_on_the_padded_grid(seed, monkeypatch):
+    """The stride-1 direct weight gradient on the padded grid (interleaved partial sums)
+    against the definition, and against the row sweeps."""
+    rng = np.random.default_rng(500 + seed)
+    cfg = random_config(rng, dtypes=("float32", "float64", "complex64"))
+    cfg.stride = (1,) * cfg.nd
+    x, w, _ = make_conv_inputs(rng, cfg)
+    kw = cfg.kwargs(padding_mode=cfg.padding_mode)
+    y = convmm.conv(x, w, method="im2col", **kw)
+    g = np.flip(y, axis=-1).copy()
+    grid = convmm.conv_backward(g, x, w, method="direct", needs="weight", **kw).weight
+    want = reference.conv_backward(wide(g), wide(x), wide(w), **kw)[1]
+    assert_close(grid, want, np, dtype=cfg.dtype)
+    monkeypatch.setattr(cpu_engine, "WIDE_SAMPLES", 0)
+    rows = convmm.conv_backward(g, x, w, method="direct", needs="weight", **kw).weight
+    assert_close(rows, want, np, dtype=cfg.dtype)

@@ -659,8 +659,18 @@ def _direct(call, plan, operands, operation):
         g = planes(operands[0], out_channels, positions)
         x = planes(operands[1], in_channels, pixels)
         partial = np.zeros((plan.threads, *w.shape), dtype=np.result_type(g, x))
-        run = lambda first, stop, k: kernels.direct_weight_grad(  # noqa: E731
-            g, x, groups, source, *sweep, first, stop, partial[k])
+        offsets, crop = wide_plan(geometry)
+        span = int(crop[-1]) + 1
+        per_group = out_channels // groups
+        if (all(s == 1 for s in geometry.stride) and span <= 2 * positions
+                and per_group * span <= WIDE_SAMPLES):
+            run = lambda first, stop, k: kernels.direct_weight_grad_wide(  # noqa: E731
+                g, x, groups, source, offsets, crop, geometry.output_size[-1], first, stop,
+                workspace("padded", (source.size,), x.dtype),
+                workspace("wide", (per_group, span), g.dtype), partial[k])
+        else:
+            run = lambda first, stop, k: kernels.direct_weight_grad(  # noqa: E731
+                g, x, groups, source, *sweep, first, stop, partial[k])
 
     def work(k):
         for first, stop in chunks[k::plan.threads]:

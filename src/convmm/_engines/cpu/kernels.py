@@ -355,6 +355,100 @@ def _row_piece(gr, src, stride, j0, j1):
     return total
 
 
+LANES = 16
+"""Interleaved partial sums of ``_dot``: lane j sums the products at positions ≡ j
+(mod LANES), in scalar locals that LLVM's SLP vectoriser packs into a register (a
+single running sum is a chain it must keep scalar; an array of lanes stayed in memory)."""
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _dot(a, b, n):
+    """Σ_{q < n} a[q]·b[q] in LANES interleaved partial sums added in order, then the
+    tail: the same bits on every run (n ≤ LANES·REDUCTION_DEPTH keeps each partial
+    sum within REDUCTION_DEPTH products)."""
+    zero = a[0] * 0
+    s0 = zero
+    s1 = zero
+    s2 = zero
+    s3 = zero
+    s4 = zero
+    s5 = zero
+    s6 = zero
+    s7 = zero
+    s8 = zero
+    s9 = zero
+    s10 = zero
+    s11 = zero
+    s12 = zero
+    s13 = zero
+    s14 = zero
+    s15 = zero
+    full = n // 16 * 16
+    for q0 in range(0, full, 16):
+        av, bv = a[q0:q0 + 16], b[q0:q0 + 16]
+        s0 += av[0] * bv[0]
+        s1 += av[1] * bv[1]
+        s2 += av[2] * bv[2]
+        s3 += av[3] * bv[3]
+        s4 += av[4] * bv[4]
+        s5 += av[5] * bv[5]
+        s6 += av[6] * bv[6]
+        s7 += av[7] * bv[7]
+        s8 += av[8] * bv[8]
+        s9 += av[9] * bv[9]
+        s10 += av[10] * bv[10]
+        s11 += av[11] * bv[11]
+        s12 += av[12] * bv[12]
+        s13 += av[13] * bv[13]
+        s14 += av[14] * bv[14]
+        s15 += av[15] * bv[15]
+    total = ((((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
+             + (((s8 + s9) + (s10 + s11)) + ((s12 + s13) + (s14 + s15))))
+    for q in range(full, n):
+        total += a[q] * b[q]
+    return total
+
+
+@njit(nogil=True, cache=True)
+def direct_weight_grad_wide(g, x, groups, source, offsets, crop, width, first, stop, padded,
+                            wide, dw):
+    """``direct_weight_grad`` at stride 1 on the padded grid: dw[o, c·T + t] +=
+    Σ_q x̃_c[q + offsets[t]]·ĝ_o[q] over units ``first … stop − 1``, ĝ_o the output
+    gradient widened onto the grid (zero at window starts that are no output).
+
+    Each dot product runs in blocks of LANES·REDUCTION_DEPTH positions (``_dot``:
+    LANES interleaved partial sums of up to REDUCTION_DEPTH products each), the
+    blocks' sums added in order (the same bits on every run).
+    padded (≥ P̃,) and wide (≥ O_g, ≥ span) are the worker's scratch.
+    """
+    in_channels, in_per_group, per_group, taps, _ = _direct_shape(
+        dw.shape, x.shape[0], g.shape[0], groups, 1)
+    out_channels = dw.shape[0]
+    span = crop[crop.shape[0] - 1] + 1
+    block = LANES * REDUCTION_DEPTH
+    for unit in range(first, stop):
+        image, group = unit // groups, unit % groups
+        for o in range(per_group):
+            plane = wide[o]
+            plane[:span] = 0
+            grad = g[image * out_channels + group * per_group + o]
+            for r in range(crop.shape[0] // width):
+                start = crop[r * width]
+                row = grad[r * width:(r + 1) * width]
+                for j in range(width):
+                    plane[start + j] = row[j]
+        for c in range(in_per_group):
+            _pad_plane(x[image * in_channels + group * in_per_group + c], source, padded)
+            for o in range(per_group):
+                gw = wide[o]
+                for t in range(taps):
+                    a = padded[offsets[t]:offsets[t] + span]
+                    total = _dot(a, gw, min(block, span))
+                    for b0 in range(block, span, block):
+                        total += _dot(a[b0:], gw[b0:], min(block, span - b0))
+                    dw[group * per_group + o, c * taps + t] += total
+
+
 @njit(nogil=True, cache=True)
 def direct_weight_grad(g, x, groups, source, rows, width, dilation, stride, first, stop, dw):
     """dw[o, c·T + t] += Σ_l g[image, o, l] · x̃[image, c, …] over units ``first … stop − 1``.
