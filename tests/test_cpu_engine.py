@@ -490,3 +490,32 @@ def test_direct_weight_gradient_on_the_padded_grid(seed, monkeypatch):
     monkeypatch.setattr(cpu_engine, "WIDE_SAMPLES", 0)
     rows = convmm.conv_backward(g, x, w, method="direct", needs="weight", **kw).weight
     assert_close(rows, want, np, dtype=cfg.dtype)
+
+
+def test_gemm_blocking_follows_the_caches(tmp_path):
+    """The packed GEMM's blocking comes from the data caches (this machine's: the tuned
+    values where L1 is 48 KiB and L2 1 MiB); another machine's blocking gives the same
+    products (run in a process with a Numba cache of its own)."""
+    from convmm._engines.cpu import gemm
+
+    assert gemm.blocking(48 << 10, 1 << 20) == (256, 96, 1024)
+    kc, mc, nc = gemm.blocking(32 << 10, 256 << 10)
+    assert kc % 64 == 0 and mc % gemm.MR == 0 and nc % gemm.NR == 0
+    assert kc * gemm.NR * 4 <= 0.75 * (32 << 10) and kc * nc * 4 <= 256 << 10
+    code = ("import numpy as np, convmm\n"
+            "from convmm._engines.cpu import gemm\n"
+            "from convmm._engines.cpu.engine import gemm as run\n"
+            "assert (gemm.KC, gemm.MC, gemm.NC) == gemm.blocking(32 << 10, 256 << 10)\n"
+            "rng = np.random.default_rng(0)\n"
+            "a, b = rng.random((300, 700)), rng.random((700, 500))\n"
+            "c = run(a, b, np.empty((300, 500)))\n"
+            "assert np.abs(c - a @ b).max() < 1e-11, np.abs(c - a @ b).max()\n"
+            "x, w = rng.random((2, 8, 17, 19)).astype(np.float32), rng.random((16, 8, 3, 3)).astype(np.float32)\n"
+            "y = convmm.conv(x, w, padding=1, method='implicit_gemm')\n"
+            "want = convmm.conv(x.astype(float), w.astype(float), padding=1, method='im2col')\n"
+            "assert np.abs(y - want).max() < 1e-4\n")
+    env = {**os.environ, "_CONVMM_GEMM_CACHES": f"{32 << 10},{256 << 10}",
+           "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
