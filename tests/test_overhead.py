@@ -102,3 +102,35 @@ def test_workspaces_are_reused_aligned_and_bounded(monkeypatch):
     assert big.shape == (10_000,) and "huge" not in threads._arena.buffers
     again = threads.workspace("huge", (10_000,), np.float32)    # a fresh one each time
     assert again is not big and "huge" not in threads._arena.buffers
+
+
+def test_a_plan_is_made_for_the_thread_setting_its_key_holds():
+    """The setting is read once per plan (a set_num_threads between two reads once stored
+    a two-thread plan under a one-thread key)."""
+    x = np.ones((8, 16, 40, 40), np.float32)
+    w = np.ones((16, 16, 3, 3), np.float32)
+    call = validation.prepare(x, w, None, None, transposed=False, stride=1, padding=1,
+                              dilation=1, groups=1, padding_mode="zeros",
+                              data_format="channels_first", method="tiled_blas")
+    previous = convmm.set_num_threads(2)
+    try:
+        assert policy._planned(call, "weight_grad", 1).threads == 1
+        assert policy._planned(call, "weight_grad", 2).threads == 2
+    finally:
+        convmm.set_num_threads(previous)
+
+
+def test_a_stride_wider_than_the_image_keeps_the_workspace_small():
+    x = np.ones((1, 16, 200, 3), np.float32)
+    w = np.ones((16, 16, 1, 3), np.float32)
+    plan = convmm.explain(convmm.conv, x, w, stride=(1, 10 ** 8))
+    assert plan.startswith("conv: tiled_blas (implicit_gemm would pad each image")
+    with pytest.raises(ValueError, match="method='auto' takes one"):
+        convmm.conv(x, w, stride=(1, 10 ** 6), method="implicit_gemm")
+    y = convmm.conv(x, w, stride=(1, 10 ** 6))
+    np.testing.assert_array_equal(y, convmm.conv(x, w, stride=(1, 10 ** 6), method="im2col"))
+
+
+def test_explain_checks_grad_output_as_the_backward_pass_does():
+    with pytest.raises(ValueError, match="grad_output must have the output's shape"):
+        convmm.explain(convmm.conv_backward, np.ones((5, 7, 1, 1)), X, W, padding=1)

@@ -92,22 +92,46 @@ def test_winograd_runs_stride_one_transposes_and_input_gradients(seed, tile):
     # not negative (and the kernel is not 1×1); otherwise another method runs it.
     first = plans.splitlines()[0]
     assert ("flipped kernel (stride 1, zero padding: no col2im); forward: winograd:" in first
-            or "(winograd serves the forward map and stride-1 adjoints only)" in first), first
+            or "(winograd: this adjoint is no stride-1 convolution with the flipped" in first
+            or "(winograd: its transforms take kernels of at most" in first), first
 
 
 def test_winograd_refuses_what_it_cannot_compute():
+    """conv and conv_transpose refuse where their one map cannot run Winograd (and
+    explain says the same); a backward pass runs another method for such a map."""
     x, w = np.ones((1, 2, 9, 9)), np.ones((2, 2, 3, 3))
     with pytest.raises(ValueError, match="stride-1"):
         convmm.conv(x, w, stride=2, method="winograd")
     with pytest.raises(ValueError, match="at most 5 taps"):
         convmm.conv(x, np.ones((2, 2, 7, 7)), method="winograd")
+    with pytest.raises(ValueError, match="at most 5 taps"):      # a stride-1 transpose
+        convmm.conv_transpose(np.ones((1, 4, 10, 10)), np.ones((4, 3, 7, 7)), method="winograd")
+    for keywords in (dict(stride=2), dict(padding=1, padding_mode="reflect"), dict(padding=3)):
+        with pytest.raises(ValueError, match="no stride-1 convolution with the flipped"):
+            convmm.conv_transpose(x, w, method="winograd", **keywords)
+        with pytest.raises(ValueError, match="no stride-1 convolution with the flipped"):
+            convmm.explain(convmm.conv_transpose, x, w, method="winograd", **keywords)
     import array_api_strict as xp
     with pytest.raises(ValueError, match="NumPy arrays"):
         convmm.conv(xp.asarray(x), xp.asarray(w), method="winograd")
-    # A map Winograd does not serve runs another method, and says why.
+    # A backward pass runs every map, another method where Winograd cannot, and says why.
+    g = np.ones((1, 4, 10, 10))
+    grads = convmm.conv_backward(g, np.ones((1, 3, 10, 10)), np.ones((4, 3, 7, 7)), padding=3,
+                                 method="winograd")
+    assert grads.input.shape == (1, 3, 10, 10)
     plans = convmm.explain(convmm.conv_backward, np.ones((1, 2, 4, 4)), x, w, stride=2,
                            method="winograd", needs=("input", "weight"))
-    assert "winograd: it computes stride-1 convolutions only" in plans
+    assert "winograd: this adjoint is no stride-1 convolution" in plans
+    assert "winograd: it runs forward maps and stride-1 adjoints, not weight gradients" in plans
+
+
+def test_a_substitute_for_winograd_falls_back_as_auto_would():
+    """Where Winograd's substitute would need an index plan over the limit, it falls
+    back as "auto" does instead of refusing a method the user never named."""
+    x, w = np.zeros((1, 4, 600, 600)), np.zeros((4, 4, 5, 5))
+    plans = convmm.explain(convmm.conv_backward, x, x, w, padding=2, method="winograd")
+    assert "weight: im2col" in plans and "index plan" in plans
+    assert convmm.conv_backward(x, x, w, padding=2, method="winograd").weight.shape == w.shape
 
 
 def test_winograd_is_deterministic_and_agrees_with_pytorch():

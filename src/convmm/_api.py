@@ -73,10 +73,12 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
         "tiled_blas": patches extracted tile by tile, each tile multiplied with
         BLAS; "implicit_gemm": patches read in place by a packed GEMM; "direct":
         tap by tap, for few channels per group (these three on NumPy and CuPy);
-        "winograd" (NumPy, stride 1, kernels of at most 5 taps per axis):
-        Winograd's F(2, r) minimal filtering (Lavin & Gray 2016), F(2×2, 3×3)
-        making 2.25× fewer multiplications at up to about twice the float32
-        rounding error; "auto" picks (``explain`` says what and why).
+        "winograd" (NumPy, stride 1, kernels of at most 5 taps per axis, else a
+        ValueError): Winograd's F(2, r) minimal filtering (Lavin & Gray 2016);
+        F(2×2, 3×3) makes 2.25× fewer multiplications at up to about twice the
+        float32 rounding error of the GEMM methods, larger kernels more (5×5:
+        about ten times), and inf inputs come out NaN; "auto" picks (``explain``
+        says what and why).
 
     Returns
     -------
@@ -122,7 +124,9 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
         (insert s − 1 zeros, flip the kernel, pad d·(K − 1) − p, convolve with stride 1,
         phase by phase so that no inserted zero is multiplied; for another padding
         mode, onto the padded canvas, then the padding's adjoint), or an engine's
-        "tiled_blas", "implicit_gemm" or "direct" (see ``conv``).
+        "tiled_blas", "implicit_gemm", "direct" or "winograd" (see ``conv``;
+        "winograd" where the transpose is a stride-1 convolution with the flipped
+        kernel: stride 1, zero padding no wider than d·(K − 1)).
 
     Examples
     --------
@@ -372,9 +376,13 @@ def explain(function, *args, **kwargs) -> str:
     grad_output = arguments.pop("grad_output", None)
     x, weight, bias = arguments.pop("x"), arguments.pop("weight"), arguments.pop("bias", None)
     call = _prepare(x, weight, bias, grad_output, transposed=transposed, **arguments)
+    if grad_output is not None:     # the shape the backward pass would check
+        checked_grad_output(call, call.geometry.input_size if transposed
+                            else call.geometry.output_size)
     lines = []
     for label, operation in maps:
         if "grad_output" in bound.arguments and label not in needs:
             continue
-        lines.append(f"{label}: " + policy.plan(call, operation).describe().split(": ", 1)[1])
+        planner = policy.main_plan if label in ("conv", "conv_transpose") else policy.plan
+        lines.append(f"{label}: " + planner(call, operation).describe().split(": ", 1)[1])
     return "\n".join(lines)

@@ -85,7 +85,7 @@ def _bias_shape(call):
 
 def conv(call):
     """``conv`` of a validated call: C·x + bias, without a batch axis where x came without."""
-    plan = policy.plan(call, "forward")
+    plan = policy.main_plan(call, "forward")
     y = forward(call, plan, call.x, call.weight)
     if call.bias is not None:
         if plan.method in ENGINE_METHODS:   # in place: no second output-sized array
@@ -97,7 +97,7 @@ def conv(call):
 
 def conv_transpose(call):
     """``conv_transpose`` of a validated call: Cᵀ·x + bias."""
-    y = adjoint(call, policy.plan(call, "adjoint"), call.x, call.weight)
+    y = adjoint(call, policy.main_plan(call, "adjoint"), call.x, call.weight)
     if call.bias is not None and array_api_compat.is_numpy_array(y):
         y += call.bias.reshape(_bias_shape(call))
     else:

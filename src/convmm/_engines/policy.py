@@ -125,7 +125,7 @@ class ConvPlan:
                     f"{self.workspace_bytes / mib:.2f} MiB ({full})")
         if self.method == "winograd":
             return (f"{self.operation}: winograd{why}: {self.winograd_name}, blocks of "
-                    f"{self.tile} tiles, one BLAS GEMM per transform point, on {self.threads} "
+                    f"{self.tile} tiles, one packed GEMM per transform point, on {self.threads} "
                     f"thread(s); workspace {self.workspace_bytes / mib:.2f} MiB ({full})")
         unit = "(image, group) pairs" if self.method == "direct" else "(image, position) pairs"
         return (f"{self.operation}: {self.method}{why}: tiles of {self.tile} {unit} "
@@ -176,10 +176,10 @@ A constant, not a measurement: the thread count decides how partial sums are spl
 it must be a pure function of the call for its results to repeat bit for bit."""
 
 
-def _threads(multiply_adds):
-    """Worker threads for a map of this many multiply-adds: the setting, or fewer where
-    each would get less than ``WORK_PER_THREAD``."""
-    return max(1, min(get_num_threads(), multiply_adds // WORK_PER_THREAD))
+def _threads(multiply_adds, setting):
+    """Worker threads for a map of this many multiply-adds: the thread ``setting``, or
+    fewer where each would get less than ``WORK_PER_THREAD``."""
+    return max(1, min(setting, multiply_adds // WORK_PER_THREAD))
 
 
 NUMPY_ON_CUDA = False
@@ -267,16 +267,17 @@ def plan(call, operation: str) -> ConvPlan:
     A call with a signature (``validation.prepare``) is planned once per
     signature, map and thread setting: the plan is a pure function of them.
     """
+    setting = get_num_threads()      # read once: the key and the plan must agree
     key = None
     if call.signature is not None:
-        key = (call.signature, operation, get_num_threads(), WORK_PER_THREAD, WINOGRAD_TILE,
+        key = (call.signature, operation, setting, WORK_PER_THREAD, WINOGRAD_TILE,
                NUMPY_ON_CUDA)
         with _plans_lock:
             cached = _plans.get(key)
             if cached is not None:
                 _plans.move_to_end(key)
                 return cached
-    chosen = _planned(call, operation)
+    chosen = _planned(call, operation, setting)
     if key is not None:
         with _plans_lock:
             _plans[key] = chosen
@@ -285,16 +286,16 @@ def plan(call, operation: str) -> ConvPlan:
     return chosen
 
 
-def _planned(call, operation):
-    """``plan`` without its cache."""
-    chosen = _plan(call, operation)
+def _planned(call, operation, setting):
+    """``plan`` without its cache, for ``setting`` threads."""
+    chosen = _plan(call, operation, setting)
     if call.x is not None and call.x.shape[0] == 0:
         why = f"{chosen.reason}; " if chosen.reason else ""
         chosen = dataclasses.replace(chosen, reason=why + "an empty batch: nothing runs")
     return chosen
 
 
-def _plan(call, operation):
+def _plan(call, operation, setting):
     """``plan`` without the empty batch's note."""
     geometry, layout = call.geometry, call.layout
     _, in_per_group, _ = layout.weight_parts(call.weight.shape, geometry.nd)
@@ -310,18 +311,13 @@ def _plan(call, operation):
     if method == "zero_insertion" and operation != "adjoint":
         method, reason = "im2col", "zero insertion serves the adjoint only"
     if method == "winograd":
-        why = winograd_applies(geometry)
-        if why and operation == "forward" and call.method == "winograd":
-            raise ValueError(f"method='winograd' cannot run this convolution: {why}; "
-                             f"method='auto' chooses one that can")
-        if why or operation == "weight_grad" or target != "cpu" or (
-                operation == "adjoint" and not _flippable(call)):
-            what = ("the forward map and stride-1 adjoints only" if not why else why)
-            substitute, _ = _auto(call, operation, in_per_group, target)
-            method, reason = substitute, f"winograd serves {what}" if not why else f"winograd: {why}"
+        why = winograd_unserved(call, operation, target)
+        if why:
+            method, _ = _auto(call, operation, in_per_group, target)
+            reason = f"winograd: {why}"
     if (method in ENGINE_METHODS and method != "direct" and operation == "adjoint"
             and _flippable(call)):
-        inner = _plan(flipped_call(call), "forward")
+        inner = _plan(flipped_call(call), "forward", setting)
         # On the CPU only the implicit GEMM, which sums its O·T products in blocks, and the
         # direct sweep where O_g·T fits one block: BLAS would sum them in one chain, where
         # col2im's sums are O long, then T.
@@ -336,6 +332,8 @@ def _plan(call, operation):
         needed = _index_plan_bytes(call, method, operation, target)
         if needed > PLAN_BYTES:
             method, reason = _without_index_plan(call, method, operation, target, needed)
+    if method == "implicit_gemm" and operation == "forward" and target == "cpu":
+        method, reason = _implicit_overhang(call, method, reason, size)
     if method not in ENGINE_METHODS:
         # The array-API path builds its patch matrix in pieces of PATCH_BYTES, but never
         # less than one row of output positions of one image (``algorithms._slabs``).
@@ -346,7 +344,7 @@ def _plan(call, operation):
         return _cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, size)
     if method == "implicit_gemm" and operation == "adjoint":
         method, reason = "tiled_blas", "implicit_gemm runs the forward map and the weight gradient"
-    threads = _threads(positions * rows * call.forward_channels[1])
+    threads = _threads(positions * rows * call.forward_channels[1], setting)
     if method == "winograd":
         return _winograd_plan(call, operation, reason, rows, positions, patch_bytes, size,
                               threads)
@@ -445,6 +443,62 @@ def _winograd_plan(call, operation, reason, rows, positions, patch_bytes, size, 
                     reason, winograd_tile=WINOGRAD_TILE, winograd_name=cut.name(geometry.nd))
 
 
+def winograd_unserved(call, operation, target):
+    """Why ``method="winograd"`` cannot run this map of the call, or "" where it can.
+
+    It runs stride-1 forward maps with kernels of at most ``MAX_TAPS`` taps per axis on
+    NumPy arrays, and adjoints that are such a forward map with the flipped kernel."""
+    if target != "cpu":
+        return "it runs on NumPy arrays only"
+    if operation == "weight_grad":
+        return "it runs forward maps and stride-1 adjoints, not weight gradients"
+    if operation == "adjoint":
+        if not _flippable(call):
+            return ("this adjoint is no stride-1 convolution with the flipped kernel (a "
+                    "stride above 1, a padding mode other than zeros, padding wider than "
+                    "d·(K − 1), or a 1×1 kernel)")
+        return winograd_applies(call.geometry)
+    return winograd_applies(call.geometry)
+
+
+def main_plan(call, operation):
+    """``plan`` for the map a ``conv`` (forward) or ``conv_transpose`` (adjoint) call is
+    made of: ``method="winograd"`` asked for where it cannot run raises a ValueError
+    that says why (backward passes, made of several maps, run another method for a map
+    it cannot serve, and ``explain`` says so)."""
+    chosen = plan(call, operation)
+    if call.method == "winograd" and (chosen.flipped or chosen).method != "winograd":
+        what = "convolution" if operation == "forward" else "transposed convolution"
+        raise ValueError(f"method='winograd' cannot run this {what}: "
+                         f"{winograd_unserved(call, operation, device(call.weight))}; "
+                         f"method='auto' chooses one that can")
+    return chosen
+
+
+IMPLICIT_OVERHANG_BYTES = 4 << 20
+"""The most the implicit GEMM's padded copy may hold past an image's end, per worker."""
+
+
+def _implicit_overhang(call, method, reason, size):
+    """(method, reason) where the implicit GEMM's padded copy would need more than
+    ``IMPLICIT_OVERHANG_BYTES`` past an image's end: its last MR-row tile reads (MR − 1)·s
+    samples beyond the last row, which a stride far wider than the image makes
+    huge (a ValueError where ``implicit_gemm`` was asked for by name)."""
+    from .cpu.gemm import MR
+
+    overhang = (MR - 1) * call.geometry.stride[-1] * call.forward_channels[0] * size
+    if overhang <= IMPLICIT_OVERHANG_BYTES:
+        return method, reason
+    text = (f"implicit_gemm would pad each image with {overhang / 2 ** 20:.0f} MiB "
+            f"((MR − 1)·stride samples of every channel) for a stride of "
+            f"{call.geometry.stride[-1]}")
+    if call.method == "implicit_gemm":
+        raise ValueError(f"method='implicit_gemm': {text}, over convmm's limit of "
+                         f"{IMPLICIT_OVERHANG_BYTES >> 20} MiB; method='auto' takes one that "
+                         f"does not ('tiled_blas' here)")
+    return "tiled_blas", text
+
+
 def _index_plan_bytes(call, method, operation, target):
     """Bytes of the index plans ``method`` builds for one map of the call.
 
@@ -481,7 +535,7 @@ def _without_index_plan(call, method, operation, target, needed):
     else:
         alternative = "im2col"
     size = f"{needed / 2 ** 20:.0f} MiB"
-    if call.method != "auto":
+    if call.method == method:      # asked for by name (not "auto", not a substitute)
         raise ValueError(
             f"method={method!r} would build a {size} index plan for one of this call's "
             f"maps ({operation}, {call.geometry.n_taps} kernel taps), over convmm's limit "
