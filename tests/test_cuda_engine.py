@@ -177,7 +177,7 @@ def test_explain_says_the_gpu_runs_it(on_cuda):
     x, w, depthwise_w, g = on_cuda.put(np.ones((1, 4, 6, 6), np.float32),
                                        np.ones((4, 4, 3, 3), np.float32),
                                        np.ones((4, 1, 3, 3), np.float32),
-                                       np.ones((1, 4, 3, 3), np.float32))
+                                       np.ones((1, 4, 2, 2), np.float32))
     assert convmm.explain(convmm.conv, x, w).startswith(
         "conv: implicit_gemm (real floating point: one kernel, no patch tiles): on the GPU")
     depthwise = convmm.explain(convmm.conv, x, depthwise_w, groups=4)
