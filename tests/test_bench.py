@@ -39,7 +39,7 @@ def test_numpy_bench_writes_its_figures(layers_file, tmp_path, capsys):
     # Fair to the peer: convmm timed in a process that never imported torch.
     assert report["convmm_process_imported_torch"] is False
     assert ("each library in its own process at its own defaults" if report["torch"]
-            else "convmm alone (PyTorch not installed)") in printed
+            else "convmm alone (PyTorch not installed") in printed
     if report["torch"] is not None:
         assert all(r["ratio"] > 0 for r in report["results"])
         assert "geometric mean convmm/torch" in printed

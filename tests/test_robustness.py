@@ -466,3 +466,24 @@ def test_col2im_by_gather_agrees_with_the_tap_loop(xp, seed, monkeypatch):
     monkeypatch.setattr(lowering, "pairs_per_sample", lambda geometry, mode: 0)
     gathered = convmm.col2im(to_xp(xp, cols), cfg.size, cfg.kernel, **kw)
     assert_close(gathered, to_numpy(loop), xp)
+
+
+def test_the_first_engine_call_leaves_every_blas_on_its_threads():
+    """Numba's first compilation loads SciPy's BLAS; loaded from a pinned worker it
+    counted one CPU and kept one thread for good."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, convmm\n"
+            "from threadpoolctl import threadpool_info\n"
+            "convmm.set_num_threads(2)\n"
+            "x = np.ones((8, 32, 40, 40), np.float32); w = np.ones((32, 32, 3, 3), np.float32)\n"
+            "convmm.conv(x, w, padding=1)\n"
+            "print(sorted((i['filepath'], i['num_threads']) for i in threadpool_info()\n"
+            "             if i['user_api'] == 'blas'))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ,
+                                            "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr
+    counts = eval(done.stdout.strip().splitlines()[-1])   # [(path, threads), ...]
+    assert counts and all(threads == 2 for _, threads in counts), counts

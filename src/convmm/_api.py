@@ -354,7 +354,10 @@ def explain(function, *args, **kwargs) -> str:
     ``function`` is ``conv``, ``conv_transpose``, ``conv_backward`` or
     ``conv_transpose_backward`` (or their 1d/2d/3d forms, or a name); the
     arguments are the ones you would pass it.  One line per map the call runs
-    (a backward pass: one per gradient asked for, the bias gradient being a sum).
+    (a backward pass: one per input or weight gradient asked for; the bias
+    gradient, a sum, has no line, so ``needs=("bias",)`` gives an empty string).
+    Raises what the call would raise (a ValueError for a ``method`` that cannot
+    run the call, a ``grad_output`` of the wrong shape, ...).
 
     Examples
     --------

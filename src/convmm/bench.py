@@ -623,7 +623,11 @@ def _run_host(args, backend, layers, batch):
         results = []
         for job, (layer, which) in enumerate(jobs):
             _progress(job, len(jobs), f"{layer.name} {which}")
-            ours.ask(op="warm", job=job)
+            refused = ours.ask(op="warm", job=job).get("refused")
+            if refused:     # a method asked for by name that cannot run this layer
+                results.append(dict(layer=layer.name, shape=layer.shape(), which=which,
+                                    refused=refused))
+                continue
             if theirs:
                 theirs.ask(op="warm", job=job)
             mine, other = [], []
@@ -659,7 +663,8 @@ def _run_host(args, backend, layers, batch):
             theirs.close()
     setting = ((f"each library in its own process at its own defaults, rounds alternating, "
                 f"medians of {args.repeats}: " if peer_info else
-                f"convmm alone (PyTorch not installed), medians of {args.repeats}: ")
+                f"convmm alone (PyTorch not installed, or --no-torch), medians of "
+                f"{args.repeats}: ")
                + f"convmm on {info['threads']} thread(s) (BLAS {info['blas_threads']})"
                + (f", torch on {peer_info['threads']} thread(s)" if peer_info else ""))
     report = _report(args, backend, batch, results, gemm,
@@ -712,8 +717,13 @@ def _worker(library, config):
                 reply = dict(threads=convmm.get_num_threads(), blas_threads=blas,
                              imported_torch="torch" in sys.modules)
         elif op == "warm":
-            calls(request["job"])[0]()
-            reply = {}
+            try:
+                calls(request["job"])[0]()
+                reply = {}
+            except ValueError as error:     # e.g. method="winograd" on a strided layer
+                if library == "torch":
+                    raise
+                reply = dict(refused=str(error))
         elif op == "time":
             reply = dict(seconds=_wall_seconds(calls(request["job"])[0]))
         elif op == "memory":
@@ -879,13 +889,17 @@ def format_report(report, passes):
                   f"{'layer':<18} {'ms':>9} {'GFLOP/s':>8} {'extra MiB':>9} {peer + ' ms':>9} "
                   f"{'ratio':>6}"]
         for r in rows:
+            if r.get("refused"):
+                lines.append(f"{r['layer']:<18} refused: {r['refused'].split(';')[0]}")
+                continue
             torch_ms = "" if r["torch_seconds"] is None else f"{r['torch_seconds'] * 1e3:9.2f}"
             ratio = "" if r["ratio"] is None else f"{r['ratio']:6.2f}"
             lines.append(f"{r['layer']:<18} {r['seconds'] * 1e3:9.2f} {r['gflops']:8.1f} "
                          f"{r['extra_bytes'] / 2 ** 20:9.1f} {torch_ms:>9} {ratio:>6}")
+        rows = [r for r in rows if not r.get("refused")]
         mean = geometric_mean([r["ratio"] for r in rows])
         if mean is not None:
-            worst = max(rows, key=lambda r: r["ratio"])
+            worst = max(rows, key=lambda r: r["ratio"] or 0)
             lines.append(f"geometric mean convmm/{peer}: {mean:.2f}   worst: {worst['layer']} "
                          f"{worst['ratio']:.2f}")
     small = report.get("small") or []
