@@ -194,3 +194,32 @@ def test_conv_transpose_padding_mode():
         convmm.conv_transpose_backward(np.ones((1, 1, 1)), np.ones((1, 1, 5)), w, padding=3,
                                        padding_mode="circular")
     assert convmm.conv_transpose(x, w, padding=1, padding_mode="circular").shape == (1, 1, 3)
+
+
+@pytest.mark.parametrize("keyword, value, guess", [
+    ("padding_mode", "constant", "zeros"), ("padding_mode", "wrap", "circular"),
+    ("padding_mode", "edge", "replicate"), ("padding_mode", "mirror", "reflect"),
+    ("padding_mode", "reflet", "reflect"), ("method", "winogard", "winograd"),
+    ("data_format", "channel_last", "channels_last"),
+])
+def test_a_near_miss_or_another_librarys_name_gets_a_did_you_mean(keyword, value, guess):
+    x, w = np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3))
+    with pytest.raises(ValueError, match=f"{keyword} must be one of .*did you mean '{guess}'"):
+        convmm.conv(x, w, padding=1, **{keyword: value})
+
+
+def test_a_name_with_no_equivalent_gets_no_guess():
+    with pytest.raises(ValueError) as caught:
+        convmm.conv(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), padding=1,
+                    padding_mode="symmetric")
+    assert "did you mean" not in str(caught.value)
+
+
+def test_the_command_line_has_a_version_and_help_without_a_command(capsys):
+    from convmm.__main__ import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"convmm {convmm.__version__}"
+    assert main([]) == 0
+    assert "demo" in capsys.readouterr().out

@@ -132,3 +132,25 @@ def test_unfold_and_fold(seed):
     c = random_array(rng, cols.shape, cfg.dtype)
     _close(convmm.col2im(c, cfg.size, cfg.kernel, **kw),
            F.fold(torch.tensor(c), cfg.size, cfg.kernel, **kw), cfg.dtype)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_autograd_differentiates_through_convmm_on_torch_tensors(seed):
+    """convmm on torch tensors that require gradients runs the array-API path in torch's
+    own operations: the result carries a grad_fn, and torch.autograd's gradients equal
+    F.conv2d's (and convmm.conv_backward's)."""
+    rng = np.random.default_rng(700 + seed)
+    x = torch.from_numpy(rng.standard_normal((2, 4, 9, 8))).requires_grad_(True)
+    w = torch.from_numpy(rng.standard_normal((6, 2, 3, 3))).requires_grad_(True)
+    b = torch.from_numpy(rng.standard_normal(6)).requires_grad_(True)
+    kw = dict(stride=int(rng.integers(1, 3)), padding=1, dilation=int(rng.integers(1, 3)),
+              groups=2)
+    y = convmm.conv(x, w, b, **kw)
+    assert y.grad_fn is not None
+    g = torch.from_numpy(rng.standard_normal(tuple(y.shape)))
+    ours = torch.autograd.grad(y, (x, w, b), g)
+    theirs = torch.autograd.grad(F.conv2d(x, w, b, **kw), (x, w, b), g)
+    for a, e in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-10, atol=1e-10)
+    explicit = convmm.conv_backward(g.numpy(), x.detach().numpy(), w.detach().numpy(), **kw)
+    np.testing.assert_allclose(ours[1].numpy(), explicit.weight, rtol=1e-10, atol=1e-10)

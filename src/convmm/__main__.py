@@ -5,13 +5,19 @@ import sys
 
 
 def main(argv=None) -> int:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="python -m convmm", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"convmm {__version__}")
+    commands = parser.add_subparsers(dest="command")
     commands.add_parser("demo", help="run the seeds' worked examples through the array-API methods on every backend")
     from .bench import add_arguments
 
     add_arguments(commands.add_parser("bench", help="time the layer suite against PyTorch"))
     args = parser.parse_args(argv)
+    if args.command is None:        # no command: what there is, not an argparse error
+        parser.print_help()
+        return 0
     if args.command == "demo":
         from .demo import main as demo
 

@@ -80,9 +80,29 @@ def padding_spec(padding, nd: int, name: str = "padding"):
     return pairs
 
 
+SYNONYMS = {
+    # other libraries' names for convmm's padding modes (NumPy's np.pad, SciPy's ndimage)
+    "constant": "zeros", "zero": "zeros", "wrap": "circular", "edge": "replicate",
+    "nearest": "replicate", "mirror": "reflect",
+}
+"""Names other libraries use for a value convmm spells differently, for "did you mean"."""
+
+
 def choice(value, allowed: Sequence[str], name: str) -> str:
+    """``value`` if it is one of ``allowed``; else a ValueError naming the parameter, the
+    valid values and, for a near miss or another library's name, the likely one."""
     if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+        hint = ""
+        if isinstance(value, str):
+            import difflib
+
+            guess = SYNONYMS.get(value.lower())
+            if guess not in allowed:
+                close = difflib.get_close_matches(value.lower(), allowed, n=1, cutoff=0.6)
+                guess = close[0] if close else None
+            if guess is not None:
+                hint = f" (did you mean {guess!r}?)"
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}{hint}")
     return value
 
 
