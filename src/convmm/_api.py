@@ -228,6 +228,108 @@ conv1d, conv2d, conv3d = (_ranked(conv, r) for r in (1, 2, 3))
 conv_transpose1d, conv_transpose2d, conv_transpose3d = (_ranked(conv_transpose, r) for r in (1, 2, 3))
 
 
+# --------------------------------------------------------------------------- plain arrays
+SIGNAL_MODES = ("full", "valid", "same")
+
+
+def _plain_pair(in1, in2):
+    """(namespace, in1, in2) checked as two plain 1-3-d arrays of one rank."""
+    xp = namespace(in1=in1, in2=in2)
+    for name, a in (("in1", in1), ("in2", in2)):
+        if a.ndim not in (1, 2, 3):
+            raise ValueError(f"{name} must be a plain 1-, 2- or 3-d array (no batch or "
+                             f"channel axes; use conv for those), got shape {tuple(a.shape)}")
+        if any(n < 1 for n in a.shape):
+            raise ValueError(f"{name} must not be empty, got shape {tuple(a.shape)}")
+    if in1.ndim != in2.ndim:
+        raise ValueError(f"in1 and in2 must have the same number of dimensions, got "
+                         f"shapes {tuple(in1.shape)} and {tuple(in2.shape)}")
+    return xp, in1, in2
+
+
+def correlate(in1, in2, mode="full", *, boundary="zeros", method="auto"):
+    """Cross-correlate two plain 1-, 2- or 3-d arrays, as ``scipy.signal.correlate``.
+
+    ``z[k] = Σ_l in1[l + k − p]·conj(in2[l])`` with ``p`` the padding ``mode`` implies:
+    "full" (every overlap, size M + N − 1), "valid" (no padding: |M − N| + 1; in1 or
+    in2 must be at least as large as the other in every dimension), "same" (in1's
+    size, centred on "full" as SciPy centres it: N // 2 before, (N − 1) // 2 after).
+    Lowered to ``conv`` with one image of one channel and the kernel ``conj(in2)``.
+
+    Parameters
+    ----------
+    in1, in2 : array
+        Plain arrays of one rank (1, 2 or 3), float32, float64, complex64 or
+        complex128 (promoted together), no batch or channel axes.
+    mode : "full", "valid" or "same"
+    boundary : "zeros", "reflect", "replicate" or "circular"
+        How in1 is extended past its edges ("zeros" gives SciPy's results;
+        otherwise ``np.pad(in1, padding, mode)`` with NumPy's "reflect", "edge"
+        or "wrap", then "valid").
+    method : as ``conv``'s.
+
+    Returns
+    -------
+    array in in1's namespace, the promoted dtype.
+
+    Raises
+    ------
+    TypeError
+        not arrays, mixed namespaces, an integer, bool or half dtype.
+    ValueError
+        another rank, an empty array, an unknown mode or boundary, "valid" with
+        neither array the larger in every dimension, or a boundary wider than
+        in1 allows (reflect: padding < size; circular: padding ≤ size).
+
+    Examples
+    --------
+    >>> import numpy as np, convmm
+    >>> convmm.correlate(np.array([1., 2, 3]), np.array([0., 1, 0.5]))
+    array([0.5, 2. , 3.5, 3. , 0. ])
+    """
+    xp, in1, in2 = _plain_pair(in1, in2)
+    return _correlate(xp, in1, conj(xp, in2), mode, boundary, method)
+
+
+def convolve(in1, in2, mode="full", *, boundary="zeros", method="auto"):
+    """Convolve two plain 1-, 2- or 3-d arrays, as ``scipy.signal.convolve``:
+    ``correlate(in1, flip(in2))`` without the conjugate (see ``correlate``).
+
+    >>> import numpy as np, convmm
+    >>> convmm.convolve(np.array([1., 2, 3]), np.array([0., 1, 0.5]))
+    array([0. , 1. , 2.5, 4. , 1.5])
+    """
+    xp, in1, in2 = _plain_pair(in1, in2)
+    return _correlate(xp, in1, xp.flip(in2), mode, boundary, method)
+
+
+def _correlate(xp, in1, kernel, mode, boundary, method):
+    """``correlate``'s lowering: conv of one image of one channel with ``kernel``."""
+    choice(mode, SIGNAL_MODES, "mode")
+    sizes, taps = tuple(in1.shape), tuple(kernel.shape)
+    window = None
+    if mode == "full":
+        padding = tuple((n - 1, n - 1) for n in taps)
+    elif mode == "same":
+        padding = tuple((n // 2, (n - 1) // 2) for n in taps)
+    elif all(m >= n for m, n in zip(sizes, taps)):
+        padding = 0
+    elif all(m <= n for m, n in zip(sizes, taps)):
+        # in2 the larger: SciPy's "valid" is the part of "full" where in1 lies inside in2.
+        padding = tuple((n - 1, n - 1) for n in taps)
+        window = tuple(slice(m - 1, n) for m, n in zip(sizes, taps))
+    else:
+        raise ValueError(f"mode='valid' needs in1 or in2 at least as large as the other in "
+                         f"every dimension, got shapes {sizes} and {taps}")
+    try:
+        y = conv(xp.reshape(in1, (1, 1, *sizes)), xp.reshape(kernel, (1, 1, *taps)),
+                 padding=padding, padding_mode=boundary, method=method)
+    except ValueError as error:     # name correlate's parameters, not conv's
+        raise ValueError(str(error).replace("padding_mode", "boundary")) from None
+    y = y[0, 0, ...]
+    return y if window is None else y[window]
+
+
 # --------------------------------------------------------------------------- im2col
 def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zeros",
            data_format="channels_first"):
