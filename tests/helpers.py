@@ -128,7 +128,8 @@ def _same_pairs(size, kernel, stride, dilation):
     return tuple(out)
 
 
-def random_config(rng, *, nd=None, modes=("zeros", "reflect", "replicate", "circular"),
+def random_config(rng, *, nd=None, modes=("zeros", "reflect", "replicate", "circular",
+                                           "symmetric"),
                   dtypes=("float32", "float64", "complex64", "complex128"),
                   formats=("channels_first", "channels_last"), max_size=None):
     """A valid configuration drawn from every axis of the parameter space."""
@@ -163,7 +164,7 @@ def random_config(rng, *, nd=None, modes=("zeros", "reflect", "replicate", "circ
             continue
         if mode == "reflect" and any(max(p) >= i for p, i in zip(pairs, size)):
             continue
-        if mode == "circular" and any(max(p) > i for p, i in zip(pairs, size)):
+        if mode in ("circular", "symmetric") and any(max(p) > i for p, i in zip(pairs, size)):
             continue
         batch = None if rng.random() < 0.15 else int(rng.integers(1, 3))
         return Config(

@@ -46,10 +46,10 @@ def _transpose_case(rng):
             out = [m + a for m, a in zip(smallest, cfg.output_padding)]
             pairs = cfg.pairs
             break
-    mode = str(rng.choice(["zeros", "reflect", "replicate", "circular"]))
+    mode = str(rng.choice(["zeros", "reflect", "replicate", "circular", "symmetric"]))
     if mode == "reflect" and any(max(p) >= o for p, o in zip(pairs, out)):
         mode = "zeros"
-    if mode == "circular" and any(max(p) > o for p, o in zip(pairs, out)):
+    if mode in ("circular", "symmetric") and any(max(p) > o for p, o in zip(pairs, out)):
         mode = "zeros"
     x = random_array(rng, (cfg.batch or 1, cfg.in_channels, *cfg.size), cfg.dtype)
     x = to_layout(x, cfg)[0] if cfg.batch is None else to_layout(x, cfg)

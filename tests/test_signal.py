@@ -10,7 +10,8 @@ import scipy.signal
 import convmm
 from helpers import assert_close, to_numpy
 
-NUMPY_PAD = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+NUMPY_PAD = {"reflect": "reflect", "replicate": "edge", "circular": "wrap",
+             "symmetric": "symmetric"}
 
 
 def _pair(rng, dtype, larger_in2=False):

@@ -61,7 +61,7 @@ def _close(ours, theirs, dtype):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_conv_and_autograd(seed):
     rng = np.random.default_rng(1000 + seed)
-    cfg = random_config(rng)
+    cfg = random_config(rng, modes=tuple(TORCH_MODE))
     cfg.batch = cfg.batch or 1  # torch's padding modes need a batch axis
     x, w, b = make_conv_inputs(rng, cfg)
     tx, tw, tb = (_tensor(_first(x, cfg.data_format), True), _tensor(_weight_first(w, cfg.data_format), True),

@@ -66,7 +66,7 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
     padding : int, sequence of ints, sequence of (before, after) pairs, "valid", "same" or "full"
         "same" gives ⌈S/s⌉ outputs for any stride, the odd extra sample at the end.
     groups : int
-    padding_mode : "zeros", "reflect", "replicate" or "circular"
+    padding_mode : "zeros", "reflect", "replicate", "circular" or "symmetric"
     data_format : "channels_first" or "channels_last"
     method : "auto", "im2col", "tiled_blas", "implicit_gemm", "direct" or "winograd"
         "im2col": the patch matrix (in pieces) and batched GEMMs (any namespace);
@@ -119,7 +119,7 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
     weight : array
         The forward convolution's weight: (C_in, C_out/groups, *K) channels-first,
         (*K, C_out/groups, C_in) channels-last (PyTorch's and TensorFlow's conventions).
-    padding_mode : "zeros", "reflect", "replicate" or "circular"
+    padding_mode : "zeros", "reflect", "replicate", "circular" or "symmetric"
     method : "auto", "im2col" (GEMM with Wᵀ, then col2im) or "zero_insertion"
         (insert s − 1 zeros, flip the kernel, pad d·(K − 1) − p, convolve with stride 1,
         phase by phase so that no inserted zero is multiplied; for another padding
@@ -262,10 +262,11 @@ def correlate(in1, in2, mode="full", *, boundary="zeros", method="auto"):
         Plain arrays of one rank (1, 2 or 3), float32, float64, complex64 or
         complex128 (promoted together), no batch or channel axes.
     mode : "full", "valid" or "same"
-    boundary : "zeros", "reflect", "replicate" or "circular"
+    boundary : "zeros", "reflect", "replicate", "circular" or "symmetric"
         How in1 is extended past its edges ("zeros" gives SciPy's results;
-        otherwise ``np.pad(in1, padding, mode)`` with NumPy's "reflect", "edge"
-        or "wrap", then "valid").
+        otherwise ``np.pad(in1, padding, mode)`` with NumPy's "reflect", "edge",
+        "wrap" or "symmetric", then "valid"; ``scipy.signal.correlate2d``'s
+        "symm" is "symmetric", its "wrap" "circular").
     method : as ``conv``'s.
 
     Returns
@@ -279,7 +280,7 @@ def correlate(in1, in2, mode="full", *, boundary="zeros", method="auto"):
     ValueError
         another rank, an empty array, an unknown mode or boundary, "valid" with
         neither array the larger in every dimension, or a boundary wider than
-        in1 allows (reflect: padding < size; circular: padding ≤ size).
+        in1 allows (reflect: padding < size; circular, symmetric: padding ≤ size).
 
     Examples
     --------

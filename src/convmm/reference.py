@@ -64,6 +64,8 @@ def _source(p, size, mode):
         return 0 if p < 0 else size - 1
     if mode == "circular":
         return p % size
+    if mode == "symmetric":
+        return -p - 1 if p < 0 else 2 * size - 1 - p
     raise ValueError(mode)
 
 

@@ -93,7 +93,8 @@ def _formula_output(input_size, kernel_size, stride, dilation, padding):
 
 
 def _check_mode(padding, input_size, padding_mode):
-    """Reflect needs pad < size (it never repeats the edge); circular needs pad <= size."""
+    """Reflect needs pad < size (it never repeats the edge); circular and symmetric need
+    pad <= size (one period, one mirror image)."""
     if padding_mode == "reflect":
         for i, (b, a) in zip(input_size, padding):
             if max(b, a) >= i:
@@ -101,11 +102,12 @@ def _check_mode(padding, input_size, padding_mode):
                     f"padding_mode='reflect' needs padding smaller than the input size, "
                     f"got padding {(b, a)} for size {i}"
                 )
-    elif padding_mode == "circular":
+    elif padding_mode in ("circular", "symmetric"):
         for i, (b, a) in zip(input_size, padding):
             if max(b, a) > i:
+                what = "wrap around" if padding_mode == "circular" else "mirror"
                 raise ValueError(
-                    f"padding_mode='circular' cannot wrap around more than once: "
+                    f"padding_mode={padding_mode!r} cannot {what} more than once: "
                     f"padding {(b, a)} exceeds size {i}"
                 )
 

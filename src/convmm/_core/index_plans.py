@@ -30,7 +30,9 @@ def axis_source(size: int, before: int, after: int, mode: str) -> np.ndarray:
     Padded position ``j`` (``0 ≤ j < before + size + after``) stands for the
     input coordinate ``p = j − before``, which each mode maps back:
     zeros → p if inside else −1; reflect → mirror about the edge samples
-    (``−p``, ``2(size−1) − p``); replicate → the nearest edge; circular → p mod size.
+    (``−p``, ``2(size−1) − p``); replicate → the nearest edge; circular → p mod size;
+    symmetric → mirror about the edges themselves, repeating the edge sample
+    (``−p − 1``, ``2·size − 1 − p``: NumPy's "symmetric", SciPy ndimage's "reflect").
     """
     p = np.arange(-before, size + after, dtype=np.intp)
     if mode == "zeros":
@@ -41,6 +43,8 @@ def axis_source(size: int, before: int, after: int, mode: str) -> np.ndarray:
         src = np.clip(p, 0, size - 1)
     elif mode == "circular":
         src = np.mod(p, size)
+    elif mode == "symmetric":
+        src = np.where(p < 0, -p - 1, np.where(p >= size, 2 * size - 1 - p, p))
     else:  # validated at the boundary
         raise AssertionError(mode)
     return _frozen(src)

@@ -13,7 +13,7 @@ import operator
 from collections.abc import Sequence
 
 PADDING_STRINGS = ("valid", "same", "full")
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
 DATA_FORMATS = ("channels_first", "channels_last")
 
 
@@ -83,7 +83,7 @@ def padding_spec(padding, nd: int, name: str = "padding"):
 SYNONYMS = {
     # other libraries' names for convmm's padding modes (NumPy's np.pad, SciPy's ndimage)
     "constant": "zeros", "zero": "zeros", "wrap": "circular", "edge": "replicate",
-    "nearest": "replicate", "mirror": "reflect",
+    "nearest": "replicate", "mirror": "reflect", "symm": "symmetric",
 }
 """Names other libraries use for a value convmm spells differently, for "did you mean"."""
 
