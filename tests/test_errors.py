@@ -197,8 +197,8 @@ def test_conv_transpose_padding_mode():
 
 
 @pytest.mark.parametrize("keyword, value, guess", [
-    ("padding_mode", "constant", "zeros"), ("padding_mode", "wrap", "circular"),
-    ("padding_mode", "edge", "replicate"), ("padding_mode", "mirror", "reflect"),
+    ("padding_mode", "nearest", "replicate"), ("padding_mode", "mirror", "reflect"),
+    ("padding_mode", "symm", "symmetric"), ("padding_mode", "fill", "zeros"),
     ("padding_mode", "reflet", "reflect"), ("method", "winogard", "winograd"),
     ("data_format", "channel_last", "channels_last"),
 ])
@@ -223,3 +223,32 @@ def test_the_command_line_has_a_version_and_help_without_a_command(capsys):
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"convmm {convmm.__version__}"
     assert main([]) == 0
     assert "demo" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("alias, mode", [("constant", "zeros"), ("edge", "replicate"),
+                                         ("wrap", "circular")])
+def test_np_pads_names_are_accepted_with_one_meaning(alias, mode):
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 2, 7, 6)), rng.standard_normal((3, 2, 3, 3))
+    np.testing.assert_array_equal(convmm.conv(x, w, padding=2, padding_mode=alias),
+                                  convmm.conv(x, w, padding=2, padding_mode=mode))
+    np.testing.assert_array_equal(convmm.im2col(x, 3, padding=1, padding_mode=alias),
+                                  convmm.im2col(x, 3, padding=1, padding_mode=mode))
+    np.testing.assert_array_equal(convmm.correlate(x[0, 0], w[0, 0], "same", boundary=alias),
+                                  convmm.correlate(x[0, 0], w[0, 0], "same", boundary=mode))
+
+
+def test_plain_arrays_get_errors_that_name_the_real_problem():
+    image, kernel = np.ones((16, 16)), np.ones((3, 3))
+    with pytest.raises(ValueError, match=r"weight must have 3, 4 or 5 dimensions.*convmm.correlate"):
+        convmm.conv(image, kernel, padding="same")
+    with pytest.raises(ValueError, match=r"x must be \(N, C, \*S\).*got shape \(16, 16\)"):
+        convmm.im2col(image, 7)
+    with pytest.raises(ValueError, match=r"x must be \(N, C, \*S\).*got shape \(16, 16\)"):
+        convmm.upsample_bilinear(image, 2)
+    # … and what a SciPy user writes instead works:
+    import scipy.signal
+    np.testing.assert_allclose(convmm.correlate(image, kernel, mode="same"),
+                               scipy.signal.correlate(image, kernel, mode="same"))
+    assert convmm.im2col(image[None, None], 7).shape == (1, 49, 100)
+    assert convmm.upsample_bilinear(image[None, None], 2).shape[:2] == (1, 1)

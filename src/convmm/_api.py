@@ -67,6 +67,7 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
         "same" gives ⌈S/s⌉ outputs for any stride, the odd extra sample at the end.
     groups : int
     padding_mode : "zeros", "reflect", "replicate", "circular" or "symmetric"
+        (or np.pad's "constant", "edge", "wrap" for the first, third and fourth)
     data_format : "channels_first" or "channels_last"
     method : "auto", "im2col", "tiled_blas", "implicit_gemm", "direct" or "winograd"
         "im2col": the patch matrix (in pieces) and batched GEMMs (any namespace);
@@ -120,6 +121,7 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
         The forward convolution's weight: (C_in, C_out/groups, *K) channels-first,
         (*K, C_out/groups, C_in) channels-last (PyTorch's and TensorFlow's conventions).
     padding_mode : "zeros", "reflect", "replicate", "circular" or "symmetric"
+        (or np.pad's "constant", "edge", "wrap" for the first, third and fourth)
     method : "auto", "im2col" (GEMM with Wᵀ, then col2im) or "zero_insertion"
         (insert s − 1 zeros, flip the kernel, pad d·(K − 1) − p, convolve with stride 1,
         phase by phase so that no inserted zero is multiplied; for another padding
@@ -353,7 +355,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zer
     """
     xp = namespace(x=x)
     check_dtype(xp, x, "x")
-    nd = rank_from(kernel_size, x.ndim - 2, "kernel_size")
+    nd = rank_from(kernel_size, x.ndim - 2, "kernel_size", x.shape)
     xb, batched = with_batch_axis(xp, x, nd, "x")
     spatial = LAYOUTS[choice(data_format, DATA_FORMATS, "data_format")].spatial(xb.shape, nd)
     layout, mode, geometry = lowering_geometry(spatial, kernel_size, nd, stride, padding,

@@ -80,12 +80,24 @@ def padding_spec(padding, nd: int, name: str = "padding"):
     return pairs
 
 
+PADDING_ALIASES = {"constant": "zeros", "edge": "replicate", "wrap": "circular"}
+"""``np.pad``'s names for convmm's padding modes, accepted as well ("reflect" and
+"symmetric" mean the same in both)."""
+
 SYNONYMS = {
-    # other libraries' names for convmm's padding modes (NumPy's np.pad, SciPy's ndimage)
-    "constant": "zeros", "zero": "zeros", "wrap": "circular", "edge": "replicate",
-    "nearest": "replicate", "mirror": "reflect", "symm": "symmetric",
+    # other libraries' names for convmm's padding modes (SciPy's ndimage and signal)
+    "zero": "zeros", "nearest": "replicate", "mirror": "reflect", "symm": "symmetric",
+    "fill": "zeros",
 }
 """Names other libraries use for a value convmm spells differently, for "did you mean"."""
+
+
+def padding_mode(value, name: str = "padding_mode") -> str:
+    """A padding mode as convmm names it: one of ``PADDING_MODES`` or an ``np.pad`` name
+    for one (``PADDING_ALIASES``); else ``choice``'s ValueError, with a "did you mean"."""
+    if isinstance(value, str) and value in PADDING_ALIASES:
+        return PADDING_ALIASES[value]
+    return choice(value, PADDING_MODES, name)
 
 
 def choice(value, allowed: Sequence[str], name: str) -> str:

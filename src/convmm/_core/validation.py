@@ -24,7 +24,8 @@ import numpy as np
 from .geometry import ConvGeometry, conv_geometry, transpose_geometry
 from .layout import LAYOUTS
 from .params import (CONV_METHODS, CONV_TRANSPOSE_METHODS, DATA_FORMATS, GRADIENT_NAMES,
-                     PADDING_MODES, as_int, choice, groups_count, int_tuple, padding_spec)
+                     as_int, choice, groups_count, int_tuple, padding_spec)
+from .params import padding_mode as normalise_padding_mode
 
 
 def namespace(**arrays):
@@ -75,9 +76,11 @@ def spatial_rank(weight, expected=None):
     """The number of spatial dims the weight's rank fixes (1, 2 or 3; ``expected`` if given)."""
     nd = weight.ndim - 2
     if nd not in (1, 2, 3):
+        plain = ("; for plain arrays without channel axes, convmm.correlate(in1, in2, "
+                 "mode='same') is the SciPy-style call" if weight.ndim in (1, 2) else "")
         raise ValueError(
-            f"weight must have 3, 4 or 5 dimensions (1, 2 or 3 spatial dims), got shape "
-            f"{tuple(weight.shape)}"
+            f"weight must have 3, 4 or 5 dimensions, (C_out, C_in/groups, *K) with 1, 2 or 3 "
+            f"spatial dims, got shape {tuple(weight.shape)}{plain}"
         )
     if expected is not None and nd != expected:
         raise ValueError(
@@ -271,7 +274,7 @@ def configure(xp, x, x_shape, weight, bias, grad_output, batched, x_name, *, tra
               output_size=None):
     """The keywords checked against a batched input shape and the weight: a ``Call``."""
     layout = LAYOUTS[choice(data_format, DATA_FORMATS, "data_format")]
-    mode = choice(padding_mode, PADDING_MODES, "padding_mode")
+    mode = normalise_padding_mode(padding_mode)
     methods = CONV_TRANSPOSE_METHODS if transposed else CONV_METHODS
     method = choice(method, methods, "method")
     nd = spatial_rank(weight)
@@ -352,20 +355,28 @@ def lowering_geometry(spatial, kernel_size, nd, stride, padding, dilation, paddi
                       data_format):
     """(layout, padding mode, geometry) of ``im2col`` / ``col2im``'s keywords."""
     layout = LAYOUTS[choice(data_format, DATA_FORMATS, "data_format")]
-    mode = choice(padding_mode, PADDING_MODES, "padding_mode")
+    mode = normalise_padding_mode(padding_mode)
     geometry = conv_geometry(tuple(spatial), int_tuple(kernel_size, nd, "kernel_size", minimum=1),
                              int_tuple(stride, nd, "stride", minimum=1), padding_spec(padding, nd),
                              int_tuple(dilation, nd, "dilation", minimum=1), mode)
     return layout, mode, geometry
 
 
-def rank_from(kernel_size, fallback, name):
-    """The spatial rank a size argument fixes: its length, or ``fallback`` for an int."""
+def rank_from(kernel_size, fallback, name, x_shape=None):
+    """The spatial rank a size argument fixes: its length, or ``fallback`` for an int
+    (then the rank of x, of shape ``x_shape``, less its batch and channel axes: an x of
+    the wrong rank is named as the problem)."""
     if isinstance(kernel_size, Sequence) and not isinstance(kernel_size, str):
         nd = len(kernel_size)
     else:
         as_int(kernel_size, name)
         nd = fallback
+        if x_shape is not None and nd not in (1, 2, 3):
+            raise ValueError(
+                f"x must be (N, C, *S) or (N, *S, C) with 1, 2 or 3 spatial dims when {name} "
+                f"is an int, got shape {tuple(x_shape)}; add the batch and channel axes "
+                f"(x[None, None] for one plain image), or give {name} as a sequence of "
+                f"one size per spatial dim for an unbatched x")
     if nd not in (1, 2, 3):
         raise ValueError(f"{name} must describe 1, 2 or 3 spatial dims, got {nd}")
     return nd

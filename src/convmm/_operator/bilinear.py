@@ -113,7 +113,7 @@ def upsample_bilinear(x, factor, *, data_format="channels_first"):
     """
     xp = namespace(x=x)
     check_dtype(xp, x, "x")
-    nd = rank_from(factor, x.ndim - 2, "factor")
+    nd = rank_from(factor, x.ndim - 2, "factor", x.shape)
     factors = _factors(factor, nd)
     layout = LAYOUTS[choice(data_format, DATA_FORMATS, "data_format")]
     batched, _ = with_batch_axis(xp, x, nd, "x")
