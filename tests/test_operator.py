@@ -18,7 +18,7 @@ from helpers import (assert_close, make_conv_inputs, random_array, random_config
                      wide)
 
 SEEDS = range(30)
-MODES = ("zeros", "reflect", "replicate", "circular")
+MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
 
 
 def _conv_keywords(cfg):
@@ -438,7 +438,7 @@ def test_norm_bound_is_tight_for_zero_padding_and_circulant_operators(mode):
     op = convmm.ConvOperator(w, (3, 24, 24), padding="same", padding_mode=mode)
     ratio = op.norm_bound() / op.norm(tol=1e-10)
     assert 1 <= ratio <= {"zeros": 1.05, "circular": 1 + 1e-9, "reflect": 2.0,
-                          "replicate": 2.0}[mode]
+                          "replicate": 2.0, "symmetric": 2.0}[mode]
     blur = rng.random((1, 1, 5, 5))
     op = convmm.ConvOperator(blur, (1, 24, 24), padding="same", padding_mode=mode)
     assert 1 <= op.norm_bound(iterations=3) / op.norm(tol=1e-10) <= 1.06

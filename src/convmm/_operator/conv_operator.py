@@ -495,9 +495,9 @@ class ConvOperator:
         frequency f of the P-grid (Sedghi, Gupta & Long, "The Singular Values
         of Convolutional Layers", ICLR 2019) and n_s the number of padded
         positions that copy input sample s (PadᵀPad = diag(n_s)): 1 for zero
-        padding, at most 2 for reflect (3 where both edges' padding reaches
-        one sample), 1 + p_b or 1 + p_a at the edges for replicate, up to 3
-        for circular.  With circular padding each output row of C is also a
+        padding, at most 2 for reflect and symmetric (3 where both edges'
+        padding reaches one sample), 1 + p_b or 1 + p_a at the edges for
+        replicate, up to 3 for circular.  With circular padding each output row of C is also a
         row of the circular convolution C_S on the input grid itself, so
         C = R'·C_S with R' a 0/1 row selection (a row repeated where more
         outputs than inputs wrap, e.g. ``padding="full"``), and
