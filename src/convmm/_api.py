@@ -167,9 +167,36 @@ def conv_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, pad
     bias: the sum of grad_output over the batch and positions.  For complex
     arrays these are the conjugate gradients that torch.autograd returns.
 
+    Parameters
+    ----------
+    grad_output : array
+        ∂L/∂y, shaped like ``conv``'s output: (N, C_out, *O) or (N, *O, C_out),
+        the batch axis left out where x leaves it out.
+    x, weight : array
+        ``conv``'s input and weight (see ``conv``); one namespace and one promoted
+        float or complex dtype with grad_output.
+    needs : str or sequence of "input", "weight", "bias"
+        The gradients to compute (default all three).
+    stride, padding, dilation, groups, padding_mode, data_format, method
+        As ``conv``'s: the forward call whose gradients these are.
+
     Returns
     -------
-    ConvGrads(input, weight, bias), None for the names not in ``needs``.
+    ConvGrads(input, weight, bias), None for the names not in ``needs``: shaped
+    like x, weight and (C_out,), in x's namespace.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``conv``; a ValueError where grad_output's shape is not the output's
+        or ``needs`` names something else.
+
+    Examples
+    --------
+    >>> import numpy as np, convmm
+    >>> x, w = np.arange(5.).reshape(1, 1, 5), np.array([[[1., -1]]])
+    >>> convmm.conv_backward(np.ones((1, 1, 4)), x, w).weight
+    array([[[ 6., 10.]]])
     """
     call = _prepare(x, weight, None, grad_output, transposed=False, stride=stride,
                     padding=padding, dilation=dilation, groups=groups,
@@ -195,6 +222,35 @@ def conv_transpose_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, str
 
     input: ``conv(grad_output, conj(weight))`` (the transpose of the transpose);
     weight: ``Σ_n conj(X)·im2col(grad_output)ᵀ``; bias: the sum of grad_output.
+
+    Parameters
+    ----------
+    grad_output : array
+        ∂L/∂y, shaped like ``conv_transpose``'s output.
+    x, weight : array
+        ``conv_transpose``'s input and (forward convolution's) weight.
+    needs : str or sequence of "input", "weight", "bias"
+        The gradients to compute (default all three).
+    stride, padding, output_padding, dilation, groups, output_size, padding_mode,
+    data_format, method
+        As ``conv_transpose``'s.
+
+    Returns
+    -------
+    ConvGrads(input, weight, bias), None for the names not in ``needs``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``conv_transpose``; a ValueError where grad_output's shape is not the
+        output's.
+
+    Examples
+    --------
+    >>> import numpy as np, convmm
+    >>> x, w = np.ones((1, 1, 2)), np.array([[[1., 2]]])
+    >>> convmm.conv_transpose_backward(np.arange(3.).reshape(1, 1, 3), x, w).input
+    array([[[2., 5.]]])
     """
     call = _prepare(x, weight, None, grad_output, transposed=True, stride=stride,
                     padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
