@@ -608,6 +608,19 @@ class _Worker:
         self.process.stdout.close()
 
 
+def _alternating(ours, theirs, repeats, **request):
+    """Medians of ``repeats`` rounds of ``request`` to each worker process (``theirs``
+    may be None), the order alternating round by round, a handover before each: the
+    two libraries' (median, median or None) seconds."""
+    mine, other = [], []
+    for round_ in range(repeats):
+        order = [(ours, mine), (theirs, other)] if theirs else [(ours, mine)]
+        for worker, times in (order if round_ % 2 == 0 else order[::-1]):
+            time.sleep(HANDOVER_S)
+            times.append(worker.ask(**request)["seconds"])
+    return statistics.median(mine), statistics.median(other) if other else None
+
+
 def _run_host(args, backend, layers, batch):
     import importlib.util
 
@@ -630,14 +643,7 @@ def _run_host(args, backend, layers, batch):
                 continue
             if theirs:
                 theirs.ask(op="warm", job=job)
-            mine, other = [], []
-            for round_ in range(args.repeats):
-                order = [(ours, mine), (theirs, other)] if theirs else [(ours, mine)]
-                for worker, times in (order if round_ % 2 == 0 else order[::-1]):
-                    time.sleep(HANDOVER_S)
-                    times.append(worker.ask(op="time", job=job)["seconds"])
-            t_ours = statistics.median(mine)
-            t_torch = statistics.median(other) if other else None
+            t_ours, t_torch = _alternating(ours, theirs, args.repeats, op="time", job=job)
             extra = ours.ask(op="memory", job=job)["bytes"]
             results.append(dict(layer=layer.name, shape=layer.shape(), which=which,
                                 seconds=t_ours, gflops=layer.flops(which) / t_ours / 1e9,
@@ -646,14 +652,7 @@ def _run_host(args, backend, layers, batch):
         _progress(len(jobs), len(jobs), "done")
         small = []
         for name in (small_cases() if args.small else []):
-            mine, other = [], []
-            for round_ in range(args.repeats):
-                order = [(ours, mine), (theirs, other)] if theirs else [(ours, mine)]
-                for worker, times in (order if round_ % 2 == 0 else order[::-1]):
-                    time.sleep(HANDOVER_S)
-                    times.append(worker.ask(op="small", name=name)["seconds"])
-            t_ours = statistics.median(mine)
-            t_torch = statistics.median(other) if other else None
+            t_ours, t_torch = _alternating(ours, theirs, args.repeats, op="small", name=name)
             small.append(dict(case=name, seconds=t_ours, torch_seconds=t_torch,
                               ratio=None if t_torch is None else t_ours / t_torch))
         gemm = ours.ask(op="gemm", repeats=max(args.repeats, 5))["rows"] if args.gemm else []

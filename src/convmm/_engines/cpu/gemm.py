@@ -32,7 +32,7 @@ import os
 import numpy as np
 from numba import njit
 
-from .kernels import REDUCTION_DEPTH
+from .kernels import REDUCTION_DEPTH, pad_plane, widen_plane
 from .microkernel import MR, NR, microkernel, microkernel_padded
 
 def _cache_bytes(level, fallback):
@@ -304,20 +304,10 @@ def weight_grad_wide(padded, offsets, grads, groups, dw, q0, q1):
 def widen(x, source, grads, crop, width, padded, wide):
     """One image onto the padded grid: padded[c] = x̃_c (``source`` from ``padded_source``),
     wide[o] = grads[o] at its window starts (``crop``, rows of ``width``), zero elsewhere."""
-    pixels = x.shape[1]
     for c in range(x.shape[0]):
-        plane, target = x[c], padded[c]
-        for q in range(source.shape[0]):
-            s = source[q]
-            target[q] = plane[s] if s < pixels else 0
+        pad_plane(x[c], source, padded[c])
     for o in range(grads.shape[0]):
-        target = wide[o]
-        target[:] = 0
-        for r in range(crop.shape[0] // width):
-            start = crop[r * width]
-            row = grads[o, r * width:(r + 1) * width]
-            for j in range(width):
-                target[start + j] = row[j]
+        widen_plane(grads[o], crop, width, wide[o])
 
 
 # --------------------------------------------------------------------------- in-place patches

@@ -121,12 +121,25 @@ def col2im_channels_last(cols, inverse, taps, start, count, pixels, first_channe
 
 
 @njit(nogil=True, cache=True)
-def _pad_plane(x, source, padded):
+def pad_plane(x, source, padded):
     """padded[q] = x[source[q]], or 0 where source[q] == len(x)."""
     pixels = x.shape[0]
     for q in range(source.shape[0]):
         s = source[q]
         padded[q] = x[s] if s < pixels else 0
+
+
+@njit(nogil=True, cache=True)
+def widen_plane(values, crop, width, plane):
+    """An output plane onto the padded grid (``index_plans.wide_plan``): plane[crop[l]] =
+    values[l], rows of ``width`` outputs contiguous there, zero at the other window
+    starts up to the last output's."""
+    plane[:crop[crop.shape[0] - 1] + 1] = 0
+    for r in range(crop.shape[0] // width):
+        start = crop[r * width]
+        row = values[r * width:(r + 1) * width]
+        for j in range(width):
+            plane[start + j] = row[j]
 
 
 @njit(nogil=True, cache=True)
@@ -197,7 +210,7 @@ def direct_forward(x, w, groups, source, rows, width, dilation, stride, first, s
             y[image * out_channels + o, :] = 0
         if not blocked:
             for c in range(in_per_group):
-                _pad_plane(x[image * in_channels + g * in_per_group + c], source, padded)
+                pad_plane(x[image * in_channels + g * in_per_group + c], source, padded)
                 for o in range(g * per_group, (g + 1) * per_group):
                     _accumulate_forward(padded, w, o, c, taps, rows, width, last_taps,
                                         dilation, stride, 0, taps,
@@ -215,7 +228,7 @@ def direct_forward(x, w, groups, source, rows, width, dilation, stride, first, s
                     part[:o1 - o0] = 0
                     for c in range(c0, c1):
                         if t0 == 0 or c1 - c0 > 1:
-                            _pad_plane(x[image * in_channels + g * in_per_group + c], source,
+                            pad_plane(x[image * in_channels + g * in_per_group + c], source,
                                        padded)
                         for o in range(o0, o1):
                             _accumulate_forward(padded, w, o, c, taps, rows, width, last_taps,
@@ -252,7 +265,7 @@ def direct_forward_wide(x, w, groups, source, offsets, crop, width, first, stop,
         for o in range(per_group):
             wide[o, :span] = 0
         for c in range(in_per_group):
-            _pad_plane(x[image * in_channels + g * in_per_group + c], source, padded)
+            pad_plane(x[image * in_channels + g * in_per_group + c], source, padded)
             for o in range(per_group):
                 target = wide[o, :span]
                 for t in range(taps):
@@ -429,16 +442,9 @@ def direct_weight_grad_wide(g, x, groups, source, offsets, crop, width, first, s
     for unit in range(first, stop):
         image, group = unit // groups, unit % groups
         for o in range(per_group):
-            plane = wide[o]
-            plane[:span] = 0
-            grad = g[image * out_channels + group * per_group + o]
-            for r in range(crop.shape[0] // width):
-                start = crop[r * width]
-                row = grad[r * width:(r + 1) * width]
-                for j in range(width):
-                    plane[start + j] = row[j]
+            widen_plane(g[image * out_channels + group * per_group + o], crop, width, wide[o])
         for c in range(in_per_group):
-            _pad_plane(x[image * in_channels + group * in_per_group + c], source, padded)
+            pad_plane(x[image * in_channels + group * in_per_group + c], source, padded)
             for o in range(per_group):
                 gw = wide[o]
                 for t in range(taps):
@@ -463,7 +469,7 @@ def direct_weight_grad(g, x, groups, source, rows, width, dilation, stride, firs
     for unit in range(first, stop):
         image, group = unit // groups, unit % groups
         for c in range(in_per_group):
-            _pad_plane(x[image * in_channels + group * in_per_group + c], source, padded)
+            pad_plane(x[image * in_channels + group * in_per_group + c], source, padded)
             for o in range(group * per_group, (group + 1) * per_group):
                 grad = g[image * out_channels + o]
                 for r in range(n_rows):
