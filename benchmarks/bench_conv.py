@@ -154,10 +154,10 @@ class CudaGemm:
 
 
 class Smoke:
-    """One quick benchmark for CI: the notebook seed's layer, forward, auto."""
+    """One quick benchmark for CI: the strided, dilated RGB layer, forward, auto."""
 
     def setup(self):
-        layer = Layer(LAYERS["seed_notebook"], batch=2)
+        layer = Layer(LAYERS["rgb_stride3_dilated"], batch=2)
         rng = np.random.default_rng(0)
         self.x = rng.standard_normal((layer.n, layer.in_channels, *layer.spatial), dtype=np.float32)
         self.w = rng.standard_normal((layer.out_channels, layer.in_channels, *layer.kernel),
@@ -165,5 +165,5 @@ class Smoke:
         self.keywords = layer.keywords()
         convmm.conv(self.x, self.w, **self.keywords)
 
-    def time_notebook_forward(self):
+    def time_rgb_stride3_dilated_forward(self):
         convmm.conv(self.x, self.w, **self.keywords)

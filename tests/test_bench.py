@@ -88,5 +88,5 @@ def test_cupy_backend_says_what_is_missing(layers_file, monkeypatch):
 
 
 def test_unknown_layer_lists_the_suite():
-    with pytest.raises(SystemExit, match="the suite has: .*seed_notebook"):
+    with pytest.raises(SystemExit, match="the suite has: .*rgb_stride3_dilated"):
         bench.pick(bench.load_layers(), ["no_such_layer"])

@@ -10,7 +10,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m convmm", description=__doc__)
     parser.add_argument("--version", action="version", version=f"convmm {__version__}")
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("demo", help="run the seeds' worked examples through the array-API methods on every backend")
+    commands.add_parser("demo", help="run six worked examples of the lowering through every method on every backend present")
     from .bench import add_arguments
 
     add_arguments(commands.add_parser("bench", help="time the layer suite against PyTorch"))

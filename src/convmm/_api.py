@@ -395,7 +395,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zer
     """The patch matrix (``torch.nn.functional.unfold`` generalised to 1-3 spatial dims).
 
     channels_first: (N, C, *S) → (N, C·∏K, L), row ``c·∏K + t`` (unfold's order);
-    channels_last: (N, *S, C) → (N, L, ∏K·C), row ``t·C + c`` (the seed's order);
+    channels_last: (N, *S, C) → (N, L, ∏K·C), row ``t·C + c`` (tap-major, TensorFlow's order);
     ``L = ∏ conv_output_shape(S, K, ...)``, ``t`` row-major over the kernel.
     An int ``kernel_size`` means x is batched with ``x.ndim − 2`` spatial dims;
     a sequence fixes the rank, and x may then leave out the batch axis.

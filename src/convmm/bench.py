@@ -885,15 +885,15 @@ def format_report(report, passes):
         if not rows:
             continue
         lines += ["", f"{which}:",
-                  f"{'layer':<18} {'ms':>9} {'GFLOP/s':>8} {'extra MiB':>9} {peer + ' ms':>9} "
+                  f"{'layer':<19} {'ms':>9} {'GFLOP/s':>8} {'extra MiB':>9} {peer + ' ms':>9} "
                   f"{'ratio':>6}"]
         for r in rows:
             if r.get("refused"):
-                lines.append(f"{r['layer']:<18} refused: {r['refused'].split(';')[0]}")
+                lines.append(f"{r['layer']:<19} refused: {r['refused'].split(';')[0]}")
                 continue
             torch_ms = "" if r["torch_seconds"] is None else f"{r['torch_seconds'] * 1e3:9.2f}"
             ratio = "" if r["ratio"] is None else f"{r['ratio']:6.2f}"
-            lines.append(f"{r['layer']:<18} {r['seconds'] * 1e3:9.2f} {r['gflops']:8.1f} "
+            lines.append(f"{r['layer']:<19} {r['seconds'] * 1e3:9.2f} {r['gflops']:8.1f} "
                          f"{r['extra_bytes'] / 2 ** 20:9.1f} {torch_ms:>9} {ratio:>6}")
         rows = [r for r in rows if not r.get("refused")]
         mean = geometric_mean([r["ratio"] for r in rows])

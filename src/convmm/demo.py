@@ -1,11 +1,11 @@
-"""``python -m convmm demo``: the seeds' worked examples through the array-API methods on every
-backend.
+"""``python -m convmm demo``: six worked examples of the lowering, run through the array-API
+methods on every backend.
 
-Each example prints the matrices the seeds show (the im2col matrix, the
+Each example prints the matrices that explain it (the im2col matrix, the
 transposed-convolution steps, the matrix C of a convolution), then runs the
 computation through every method on every array namespace present and checks
-that all of them agree with the literal definition (``convmm.reference``) and
-with the seed's own numbers.
+that all of them agree with the literal definition (``convmm.reference``) and,
+where one is known, with the value worked out by hand or by SciPy.
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ def backends():
 @dataclass
 class Example:
     title: str
-    show: Callable[[], None]                  # prints the seed's matrices
+    show: Callable[[], None]                  # prints the matrices that explain it
     run: Callable[[object, str], np.ndarray]  # (namespace, method) -> result (any namespace)
     methods: tuple
     expected: np.ndarray                      # the literal definition's result
-    seed_value: np.ndarray | None = None      # the seed's own numbers (or SciPy's), where right
+    known_value: np.ndarray | None = None     # worked out by hand (or by SciPy), where known
 
 
 def _matrix(name, a):
@@ -69,25 +69,25 @@ def _matrix(name, a):
 def _examples():
     examples = []
 
-    # seed 000 -------------------------------------------------------------------------
+    # a 1-d convolution as a banded matrix ---------------------------------------------
     signal = np.array([[[1.0, 2, 4, 5, 3, 0]]])
     kernel = np.array([[[5.0, 4]]])
 
-    def show_000():
+    def show_banded():
         _matrix("im2col(signal, 2)ᵀ  (one row per output)", convmm.im2col(signal, (2,))[0].T)
         _matrix("banded matrix C = convmm.toeplitz(kernel, (1, 6))",
                 convmm.toeplitz(kernel, (1, 6)).toarray())
 
     examples.append(Example(
-        "seed 000: 1-d signal [1 2 4 5 3 0] ⊛ kernel [5 4]", show_000,
+        "1-d convolution: signal [1 2 4 5 3 0] ⊛ kernel [5 4] as a banded matrix", show_banded,
         lambda xp, m: convmm.conv(xp.asarray(signal), xp.asarray(kernel), method=m),
         CONV_METHODS, reference.conv(signal, kernel), np.array([[[13.0, 26, 40, 37, 15]]])))
 
-    # seed 001: transposed convolution by zero insertion ---------------------------------
+    # transposed convolution by zero insertion -------------------------------------------
     X = np.array([[[[1.0, 2], [3, 4]]]])
     F = np.array([[[[1.0, 0], [0, -1]]]])
 
-    def show_001():
+    def show_zero_insertion():
         inserted = np.zeros((3, 3))
         inserted[::2, ::2] = X[0, 0]
         _matrix("1) X̂: stride − 1 = 1 zero inserted", inserted)
@@ -98,7 +98,7 @@ def _examples():
               f"{np.allclose(convmm.conv(convmm.conv_transpose(X, F, stride=2), F, stride=2), X * np.sum(F ** 2))}")
 
     examples.append(Example(
-        "seed 001: [[1 2] [3 4]] ⊛ᵀ [[1 0] [0 −1]], stride 2", show_001,
+        "transposed convolution by zero insertion: [[1 2] [3 4]] ⊛ᵀ [[1 0] [0 −1]], stride 2", show_zero_insertion,
         lambda xp, m: convmm.conv_transpose(xp.asarray(X), xp.asarray(F), stride=2, method=m),
         TRANSPOSE_METHODS, reference.conv_transpose(X, F, stride=2),
         np.array([[[[1.0, 0, 2, 0], [0, -1, 0, -2], [3, 0, 4, 0], [0, -3, 0, -4]]]])))
@@ -106,28 +106,27 @@ def _examples():
     X4 = np.array([[[[1.0, 2, -3, 2], [5, 1, 4, -4], [0, -2, 0, -5], [3, 0, -1, 1]]]])
     F3 = np.array([[[[2.0, 1, 4], [0, 3, -5], [-3, 1, -2]]]])
 
-    def show_001b():
+    def show_transposed_name():
         _matrix("Y = X ⊛ F", convmm.conv(X4, F3)[0, 0])
-        print("  (the seed prints Y[0, 1] = 41: it summed only the first two kernel rows; 57 is right)")
         _matrix("Z = Y ⊛ᵀ F", convmm.conv_transpose(convmm.conv(X4, F3), F3)[0, 0])
 
     examples.append(Example(
-        "seed 001: why 'transposed' — the 4×4 input and the 3×3 filter", show_001b,
+        "why 'transposed': a 4×4 input, a 3×3 filter, and the transpose taking the 2×2 result back to 4×4", show_transposed_name,
         lambda xp, m: convmm.conv_transpose(convmm.conv(xp.asarray(X4), xp.asarray(F3)),
                                             xp.asarray(F3), method=m),
         TRANSPOSE_METHODS, reference.conv_transpose(reference.conv(X4, F3), F3)))
 
-    # seed 002: the 4×16 matrix ------------------------------------------------------------
+    # a 3×3 filter on a 4×4 input as a 4×16 matrix --------------------------------------
     W = np.arange(1.0, 10).reshape(1, 1, 3, 3)
 
-    def show_002():
+    def show_matrix():
         C = convmm.toeplitz(W, (1, 4, 4)).toarray()
         _matrix("C = convmm.toeplitz(W, (1, 4, 4)) (4×16), W = 1..9 row-major: Y = C·X", C)
         _matrix("im2col(X) (9×4): Y = W_row · im2col(X)", convmm.im2col(np.arange(16.0).reshape(1, 1, 4, 4), 3)[0])
 
     x16 = np.arange(16.0).reshape(1, 1, 4, 4)
     examples.append(Example(
-        "seed 002: a 3×3 filter on a 4×4 input as a 4×16 sparse matrix", show_002,
+        "a 3×3 filter on a 4×4 input as a 4×16 sparse matrix", show_matrix,
         lambda xp, m: convmm.conv(xp.asarray(x16), xp.asarray(W), method=m),
         CONV_METHODS, reference.conv(x16, W)))
 
@@ -141,43 +140,41 @@ def _examples():
                 convmm.conv_transpose(small, bilinear, stride=2, padding=1)[0, 0])
 
     examples.append(Example(
-        "seed 002: bilinear interpolation as a transposed convolution", show_bilinear,
+        "bilinear interpolation as a transposed convolution", show_bilinear,
         lambda xp, m: convmm.conv_transpose(xp.asarray(small), xp.asarray(bilinear), stride=2,
                                             padding=1, method=m),
         TRANSPOSE_METHODS, reference.conv_transpose(small, bilinear, stride=2, padding=1),
         np.array([[[[0, .5, 1, 1.5, 2], [1.5, 2, 2.5, 3, 3.5], [3, 3.5, 4, 4.5, 5]]]])))
 
-    # seed 003: the notebook ----------------------------------------------------------------
-    nb_kernel = np.array(
+    # a batched multichannel convolution with stride 2 -------------------------------------
+    kernel_2x3 = np.array(
         [[[[0., 1, 0], [1, 2, 1], [0, 1, 0]], [[1, 2, 1], [0, 3, 3], [0, 1, 10]],
           [[10, 11, 12], [13, 14, 15], [16, 17, 18]]],
          [[[0., 1, 1], [1, 2, 1], [0, 1, 0]], [[1, 2, 1], [0, 3, 3], [0, 1, 10]],
           [[10, 11, 12], [13, 14, 15], [16, 17, 18]]]])
-    nb_x = np.arange(2 * 3 * 4 * 4, dtype=np.float64).reshape(2, 3, 4, 4)
+    batch = np.arange(2 * 3 * 4 * 4, dtype=np.float64).reshape(2, 3, 4, 4)
 
-    def show_003():
-        _matrix("kernel as rows (Conv2dMatrixV2._convert_kernel)", nb_kernel.reshape(2, -1))
-        _matrix("im2col(input)[0] (27×1)", convmm.im2col(nb_x, 3, stride=2)[0].T)
-        print(f"  speed configuration (32, 3, 256, 256), stride 3, dilation 2, padding 1 → "
-              f"{(32, 2) + convmm.conv_output_shape((256, 256), 3, stride=3, padding=1, dilation=2)}")
+    def show_batched():
+        _matrix("the weight as a matrix, one row per output channel (2×27)", kernel_2x3.reshape(2, -1))
+        _matrix("im2col(input)[0]ᵀ, one row per output position (1×27)", convmm.im2col(batch, 3, stride=2)[0].T)
 
     examples.append(Example(
-        "seed 003: the notebook's Conv2d test (batch 2, 3 channels, 4×4, stride 2)", show_003,
-        lambda xp, m: convmm.conv(xp.asarray(nb_x), xp.asarray(nb_kernel), stride=2, method=m),
-        CONV_METHODS, reference.conv(nb_x, nb_kernel, stride=2)))
+        "a batch of 2 images, 3 channels, 4×4, two 3×3 filters, stride 2", show_batched,
+        lambda xp, m: convmm.conv(xp.asarray(batch), xp.asarray(kernel_2x3), stride=2, method=m),
+        CONV_METHODS, reference.conv(batch, kernel_2x3, stride=2)))
 
-    # seed 004 --------------------------------------------------------------------------------
+    # a full 2-d convolution as a doubly blocked Toeplitz matrix ---------------------------
     a = np.array([[[[5.0, 1, 3], [1, 1, 2], [2, 1, 3]]]])
     b = np.array([[[[4.0, 3], [1, 2]]]])
 
-    def show_004():
+    def show_full():
         _matrix("scipy.signal.convolve2d(a, b, 'full')", scipy.signal.convolve2d(a[0, 0], b[0, 0]))
         _matrix("doubly blocked Toeplitz matrix (16×9) = convmm.toeplitz(flip(b), (1, 3, 3), "
                 "padding='full')",
                 convmm.toeplitz(np.flip(b).copy(), (1, 3, 3), padding="full").toarray())
 
     examples.append(Example(
-        "seed 004: full 2-d convolution of a 3×3 input with a 2×2 kernel (kernel flipped)", show_004,
+        "full 2-d convolution of a 3×3 input with a 2×2 kernel (the kernel flipped), as SciPy's convolve2d", show_full,
         lambda xp, m: convmm.conv(xp.asarray(a), xp.asarray(np.flip(b).copy()), padding="full", method=m),
         CONV_METHODS, reference.conv(a, np.flip(b), padding="full"),
         scipy.signal.convolve2d(a[0, 0], b[0, 0], mode="full")[None, None]))
@@ -192,8 +189,8 @@ def main() -> int:
         print(f"== {example.title}")
         example.show()
         agree = True
-        if example.seed_value is not None and not np.allclose(example.expected, example.seed_value):
-            print("  the literal definition disagrees with the seed's numbers")
+        if example.known_value is not None and not np.allclose(example.expected, example.known_value):
+            print("  the literal definition disagrees with the value worked out by hand")
             agree = False
         for name, xp, to_numpy in found:
             for method in example.methods:

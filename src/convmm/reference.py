@@ -1,6 +1,6 @@
 """The literal definitions, as plain loops: the oracle the tests check every method against.
 
-This is the notebook seed's ``Conv2dLoop`` generalised to 1-3 spatial dims,
+A direct loop over every output and every tap, for 1-3 spatial dims,
 strides, every padding form and mode, dilation, groups, bias and both data
 formats.  It shares no code with the fast paths (its own padding resolution,
 its own index remapping) so that a mistake there cannot hide here.  Inputs are

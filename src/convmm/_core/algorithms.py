@@ -191,7 +191,7 @@ def _adjoint_whole(xp, y, weight, geometry, mode, groups, layout):
 
 
 def conv_adjoint_zero_insertion(xp, y, weight, geometry, groups, layout):
-    """Cᵀ·y for zero padding by the seeds' recipe: insert s − 1 zeros between y's samples,
+    """Cᵀ·y for zero padding by the textbook recipe: insert s − 1 zeros between y's samples,
     pad d·(K−1) − p, convolve with the flipped kernel at stride 1 — phase by phase, so that
     no inserted zero is ever multiplied.
 

@@ -15,7 +15,7 @@ operator and the weight gradient are the same three products in both:
     weight grad  W = Σ_n Y·Pᵀ       (channels_last: Σ_n Pᵀ·Y)
 
 The patch-row order follows the layout: ``c·T + t`` channels-first (PyTorch's
-``unfold``), ``t·C + c`` channels-last (the seed's NHWC im2col).
+``unfold``), ``t·C + c`` channels-last (NHWC im2col).
 """
 
 from __future__ import annotations

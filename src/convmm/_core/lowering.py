@@ -9,7 +9,7 @@ im2col has two implementations of the same plan:
 * a zero-copy strided view where the namespace has ``as_strided`` (NumPy,
   CuPy): for a channels-last image padded to (N, H, W, C) with element strides
   (HWC, WC, C, 1) the view (N, H_o, W_o, K_h, K_w, C) has strides
-  (HWC, s·WC, s·C, d·WC, d·C, 1) — the seed's (HWC, WC, C, WC, C, 1) for
+  (HWC, s·WC, s·C, d·WC, d·C, 1) — (HWC, WC, C, WC, C, 1) for
   s = d = 1 — and one reshape turns it into the patch matrix;
 * a ``take`` gather with the cached index plan elsewhere, which also folds the
   padding into the indices, so no padded copy is made.

@@ -30,7 +30,7 @@ def bilinear_kernel(factor, channels, *, dtype=None, data_format="channels_first
 
     Along each axis the kernel is the tent ``1 − |j|/f``, ``j = −(f−1), …, f−1``
     (2f − 1 taps); the N-d kernel is their outer product — for f = 2 in 2-d
-    the lecture's [[1/4, 1/2, 1/4], [1/2, 1, 1/2], [1/4, 1/2, 1/4]].  Used as
+    [[1/4, 1/2, 1/4], [1/2, 1, 1/2], [1/4, 1/2, 1/4]].  Used as
     ``conv_transpose(x, w, stride=f, padding=f − 1, groups=channels)``.
 
     Why it interpolates (one axis; the N-d kernel is separable): the

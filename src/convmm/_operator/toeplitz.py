@@ -238,7 +238,7 @@ def toeplitz(weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
              padding_mode="zeros", data_format="channels_first", format="csr"):
     """The matrix C of ``conv`` on one sample: ``conv(x)[n].reshape(-1) == C @ x[n].reshape(-1)``.
 
-    The doubly-blocked Toeplitz matrix of the seeds, for every rank, stride,
+    The doubly-blocked Toeplitz matrix (in 2-d), for every rank, stride,
     padding, dilation, group count and padding mode that ``conv`` takes.  Its
     shape is (∏ output shape, ∏ input shape), both flattened in the data
     format's order; entry ``[(o, l), (c, p)]`` is the sum of the weights

@@ -1,10 +1,10 @@
-"""conv(method="im2col") against torch.nn.functional.conv2d on the notebook seed's speed configuration.
+"""conv(method="im2col") against torch.nn.functional.conv2d on a strided, dilated layer on RGB images.
 
 Batch 32, 3×256×256 (and a non-square 3×256×200), kernel (2, 3, 3, 3), stride 3,
 dilation 2, padding 1, float32.  The two are timed interleaved, several repeats,
 medians, so that the ratio is measured under the same machine load.
 
-    python tools/seed_notebook_vs_torch.py [--repeats 25] [--threads 2]
+    python tools/rgb_stride3_dilated_vs_torch.py [--repeats 25] [--threads 2]
 """
 
 import argparse
