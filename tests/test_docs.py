@@ -3,6 +3,7 @@ the README's test command."""
 
 import doctest
 import importlib
+import inspect
 import re
 import subprocess
 import sys
@@ -38,14 +39,103 @@ def test_readme_examples():
     assert result.attempted > 10 and result.failed == 0
 
 
-@pytest.mark.parametrize("module", ["_api", "_core.geometry", "_core.index_plans", "_core.lowering",
-                                    "_core.algorithms", "_core.layout", "_core.validation",
-                                    "_operator.toeplitz", "_operator.conv_operator",
-                                    "_operator.bilinear"])
+DOC_PAGES = sorted((ROOT / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=[page.name for page in DOC_PAGES])
+def test_documentation_page_examples(page):
+    """The documentation site's pages: their examples run (the site itself is built in
+    CI, .ci/run, with warnings as errors)."""
+    pytest.importorskip("torch")
+    result = doctest.testfile(str(page), module_relative=False, optionflags=FLAGS)
+    assert result.failed == 0
+    assert result.attempted > 0 or page.name in ("gpu.md", "index.md")  # index: the README
+
+
+# The modules that define public functions (each of which has an example), then internal
+# modules whose docstrings have examples of their own.
+DOCTEST_MODULES = ["_api", "_operator.toeplitz", "_operator.conv_operator", "_operator.bilinear",
+                   "_engines.cpu.threads", "reference"]
+INTERNAL_DOCTEST_MODULES = ["_core.geometry", "_core.index_plans", "_core.lowering",
+                            "_core.algorithms", "_core.layout", "_core.validation"]
+
+
+@pytest.mark.parametrize("module", DOCTEST_MODULES + INTERNAL_DOCTEST_MODULES)
 def test_docstring_examples(module):
     mod = importlib.import_module(f"convmm.{module}")
     result = doctest.testmod(mod, optionflags=FLAGS)
     assert result.failed == 0
+    assert result.attempted > 0 or module in INTERNAL_DOCTEST_MODULES
+
+
+def _public():
+    """(dotted name, object) for every public function, class, method and property."""
+    found = []
+    for prefix, module in (("convmm", convmm), ("convmm.reference", convmm.reference)):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isfunction(obj) or inspect.isclass(obj):
+                found.append((f"{prefix}.{name}", obj))
+            if inspect.isclass(obj) and not issubclass(obj, tuple):
+                found += [(f"{prefix}.{name}.{member}", attr) for member, attr in vars(obj).items()
+                          if not member.startswith("_")
+                          and (inspect.isfunction(attr) or isinstance(attr, property))]
+    return found
+
+
+PUBLIC = _public()
+
+
+def test_every_public_function_is_in_a_doctested_module():
+    """Each public function's example runs: it lives in a module test_docstring_examples runs
+    (a function defined elsewhere would slip past the doctests)."""
+    doctested = {f"convmm.{m}" for m in DOCTEST_MODULES}
+    for name, obj in PUBLIC:
+        function = obj.fget if isinstance(obj, property) else obj
+        assert function.__module__ in doctested, (name, function.__module__)
+
+
+@pytest.mark.parametrize("name, obj", PUBLIC, ids=[name for name, _ in PUBLIC])
+def test_public_signature_is_fully_annotated(name, obj):
+    """Every parameter and the return value carry a type hint that resolves at run time."""
+    if isinstance(obj, property):
+        assert "return" in inspect.get_annotations(obj.fget, eval_str=True), name
+        return
+    signature = inspect.signature(obj.__init__ if inspect.isclass(obj) and not issubclass(
+        obj, tuple) else obj, eval_str=True)
+    for parameter in signature.parameters.values():
+        if parameter.name != "self":
+            assert parameter.annotation is not inspect.Parameter.empty, (name, parameter.name)
+    if not (inspect.isclass(obj) and issubclass(obj, tuple)):
+        assert signature.return_annotation is not inspect.Signature.empty, name
+
+
+# numpydoc's checks that a docstring documents what the signature has: every parameter
+# described (PR01, PR07) and none that is not there (PR02), a described return value
+# (RT01, RT03), an example (EX01), a docstring at all (GL08).
+NUMPYDOC_CHECKS = {"GL08", "PR01", "PR02", "PR07", "RT01", "RT03", "EX01"}
+
+
+@pytest.mark.parametrize("name, obj", PUBLIC, ids=[name for name, _ in PUBLIC])
+def test_public_docstring_is_complete_numpydoc(name, obj):
+    validate = pytest.importorskip("numpydoc.validate").validate
+    checks = NUMPYDOC_CHECKS - ({"RT01", "EX01"} if isinstance(obj, property) else set())
+    errors = [(code, message) for code, message in validate(name)["errors"] if code in checks]
+    assert not errors, errors
+    function = obj.fget if isinstance(obj, property) else obj
+    takes_input = [p for p in inspect.signature(function).parameters if p != "self"]
+    if takes_input and not name.startswith("convmm.reference.") and name != "convmm.ConvGrads":
+        assert "Raises\n" in inspect.getdoc(function), f"{name}: no Raises section"
+
+
+def test_package_is_marked_typed_and_passes_the_type_checker():
+    """PEP 561's py.typed marker ships with the package, and mypy (configured in
+    pyproject.toml) finds no error in src/."""
+    assert (Path(convmm.__file__).parent / "py.typed").is_file()
+    pytest.importorskip("mypy")
+    done = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_demo_runs_and_all_methods_agree():

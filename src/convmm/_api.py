@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple, TypeVar
 
 # NumPy's namespace wrapper costs 0.08 s to import (it probes every numpy
 # attribute); paid here rather than inside a user's first timed call.
@@ -26,14 +26,37 @@ from ._core.validation import (check_dtype, checked_grad_output, gradient_needs,
                                lowering_geometry, namespace, prepare, rank_from, shape_args,
                                spatial_rank, unbatch, with_batch_axis)
 from ._engines import dispatch, policy
+from ._core.types import (Array, DataFormat, IntOrTuple, Method, Needs, Padding, PaddingMode,
+                      PaddingPairs, Shape, SignalMode)
 
 
 class ConvGrads(NamedTuple):
-    """Gradients of a convolution's loss; ``None`` for what was not asked for."""
+    """Gradients of a convolution's loss; ``None`` for what was not asked for.
 
-    input: Any
-    weight: Any
-    bias: Any
+    A named tuple: ``grads.input`` or ``grads[0]``, or unpacked as
+    ``gi, gw, gb = grads``.
+
+    Parameters
+    ----------
+    input : array or None
+        ∂L/∂x, shaped like x.
+    weight : array or None
+        ∂L/∂W, shaped like the weight.
+    bias : array or None
+        ∂L/∂b, shape (C_out,).
+
+    Examples
+    --------
+    >>> import numpy as np, convmm
+    >>> grads = convmm.conv_backward(np.ones((1, 1, 2)), np.ones((1, 1, 3)), np.ones((1, 1, 2)),
+    ...                              needs=("weight", "bias"))
+    >>> grads.input is None, grads.bias
+    (True, array([2.]))
+    """
+
+    input: Array | None
+    weight: Array | None
+    bias: Array | None
 
 
 # --------------------------------------------------------------------------- conv
@@ -44,8 +67,10 @@ def _prepare(x, weight, bias, grad_output, **keywords):
     return call
 
 
-def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
-         padding_mode="zeros", data_format="channels_first", method="auto"):
+def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTuple = 1,
+         padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+         padding_mode: PaddingMode = "zeros", data_format: DataFormat = "channels_first",
+         method: Method = "auto") -> Array:
     """N-d convolution (cross-correlation, as in deep learning) lowered to a GEMM.
 
     ``y[n, o, l] = Σ_{c, t} W[o, c, t] · x̃[n, g·C_g + c, l·s + t·d] + b[o]`` with ``x̃``
@@ -55,20 +80,30 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
     Parameters
     ----------
     x : array
-        (N, C_in, *S) channels-first or (N, *S, C_in) channels-last; the batch
+        ``(N, C_in, *S)`` channels-first or ``(N, *S, C_in)`` channels-last; the batch
         axis may be left out.
     weight : array
-        (C_out, C_in/groups, *K) channels-first, (*K, C_in/groups, C_out)
+        ``(C_out, C_in/groups, *K)`` channels-first, ``(*K, C_in/groups, C_out)``
         channels-last; its rank fixes the number of spatial dims (1, 2 or 3).
     bias : array, optional
         (C_out,).
     stride, dilation : int or sequence of ints
+        Per spatial dim, >= 1 (in samples of x).
     padding : int, sequence of ints, sequence of (before, after) pairs, "valid", "same" or "full"
-        "same" gives ⌈S/s⌉ outputs for any stride, the odd extra sample at the end.
+        Samples added at each end of each spatial dim.  "same" gives ⌈S/s⌉
+        outputs for any stride, the odd extra sample at the end; "full" pads
+        d·(K − 1) at both ends.
     groups : int
+        Channel groups: C_in and C_out divisible by it; C_in = groups gives a
+        depthwise convolution.
     padding_mode : "zeros", "reflect", "replicate", "circular" or "symmetric"
-        (or np.pad's "constant", "edge", "wrap" for the first, third and fourth)
+        How x is extended (or np.pad's "constant", "edge", "wrap" for the
+        first, third and fourth): "reflect" mirrors about the edge sample
+        (np.pad's "reflect", scipy.ndimage's "mirror"), "symmetric" repeats it
+        (np.pad's "symmetric", scipy.ndimage's "reflect"); the README's table
+        maps every library's names.
     data_format : "channels_first" or "channels_last"
+        Where the channel axes are, in x, the weight and the result.
     method : "auto", "im2col", "tiled_blas", "implicit_gemm", "direct" or "winograd"
         "im2col": the patch matrix (in pieces) and batched GEMMs (any namespace);
         "tiled_blas": patches extracted tile by tile, each tile multiplied with
@@ -83,7 +118,37 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
 
     Returns
     -------
-    array in x's namespace and device: (N, C_out, *O) or (N, *O, C_out).
+    array
+        ``(N, C_out, *O)`` or ``(N, *O, C_out)``, ``O = conv_output_shape(S, K, ...)``,
+        in x's namespace and on its device; the dtype x, weight and bias
+        promote to.
+
+    Raises
+    ------
+    TypeError
+        Arguments that are not arrays, arrays of mixed namespaces, an integer,
+        bool or half dtype, a keyword of the wrong type.
+    ValueError
+        A weight of another rank than 3 to 5 (plain 1-d and 2-d arrays: use
+        ``correlate``), x's rank or channels not matching the weight, an
+        invalid stride, padding, dilation or groups, an empty output, a
+        padding wider than the padding mode allows (reflect: < S; circular,
+        symmetric: <= S), an unknown name (with a "did you mean"), or a
+        ``method`` that cannot run on these arrays.
+
+    See Also
+    --------
+    conv_transpose : the transpose (adjoint) of this map.
+    conv_backward : its gradients.
+    explain : which method ``auto`` picks, and why.
+    correlate : the same for plain arrays, as ``scipy.signal.correlate``.
+
+    Notes
+    -----
+    The im2col lowering is Chellapilla, Puri & Simard, "High Performance
+    Convolutional Neural Networks for Document Processing" (2006); the packed
+    GEMM follows Goto & van de Geijn, "Anatomy of High-Performance Matrix
+    Multiplication" (ACM TOMS 2008).
 
     Examples
     --------
@@ -97,9 +162,11 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
     return dispatch.conv(call)
 
 
-def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
-                   groups=1, output_size=None, padding_mode="zeros", data_format="channels_first",
-                   method="auto"):
+def conv_transpose(x: Array, weight: Array, bias: Array | None = None, *,
+                   stride: IntOrTuple = 1, padding: Padding = 0, output_padding: IntOrTuple = 0,
+                   dilation: IntOrTuple = 1, groups: int = 1,
+                   output_size: Sequence[int] | None = None, padding_mode: PaddingMode = "zeros",
+                   data_format: DataFormat = "channels_first", method: Method = "auto") -> Array:
     """The transposed convolution: exactly the adjoint (transpose) of ``conv``.
 
     With C the matrix of ``conv(·, weight, stride, padding, dilation, groups)``
@@ -116,12 +183,24 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
     Parameters
     ----------
     x : array
-        (N, C_in, *S) or (N, *S, C_in); the batch axis may be left out.
+        ``(N, C_in, *S)`` or ``(N, *S, C_in)``; the batch axis may be left out.
     weight : array
-        The forward convolution's weight: (C_in, C_out/groups, *K) channels-first,
-        (*K, C_out/groups, C_in) channels-last (PyTorch's and TensorFlow's conventions).
+        The forward convolution's weight: ``(C_in, C_out/groups, *K)`` channels-first,
+        ``(*K, C_out/groups, C_in)`` channels-last (PyTorch's and TensorFlow's conventions).
+    bias : array, optional
+        (C_out,), added to the result.
+    stride, padding, dilation, groups
+        The forward convolution's (see ``conv``); "same" padding gives O = S·s.
+    output_padding : int or sequence of ints
+        Extra samples ``a`` at the end of each dim, smaller than the stride or
+        the dilation: which of the s input sizes that map to S this transposes.
+    output_size : sequence of ints, optional
+        The spatial output size, instead of ``output_padding``: one of the
+        sizes the forward convolution maps to S.
     padding_mode : "zeros", "reflect", "replicate", "circular" or "symmetric"
-        (or np.pad's "constant", "edge", "wrap" for the first, third and fourth)
+        The forward convolution's (or np.pad's "constant", "edge", "wrap").
+    data_format : "channels_first" or "channels_last"
+        Where the channel axes are, in x, the weight and the result.
     method : "auto", "im2col" (GEMM with Wᵀ, then col2im) or "zero_insertion"
         (insert s − 1 zeros, flip the kernel, pad d·(K − 1) − p, convolve with stride 1,
         phase by phase so that no inserted zero is multiplied; for another padding
@@ -129,6 +208,31 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
         "tiled_blas", "implicit_gemm", "direct" or "winograd" (see ``conv``;
         "winograd" where the transpose is a stride-1 convolution with the flipped
         kernel: stride 1, zero padding no wider than d·(K − 1)).
+
+    Returns
+    -------
+    array
+        ``(N, C_out, *O)`` or ``(N, *O, C_out)``, in x's namespace and on its device.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``conv``; a ValueError for an ``output_padding`` not below the
+        stride or dilation, or an ``output_size`` the forward convolution
+        does not map to x's size.
+
+    See Also
+    --------
+    conv : the forward map; ``conv_transpose`` is its exact adjoint.
+    conv_transpose_output_shape : O from S.
+    upsample_bilinear : a transposed convolution with the tent kernel.
+
+    Notes
+    -----
+    The zero-insertion recipe and the output-size arithmetic are those of
+    Dumoulin & Visin, "A guide to convolution arithmetic for deep learning"
+    (2016); run phase by phase it is the sub-pixel convolution of Shi et al.
+    (CVPR 2016).
 
     Examples
     --------
@@ -157,9 +261,11 @@ def _gradient_plans(call, needs, input_operation):
     return plans
 
 
-def conv_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, padding=0,
-                  dilation=1, groups=1, padding_mode="zeros", data_format="channels_first",
-                  method="auto"):
+def conv_backward(grad_output: Array, x: Array, weight: Array, *,
+                  needs: Needs = GRADIENT_NAMES, stride: IntOrTuple = 1, padding: Padding = 0,
+                  dilation: IntOrTuple = 1, groups: int = 1, padding_mode: PaddingMode = "zeros",
+                  data_format: DataFormat = "channels_first",
+                  method: Method = "auto") -> ConvGrads:
     """Gradients of ``conv(x, weight, bias, ...)`` given ``grad_output`` = ∂L/∂y.
 
     input: ``Cᴴ·grad_output`` through the transposed operator (with the adjoint
@@ -170,7 +276,7 @@ def conv_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, pad
     Parameters
     ----------
     grad_output : array
-        ∂L/∂y, shaped like ``conv``'s output: (N, C_out, *O) or (N, *O, C_out),
+        ∂L/∂y, shaped like ``conv``'s output: ``(N, C_out, *O)`` or ``(N, *O, C_out)``,
         the batch axis left out where x leaves it out.
     x, weight : array
         ``conv``'s input and weight (see ``conv``); one namespace and one promoted
@@ -182,8 +288,9 @@ def conv_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, pad
 
     Returns
     -------
-    ConvGrads(input, weight, bias), None for the names not in ``needs``: shaped
-    like x, weight and (C_out,), in x's namespace.
+    ConvGrads
+        (input, weight, bias), None for the names not in ``needs``: shaped
+        like x, weight and (C_out,), in x's namespace.
 
     Raises
     ------
@@ -215,9 +322,14 @@ def conv_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, pad
     return ConvGrads(gi, gw, gb)
 
 
-def conv_transpose_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, stride=1, padding=0,
-                            output_padding=0, dilation=1, groups=1, output_size=None,
-                            padding_mode="zeros", data_format="channels_first", method="auto"):
+def conv_transpose_backward(grad_output: Array, x: Array, weight: Array, *,
+                            needs: Needs = GRADIENT_NAMES, stride: IntOrTuple = 1,
+                            padding: Padding = 0, output_padding: IntOrTuple = 0,
+                            dilation: IntOrTuple = 1, groups: int = 1,
+                            output_size: Sequence[int] | None = None,
+                            padding_mode: PaddingMode = "zeros",
+                            data_format: DataFormat = "channels_first",
+                            method: Method = "auto") -> ConvGrads:
     """Gradients of ``conv_transpose(x, weight, bias, ...)`` given ``grad_output``.
 
     input: ``conv(grad_output, conj(weight))`` (the transpose of the transpose);
@@ -231,13 +343,14 @@ def conv_transpose_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, str
         ``conv_transpose``'s input and (forward convolution's) weight.
     needs : str or sequence of "input", "weight", "bias"
         The gradients to compute (default all three).
-    stride, padding, output_padding, dilation, groups, output_size, padding_mode,
-    data_format, method
+    stride, padding, output_padding, dilation, groups, output_size, padding_mode, data_format, method
         As ``conv_transpose``'s.
 
     Returns
     -------
-    ConvGrads(input, weight, bias), None for the names not in ``needs``.
+    ConvGrads
+        (input, weight, bias), None for the names not in ``needs``: shaped
+        like x, weight and (C_out,), in x's namespace.
 
     Raises
     ------
@@ -270,16 +383,73 @@ def conv_transpose_backward(grad_output, x, weight, *, needs=GRADIENT_NAMES, str
     return ConvGrads(gi, gw, gb)
 
 
-def _ranked(function, rank):
-    def ranked(x, weight, bias=None, **kwargs):
+_Public = TypeVar("_Public", bound=Callable[..., Any])
+
+_RANKED_DOC = """``convmm.{name}`` for {rank} spatial dim(s), the weight's rank checked.
+
+Takes exactly ``{name}``'s parameters and returns what it returns; the only
+difference is that a weight with another number of spatial dims is refused
+(``{name}`` infers the rank from the weight).
+
+Parameters
+----------
+{parameters}
+    As ``convmm.{name}``'s.
+
+Returns
+-------
+array
+    As ``convmm.{name}``'s.
+
+Raises
+------
+ValueError
+    The weight does not have {rank} spatial dims ({rank} + 2 axes), or as ``{name}``.
+TypeError
+    As ``{name}``.
+
+See Also
+--------
+{name} : the same map for 1, 2 or 3 spatial dims.
+
+Examples
+--------
+>>> import numpy as np, convmm
+{example}
+"""
+
+_RANKED_EXAMPLES = {
+    ("conv", 1): ">>> convmm.conv1d(np.ones((1, 1, 5)), np.ones((1, 1, 3)))\n"
+                 "array([[[3., 3., 3.]]])",
+    ("conv", 2): ">>> convmm.conv2d(np.ones((1, 1, 4, 4)), np.ones((2, 1, 3, 3)), padding=\"same\").shape\n"
+                 "(1, 2, 4, 4)",
+    ("conv", 3): ">>> convmm.conv3d(np.ones((1, 2, 4, 4, 4)), np.ones((3, 2, 2, 2, 2)), stride=2).shape\n"
+                 "(1, 3, 2, 2, 2)",
+    ("conv_transpose", 1): ">>> convmm.conv_transpose1d(np.array([[[1., 2]]]), np.ones((1, 1, 3)), stride=2)\n"
+                           "array([[[1., 1., 3., 2., 2.]]])",
+    ("conv_transpose", 2): ">>> convmm.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), stride=2).shape\n"
+                           "(1, 1, 4, 4)",
+    ("conv_transpose", 3): ">>> x, w = np.ones((1, 2, 2, 2, 2)), np.ones((2, 4, 3, 3, 3))\n"
+                           ">>> convmm.conv_transpose3d(x, w, stride=2, padding=1, output_padding=1).shape\n"
+                           "(1, 4, 4, 4, 4)",
+}
+
+
+def _ranked(function: _Public, rank: int) -> _Public:
+    """``function`` with the weight's spatial rank checked: ``conv2d`` is ``conv`` for 2-d
+    weights.  It keeps ``function``'s signature (for ``help`` and type checkers)."""
+    def ranked(x: Array, weight: Array, bias: Array | None = None, **kwargs: Any) -> Array:
         namespace(x=x, weight=weight, bias=bias)
         spatial_rank(weight, rank)
         return function(x, weight, bias, **kwargs)
 
     ranked.__name__ = ranked.__qualname__ = f"{function.__name__}{rank}d"
-    ranked.__doc__ = f"``{function.__name__}`` with a {rank}-d weight (checked).\n\n" \
-                     f"See ``convmm.{function.__name__}`` for the parameters."
-    return ranked
+    ranked.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
+    ranked.__annotations__ = dict(function.__annotations__)
+    parameters = ", ".join(inspect.signature(function).parameters)
+    ranked.__doc__ = _RANKED_DOC.format(name=function.__name__, rank=rank, parameters=parameters,
+                                        example=_RANKED_EXAMPLES[function.__name__, rank])
+    return ranked  # type: ignore[return-value]
 
 
 conv1d, conv2d, conv3d = (_ranked(conv, r) for r in (1, 2, 3))
@@ -305,11 +475,12 @@ def _plain_pair(in1, in2):
     return xp, in1, in2
 
 
-def correlate(in1, in2, mode="full", *, boundary="zeros", method="auto"):
+def correlate(in1: Array, in2: Array, mode: SignalMode = "full", *,
+              boundary: PaddingMode = "zeros", method: Method = "auto") -> Array:
     """Cross-correlate two plain 1-, 2- or 3-d arrays, as ``scipy.signal.correlate``.
 
     ``z[k] = Σ_l in1[l + k − p]·conj(in2[l])`` with ``p`` the padding ``mode`` implies:
-    "full" (every overlap, size M + N − 1), "valid" (no padding: |M − N| + 1; in1 or
+    "full" (every overlap, size M + N − 1), "valid" (no padding: ``|M − N| + 1``; in1 or
     in2 must be at least as large as the other in every dimension), "same" (in1's
     size, centred on "full" as SciPy centres it: N // 2 before, (N − 1) // 2 after).
     Lowered to ``conv`` with one image of one channel and the kernel ``conj(in2)``.
@@ -320,16 +491,19 @@ def correlate(in1, in2, mode="full", *, boundary="zeros", method="auto"):
         Plain arrays of one rank (1, 2 or 3), float32, float64, complex64 or
         complex128 (promoted together), no batch or channel axes.
     mode : "full", "valid" or "same"
+        Which outputs: every overlap, only full overlaps, or in1's size.
     boundary : "zeros", "reflect", "replicate", "circular" or "symmetric"
         How in1 is extended past its edges ("zeros" gives SciPy's results;
         otherwise ``np.pad(in1, padding, mode)`` with NumPy's "reflect", "edge",
         "wrap" or "symmetric", then "valid"; ``scipy.signal.correlate2d``'s
         "symm" is "symmetric", its "wrap" "circular").
-    method : as ``conv``'s.
+    method : str
+        As ``conv``'s.
 
     Returns
     -------
-    array in in1's namespace, the promoted dtype.
+    array
+        In in1's namespace, the promoted dtype; shape as ``mode`` says.
 
     Raises
     ------
@@ -350,13 +524,52 @@ def correlate(in1, in2, mode="full", *, boundary="zeros", method="auto"):
     return _correlate(xp, in1, conj(xp, in2), mode, boundary, method)
 
 
-def convolve(in1, in2, mode="full", *, boundary="zeros", method="auto"):
-    """Convolve two plain 1-, 2- or 3-d arrays, as ``scipy.signal.convolve``:
-    ``correlate(in1, flip(in2))`` without the conjugate (see ``correlate``).
+def convolve(in1: Array, in2: Array, mode: SignalMode = "full", *,
+             boundary: PaddingMode = "zeros", method: Method = "auto") -> Array:
+    """Convolve two plain 1-, 2- or 3-d arrays, as ``scipy.signal.convolve``.
 
+    ``z[k] = Σ_l in1[k − l + p]·in2[l]``: ``correlate(in1, flip(in2))`` without the
+    conjugate, so the same kernel flipped (as a convolution in signal
+    processing, where ``conv`` is a cross-correlation as in deep learning).
+
+    Parameters
+    ----------
+    in1, in2 : array
+        Plain arrays of one rank (1, 2 or 3), float32, float64, complex64 or
+        complex128 (promoted together), no batch or channel axes.
+    mode : "full", "valid" or "same"
+        As ``scipy.signal.convolve``'s (see ``correlate``).
+    boundary : "zeros", "reflect", "replicate", "circular" or "symmetric"
+        How in1 is extended past its edges (see ``correlate``).
+    method : str
+        As ``conv``'s.
+
+    Returns
+    -------
+    array
+        In in1's namespace, the promoted dtype; shape as ``mode`` says.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``correlate``.
+
+    See Also
+    --------
+    correlate : the cross-correlation, the kernel not flipped.
+
+    Examples
+    --------
     >>> import numpy as np, convmm
     >>> convmm.convolve(np.array([1., 2, 3]), np.array([0., 1, 0.5]))
     array([0. , 1. , 2.5, 4. , 1.5])
+
+    A 2-d box blur with SciPy's "same" centring and the edge sample repeated
+    (``scipy.ndimage.uniform_filter(image, 3, mode="reflect")``):
+
+    >>> image = np.arange(16.).reshape(4, 4)
+    >>> convmm.convolve(image, np.full((3, 3), 1 / 9), "same", boundary="symmetric")[0]
+    array([1.66666667, 2.33333333, 3.33333333, 4.        ])
     """
     xp, in1, in2 = _plain_pair(in1, in2)
     return _correlate(xp, in1, xp.flip(in2), mode, boundary, method)
@@ -390,15 +603,45 @@ def _correlate(xp, in1, kernel, mode, boundary, method):
 
 
 # --------------------------------------------------------------------------- im2col
-def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zeros",
-           data_format="channels_first"):
+def im2col(x: Array, kernel_size: IntOrTuple, *, stride: IntOrTuple = 1, padding: Padding = 0,
+           dilation: IntOrTuple = 1, padding_mode: PaddingMode = "zeros",
+           data_format: DataFormat = "channels_first") -> Array:
     """The patch matrix (``torch.nn.functional.unfold`` generalised to 1-3 spatial dims).
 
-    channels_first: (N, C, *S) → (N, C·∏K, L), row ``c·∏K + t`` (unfold's order);
-    channels_last: (N, *S, C) → (N, L, ∏K·C), row ``t·C + c`` (tap-major, TensorFlow's order);
+    channels_first: ``(N, C, *S)`` → (N, C·∏K, L), row ``c·∏K + t`` (unfold's order);
+    channels_last: ``(N, *S, C)`` → (N, L, ∏K·C), row ``t·C + c`` (tap-major, TensorFlow's order);
     ``L = ∏ conv_output_shape(S, K, ...)``, ``t`` row-major over the kernel.
     An int ``kernel_size`` means x is batched with ``x.ndim − 2`` spatial dims;
     a sequence fixes the rank, and x may then leave out the batch axis.
+
+    Parameters
+    ----------
+    x : array
+        ``(N, C, *S)`` or ``(N, *S, C)``, the batch axis optional where ``kernel_size``
+        is a sequence; any dtype but bool.
+    kernel_size : int or sequence of ints
+        K, per spatial dim.
+    stride, padding, dilation, padding_mode, data_format
+        As ``conv``'s.
+
+    Returns
+    -------
+    array
+        (N, C·∏K, L) or (N, L, ∏K·C) (without N where x has none), x's
+        namespace, device and dtype.
+
+    Raises
+    ------
+    TypeError
+        x not an array, a bool dtype, a keyword of the wrong type.
+    ValueError
+        x's rank does not fit ``kernel_size`` (the message gives the shape
+        expected), an invalid stride, padding or dilation, an empty output,
+        an unknown name.
+
+    See Also
+    --------
+    col2im : its exact adjoint.
 
     Examples
     --------
@@ -419,8 +662,10 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zer
     return unbatch(lowering.im2col(xp, xb, geometry, mode, layout), batched)
 
 
-def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1,
-           padding_mode="zeros", data_format="channels_first"):
+def col2im(cols: Array, output_size: IntOrTuple, kernel_size: IntOrTuple, *,
+           stride: IntOrTuple = 1, padding: Padding = 0, dilation: IntOrTuple = 1,
+           padding_mode: PaddingMode = "zeros",
+           data_format: DataFormat = "channels_first") -> Array:
     """The exact adjoint of ``im2col`` (``torch.nn.functional.fold`` generalised to N-d).
 
     ``cols`` has ``im2col``'s output shape, (N, C·∏K, L) or (N, L, ∏K·C), the
@@ -428,6 +673,37 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1,
     of overlapping patches are summed; with a padding mode other than zeros the
     padding's samples are added back onto the samples they copy.  Both sizes
     as ints mean 2 spatial dims, as in ``fold``.
+
+    Parameters
+    ----------
+    cols : array
+        (N, C·∏K, L) or (N, L, ∏K·C), the batch axis optional.
+    output_size : int or sequence of ints
+        The image's spatial size S.
+    kernel_size : int or sequence of ints
+        K, per spatial dim.
+    stride, padding, dilation, padding_mode, data_format
+        As ``im2col``'s.
+
+    Returns
+    -------
+    array
+        ``(N, C, *S)`` or ``(N, *S, C)`` (without N where cols has none), cols'
+        namespace, device and dtype.
+
+    Raises
+    ------
+    TypeError
+        cols not an array, a bool dtype, a keyword of the wrong type.
+    ValueError
+        cols' shape does not match the sizes (the message gives the number
+        of positions and rows expected), or invalid keywords.
+
+    Examples
+    --------
+    >>> import numpy as np, convmm
+    >>> convmm.col2im(np.ones((1, 2, 3)), (4,), (2,))   # overlaps counted
+    array([[[1., 2., 2., 1.]]])
     """
     xp = namespace(cols=cols)
     check_dtype(xp, cols, "cols")
@@ -452,9 +728,36 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1,
 
 
 # --------------------------------------------------------------------------- shapes
-def conv_output_shape(input_shape, kernel_size, *, stride=1, padding=0, dilation=1):
+def conv_output_shape(input_shape: Sequence[int], kernel_size: IntOrTuple, *,
+                      stride: IntOrTuple = 1, padding: Padding = 0,
+                      dilation: IntOrTuple = 1) -> Shape:
     """Spatial output size of ``conv``: ``o = ⌊(i + p_b + p_a − d·(k − 1) − 1) / s⌋ + 1`` per dim.
 
+    The formula is Dumoulin & Visin's (relationship 15 of "A guide to
+    convolution arithmetic for deep learning", 2016) with dilation and
+    uneven padding.
+
+    Parameters
+    ----------
+    input_shape : sequence of ints
+        The spatial size S (no batch or channel axes); its length fixes the rank.
+    kernel_size : int or sequence of ints
+        K, per spatial dim.
+    stride, padding, dilation
+        As ``conv``'s.
+
+    Returns
+    -------
+    tuple of int
+        The spatial output size O.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``conv`` for these parameters; a ValueError where O would be empty.
+
+    Examples
+    --------
     >>> import convmm
     >>> convmm.conv_output_shape((256, 256), 3, stride=3, padding=1, dilation=2)
     (85, 85)
@@ -467,10 +770,33 @@ def conv_output_shape(input_shape, kernel_size, *, stride=1, padding=0, dilation
                          int_tuple(dilation, nd, "dilation", minimum=1)).output_size
 
 
-def conv_transpose_output_shape(input_shape, kernel_size, *, stride=1, padding=0,
-                                output_padding=0, dilation=1):
+def conv_transpose_output_shape(input_shape: Sequence[int], kernel_size: IntOrTuple, *,
+                                stride: IntOrTuple = 1, padding: Padding = 0,
+                                output_padding: IntOrTuple = 0,
+                                dilation: IntOrTuple = 1) -> Shape:
     """Spatial output size of ``conv_transpose``: ``(i − 1)·s − p_b − p_a + d·(k − 1) + 1 + a``.
 
+    Parameters
+    ----------
+    input_shape : sequence of ints
+        The transposed convolution's input size S (spatial).
+    kernel_size : int or sequence of ints
+        K, per spatial dim.
+    stride, padding, output_padding, dilation
+        As ``conv_transpose``'s.
+
+    Returns
+    -------
+    tuple of int
+        The spatial output size O.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``conv_transpose`` for these parameters.
+
+    Examples
+    --------
     >>> import convmm
     >>> convmm.conv_transpose_output_shape((2, 2), 2, stride=2)
     (4, 4)
@@ -483,9 +809,36 @@ def conv_transpose_output_shape(input_shape, kernel_size, *, stride=1, padding=0
                               None).input_size
 
 
-def resolve_padding(input_shape, kernel_size, *, stride=1, padding="same", dilation=1):
+def resolve_padding(input_shape: Sequence[int], kernel_size: IntOrTuple, *,
+                    stride: IntOrTuple = 1, padding: Padding = "same",
+                    dilation: IntOrTuple = 1) -> PaddingPairs:
     """The ``(before, after)`` pairs a padding spec means for this input.
 
+    "same" pads ``max((⌈S/s⌉ − 1)·s + d·(K − 1) + 1 − S, 0)`` in all, the odd
+    sample at the end (TensorFlow's rule, for every stride); "full" pads
+    ``d·(K − 1)`` at both ends; "valid" nothing.
+
+    Parameters
+    ----------
+    input_shape : sequence of ints
+        The spatial size S.
+    kernel_size : int or sequence of ints
+        K, per spatial dim.
+    stride, padding, dilation
+        As ``conv``'s.
+
+    Returns
+    -------
+    tuple of (int, int)
+        One (before, after) pair per spatial dim.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``conv`` for these parameters.
+
+    Examples
+    --------
     >>> import convmm
     >>> convmm.resolve_padding((7, 8), 2, stride=2, padding="same")
     ((0, 1), (0, 0))
@@ -499,7 +852,7 @@ def resolve_padding(input_shape, kernel_size, *, stride=1, padding="same", dilat
 
 
 # --------------------------------------------------------------------------- explain
-_EXPLAINED = {
+_EXPLAINED: dict[str, tuple[Callable[..., Any], bool, tuple[tuple[str, str], ...]]] = {
     # name: (the public function, transposed?, the maps it runs)
     "conv": (conv, False, (("conv", "forward"),)),
     "conv_transpose": (conv_transpose, True, (("conv_transpose", "adjoint"),)),
@@ -509,7 +862,7 @@ _EXPLAINED = {
 }
 
 
-def explain(function, *args, **kwargs) -> str:
+def explain(function: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> str:
     """Which path ``function(*args, **kwargs)`` runs, with what tiles and workspace; nothing runs.
 
     ``function`` is ``conv``, ``conv_transpose``, ``conv_backward`` or
@@ -519,6 +872,26 @@ def explain(function, *args, **kwargs) -> str:
     gradient, a sum, has no line, so ``needs=("bias",)`` gives an empty string).
     Raises what the call would raise (a ValueError for a ``method`` that cannot
     run the call, a ``grad_output`` of the wrong shape, ...).
+
+    Parameters
+    ----------
+    function : callable or str
+        The function to explain (or its name).
+    *args, **kwargs
+        Its arguments.
+
+    Returns
+    -------
+    str
+        One line per map: the method, why it was chosen, its tiles, threads
+        and workspace.
+
+    Raises
+    ------
+    ValueError
+        ``function`` is not one of those above; otherwise as the call.
+    TypeError
+        As the call (a missing or unknown argument included).
 
     Examples
     --------

@@ -7,7 +7,7 @@ its own index remapping) so that a mistake there cannot hide here.  Inputs are
 anything ``numpy.asarray`` accepts; results are NumPy arrays.  Slow by design:
 keep shapes small.
 
-Definitions (channels-first, one spatial dim shown, ``x̃`` the padded input):
+Definitions (channels-first, one spatial dim shown, ``x̃`` the padded input)::
 
     conv            y[n, o, l] = Σ_{c, t} W[o, c, t] · x̃[n, g·C_g + c, l·s + t·d − p_b] + b[o]
     conv_transpose  z = Cᵀ·x: every product x[n, i, l]·W[i, o, t] is added at
@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 
 import numpy as np
+
+from ._core.types import Array, DataFormat, IntOrTuple, Padding, PaddingMode
 
 __all__ = ["conv", "conv_transpose", "im2col", "col2im", "conv_backward",
            "conv_transpose_backward", "toeplitz"]
@@ -86,7 +89,7 @@ def _last(y, data_format):
 
 
 def _weight_first(w, data_format):
-    """(*K, C_in/G, C_out) → (C_out, C_in/G, *K)."""
+    """``(*K, C_in/G, C_out)`` → ``(C_out, C_in/G, *K)``."""
     if data_format == "channels_first":
         return w
     return np.moveaxis(np.moveaxis(w, -1, 0), -1, 1)
@@ -113,27 +116,60 @@ def _finish(y, data_format, batched):
     return y if batched else y[0]
 
 
-def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
-         padding_mode="zeros", data_format="channels_first"):
+def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTuple = 1,
+         padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+         padding_mode: PaddingMode = "zeros",
+         data_format: DataFormat = "channels_first") -> np.ndarray:
+    """``convmm.conv`` by its definition: a loop over output positions and kernel taps.
+
+    ``y[n, o, l] = Σ_{c, t} W[o, c, t] · x̃[n, g·C_g + c, l·s + t·d − p_b] + b[o]``,
+    the padded sample read through ``padding_mode``'s index remapping.
+
+    Parameters
+    ----------
+    x, weight, bias : array_like
+        As ``convmm.conv``'s (anything ``numpy.asarray`` takes).
+    stride, padding, dilation, groups, padding_mode, data_format
+        As ``convmm.conv``'s (np.pad's mode names are not taken here).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C_out, *O)`` or ``(N, *O, C_out)``, without N where x has none; the
+        dtype NumPy's promotion of x and the weight gives.
+
+    Notes
+    -----
+    Nothing is checked: the arguments must be valid for ``convmm.conv`` (which
+    checks them); anything else may give a wrong shape or an IndexError.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmm import reference
+    >>> reference.conv(np.array([[[1., 2, 4, 5, 3, 0]]]), np.array([[[5., 4]]]))
+    array([[[13., 26., 40., 37., 15.]]])
+    """
     x, w, nd, batched = _prepare(x, weight, data_format)
-    stride, dilation = _tuple(stride, nd), _tuple(dilation, nd)
+    strides, dilations = _tuple(stride, nd), _tuple(dilation, nd)
     size, kernel = x.shape[2:], w.shape[2:]
-    pads = _pairs(padding, size, kernel, stride, dilation)
+    pads = _pairs(padding, size, kernel, strides, dilations)
     out_size = [(i + b + a - d * (k - 1) - 1) // s + 1
-                for i, (b, a), k, s, d in zip(size, pads, kernel, stride, dilation)]
+                for i, (b, a), k, s, d in zip(size, pads, kernel, strides, dilations)]
     c_out, c_g = w.shape[0], w.shape[1]
     o_g = c_out // groups
     y = np.zeros((x.shape[0], c_out, *out_size), dtype=np.result_type(x, w))
     for l in itertools.product(*map(range, out_size)):
         for t in itertools.product(*map(range, kernel)):
             src = _sources([li * s + ti * d - b for li, ti, s, d, (b, _)
-                            in zip(l, t, stride, dilation, pads)], size, padding_mode)
+                            in zip(l, t, strides, dilations, pads)], size, padding_mode)
             if src is None:
                 continue
             for g in range(groups):
                 patch = x[(slice(None), slice(g * c_g, (g + 1) * c_g), *src)]  # (N, C_g)
                 taps = w[(slice(g * o_g, (g + 1) * o_g), slice(None), *t)]     # (O_g, C_g)
-                y[(slice(None), slice(g * o_g, (g + 1) * o_g), *l)] += patch @ taps.T
+                outputs: tuple[slice | int, ...] = (slice(None), slice(g * o_g, (g + 1) * o_g), *l)
+                y[outputs] += patch @ taps.T
     if bias is not None:
         y = y + np.asarray(bias).reshape((-1,) + (1,) * nd)
     return _finish(y, data_format, batched)
@@ -152,13 +188,45 @@ def _transposed_size(size, kernel, stride, dilation, padding, output_padding, ou
     return out, pads
 
 
-def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
-                   groups=1, output_size=None, padding_mode="zeros",
-                   data_format="channels_first"):
+def conv_transpose(x: Array, weight: Array, bias: Array | None = None, *,
+                   stride: IntOrTuple = 1, padding: Padding = 0, output_padding: IntOrTuple = 0,
+                   dilation: IntOrTuple = 1, groups: int = 1,
+                   output_size: Sequence[int] | None = None, padding_mode: PaddingMode = "zeros",
+                   data_format: DataFormat = "channels_first") -> np.ndarray:
+    """``convmm.conv_transpose`` by its definition: every product scattered to its place.
+
+    Each product ``x[n, i, l]·W[i, o, t]`` is added at output position
+    ``l·s + t·d − p_b`` (for a padding mode other than zeros, at the sample that
+    padded position copies): ``z = Cᵀ·x``.
+
+    Parameters
+    ----------
+    x, weight, bias : array_like
+        As ``convmm.conv_transpose``'s.
+    stride, padding, output_padding, dilation, groups, output_size, padding_mode, data_format
+        As ``convmm.conv_transpose``'s.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C_out, *O)`` or ``(N, *O, C_out)``, without N where x has none.
+
+    Notes
+    -----
+    Nothing is checked: the arguments must be valid for ``convmm.conv_transpose`` (which
+    checks them); anything else may give a wrong shape or an IndexError.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmm import reference
+    >>> reference.conv_transpose(np.array([[[1., 2]]]), np.ones((1, 1, 3)), stride=2)
+    array([[[1., 1., 3., 2., 2.]]])
+    """
     x, w, nd, batched = _prepare(x, weight, data_format)
-    stride, dilation = _tuple(stride, nd), _tuple(dilation, nd)
+    strides, dilations = _tuple(stride, nd), _tuple(dilation, nd)
     size, kernel = x.shape[2:], w.shape[2:]
-    out_size, pads = _transposed_size(size, kernel, stride, dilation, padding,
+    out_size, pads = _transposed_size(size, kernel, strides, dilations, padding,
                                       _tuple(output_padding, nd), output_size)
     c_in, o_g = w.shape[0], w.shape[1]
     i_g = c_in // groups
@@ -166,7 +234,7 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
     for l in itertools.product(*map(range, size)):
         for t in itertools.product(*map(range, kernel)):
             dst = _sources([li * s + ti * d - b for li, ti, s, d, (b, _)
-                            in zip(l, t, stride, dilation, pads)], out_size, padding_mode)
+                            in zip(l, t, strides, dilations, pads)], out_size, padding_mode)
             if dst is None:
                 continue
             for g in range(groups):
@@ -196,8 +264,38 @@ def _patch_pairs(size, kernel, stride, padding, dilation, padding_mode):
                                   in zip(l, t, stride, dilation, pads)], size, padding_mode)
 
 
-def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zeros",
-           data_format="channels_first"):
+def im2col(x: Array, kernel_size: Sequence[int], *, stride: IntOrTuple = 1,
+           padding: Padding = 0, dilation: IntOrTuple = 1, padding_mode: PaddingMode = "zeros",
+           data_format: DataFormat = "channels_first") -> np.ndarray:
+    """``convmm.im2col`` by its definition: ``cols[n, c·T + t, l] = x̃[n, c, l·s + t·d − p_b]``.
+
+    Parameters
+    ----------
+    x : array_like
+        ``(N, C, *S)`` or ``(N, *S, C)``, the batch axis optional.
+    kernel_size : sequence of ints
+        One size per spatial dim (it fixes the rank; an int is not taken here).
+    stride, padding, dilation, padding_mode, data_format
+        As ``convmm.im2col``'s.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, C·∏K, L) channels-first or (N, L, ∏K·C) channels-last, x's dtype.
+
+    Notes
+    -----
+    Nothing is checked: the arguments must be valid for ``convmm.im2col`` (which
+    checks them); anything else may give a wrong shape or an IndexError.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmm import reference
+    >>> reference.im2col(np.array([[[1., 2, 4, 5]]]), (2,))
+    array([[[1., 2., 4.],
+            [2., 4., 5.]]])
+    """
     x = np.asarray(x)
     nd = len(kernel_size)
     batched = x.ndim == nd + 2
@@ -217,8 +315,38 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1, padding_mode="zer
     return cols if batched else cols[0]
 
 
-def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1,
-           padding_mode="zeros", data_format="channels_first"):
+def col2im(cols: Array, output_size: Sequence[int], kernel_size: Sequence[int], *,
+           stride: IntOrTuple = 1, padding: Padding = 0, dilation: IntOrTuple = 1,
+           padding_mode: PaddingMode = "zeros",
+           data_format: DataFormat = "channels_first") -> np.ndarray:
+    """``convmm.col2im`` by its definition: each patch entry added back where it was read.
+
+    Parameters
+    ----------
+    cols : array_like
+        ``im2col``'s output shape, the batch axis optional.
+    output_size, kernel_size : sequence of ints
+        The image's spatial size and the kernel's, one entry per spatial dim.
+    stride, padding, dilation, padding_mode, data_format
+        As ``convmm.col2im``'s.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C, *output_size)`` or ``(N, *output_size, C)``, cols' dtype.
+
+    Notes
+    -----
+    Nothing is checked: the arguments must be valid for ``convmm.col2im`` (which
+    checks them); anything else may give a wrong shape or an IndexError.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmm import reference
+    >>> reference.col2im(np.ones((1, 2, 3)), (4,), (2,))
+    array([[[1., 2., 2., 1.]]])
+    """
     cols = np.asarray(cols)
     batched = cols.ndim == 3
     cols = cols if batched else cols[None]
@@ -239,9 +367,42 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1,
     return image if batched else image[0]
 
 
-def conv_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, groups=1,
-                  padding_mode="zeros", data_format="channels_first"):
-    """(input, weight, bias) gradients, PyTorch's convention for complex (conjugate gradients)."""
+def conv_backward(grad_output: Array, x: Array, weight: Array, *, stride: IntOrTuple = 1,
+                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+                  padding_mode: PaddingMode = "zeros",
+                  data_format: DataFormat = "channels_first",
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``convmm.conv_backward`` by its definitions: (input, weight, bias) gradients.
+
+    input: ``reference.conv_transpose(grad_output, conj(W))``; weight: the loop
+    ``∂W[o, c, t] = Σ_{n, l} g[n, o, l]·conj(x̃[n, c, l·s + t·d − p_b])``; bias: the
+    sum of grad_output.  PyTorch's convention for complex (conjugate gradients).
+
+    Parameters
+    ----------
+    grad_output, x, weight : array_like
+        As ``convmm.conv_backward``'s.
+    stride, padding, dilation, groups, padding_mode, data_format
+        As ``convmm.conv_backward``'s.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (∂L/∂x shaped like x, ∂L/∂W shaped like the weight, ∂L/∂b of shape (C_out,)).
+
+    Notes
+    -----
+    Nothing is checked: the arguments must be valid for ``convmm.conv_backward`` (which
+    checks them); anything else may give a wrong shape or an IndexError.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmm import reference
+    >>> reference.conv_backward(np.ones((1, 1, 4)), np.arange(5.).reshape(1, 1, 5),
+    ...                         np.array([[[1., -1]]]))[1]
+    array([[[ 6., 10.]]])
+    """
     weight = np.asarray(weight)
     nd = weight.ndim - 2
     x = np.asarray(x)
@@ -265,9 +426,44 @@ def conv_backward(grad_output, x, weight, *, stride=1, padding=0, dilation=1, gr
     return grad_input, _weight_last(grad_w, data_format), grad_b
 
 
-def conv_transpose_backward(grad_output, x, weight, *, stride=1, padding=0, output_padding=0,
-                            dilation=1, groups=1, output_size=None, padding_mode="zeros",
-                            data_format="channels_first"):
+def conv_transpose_backward(grad_output: Array, x: Array, weight: Array, *,
+                            stride: IntOrTuple = 1, padding: Padding = 0,
+                            output_padding: IntOrTuple = 0, dilation: IntOrTuple = 1,
+                            groups: int = 1, output_size: Sequence[int] | None = None,
+                            padding_mode: PaddingMode = "zeros",
+                            data_format: DataFormat = "channels_first",
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``convmm.conv_transpose_backward`` by its definitions: (input, weight, bias) gradients.
+
+    input: ``reference.conv(grad_output, conj(W))``; weight: the loop
+    ``∂W[i, o, t] = Σ_{n, l} conj(x[n, i, l])·g̃[n, o, l·s + t·d − p_b]``; bias: the
+    sum of grad_output.
+
+    Parameters
+    ----------
+    grad_output, x, weight : array_like
+        As ``convmm.conv_transpose_backward``'s.
+    stride, padding, output_padding, dilation, groups, output_size, padding_mode, data_format
+        As ``convmm.conv_transpose_backward``'s.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (∂L/∂x shaped like x, ∂L/∂W shaped like the weight, ∂L/∂b of shape (C_out,)).
+
+    Notes
+    -----
+    Nothing is checked: the arguments must be valid for ``convmm.conv_transpose_backward`` (which
+    checks them); anything else may give a wrong shape or an IndexError.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmm import reference
+    >>> reference.conv_transpose_backward(np.arange(3.).reshape(1, 1, 3), np.ones((1, 1, 2)),
+    ...                                   np.array([[[1., 2]]]))[0]
+    array([[[2., 5.]]])
+    """
     weight = np.asarray(weight)
     nd = weight.ndim - 2
     g, w, _, batched = _prepare(grad_output, weight, data_format)
@@ -296,9 +492,43 @@ def conv_transpose_backward(grad_output, x, weight, *, stride=1, padding=0, outp
     return grad_input, _weight_last(grad_w, data_format), grad_b
 
 
-def toeplitz(weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
-             padding_mode="zeros", data_format="channels_first"):
-    """The dense matrix C with ``conv(x)[n].reshape(-1) == C @ x[n].reshape(-1)``."""
+def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
+             padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+             padding_mode: PaddingMode = "zeros",
+             data_format: DataFormat = "channels_first") -> np.ndarray:
+    """The dense matrix C with ``conv(x)[n].reshape(-1) == C @ x[n].reshape(-1)``, by a loop.
+
+    ``C[(o, l), (g·C_g + c, p)]`` is the sum of ``W[o, c, t]`` over the taps t whose
+    padded position ``l·s + t·d − p_b`` reads input sample p.
+
+    Parameters
+    ----------
+    weight : array_like
+        ``convmm.conv``'s weight.
+    input_shape : sequence of ints
+        One sample's shape: ``(C_in, *S)`` or ``(*S, C_in)``.
+    stride, padding, dilation, groups, padding_mode, data_format
+        As ``convmm.toeplitz``'s.
+
+    Returns
+    -------
+    numpy.ndarray
+        (C_out·∏O, C_in·∏S), the weight's dtype, rows and columns in the data
+        format's order.
+
+    Notes
+    -----
+    Nothing is checked: the arguments must be valid for ``convmm.toeplitz`` (which
+    checks them); anything else may give a wrong shape or an IndexError.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmm import reference
+    >>> reference.toeplitz(np.array([[[5., 4]]]), (1, 3))
+    array([[5., 4., 0.],
+           [0., 5., 4.]])
+    """
     w = _weight_first(np.asarray(weight), data_format)
     nd = w.ndim - 2
     if data_format == "channels_first":

@@ -262,4 +262,7 @@ class ChannelsLast:
         return xp.flip(w, axis=tuple(range(nd)))
 
 
-LAYOUTS = {"channels_first": ChannelsFirst, "channels_last": ChannelsLast}
+Layout = type[ChannelsFirst] | type[ChannelsLast]
+"""A data format's index arithmetic (the classes are namespaces of static methods)."""
+
+LAYOUTS: dict[str, Layout] = {"channels_first": ChannelsFirst, "channels_last": ChannelsLast}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from typing import TypeVar
 
 PADDING_STRINGS = ("valid", "same", "full")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
@@ -60,18 +61,18 @@ def padding_spec(padding, nd: int, name: str = "padding"):
             raise ValueError(
                 f"{name} must have one entry per spatial dimension ({nd}), got {len(padding)}"
             )
-        pairs = []
+        listed: list[tuple[int, int]] = []
         for entry in padding:
             if isinstance(entry, Sequence) and not isinstance(entry, str):
                 if len(entry) != 2:
                     raise ValueError(
                         f"each {name} pair must be (before, after), got {tuple(entry)!r}"
                     )
-                pairs.append((as_int(entry[0], name), as_int(entry[1], name)))
+                listed.append((as_int(entry[0], name), as_int(entry[1], name)))
             else:
                 p = as_int(entry, name)
-                pairs.append((p, p))
-        pairs = tuple(pairs)
+                listed.append((p, p))
+        pairs = tuple(listed)
     else:
         p = as_int(padding, name)
         pairs = ((p, p),) * nd
@@ -100,7 +101,10 @@ def padding_mode(value, name: str = "padding_mode") -> str:
     return choice(value, PADDING_MODES, name)
 
 
-def choice(value, allowed: Sequence[str], name: str) -> str:
+_Name = TypeVar("_Name", bound=str)
+
+
+def choice(value: _Name, allowed: Sequence[str], name: str) -> _Name:
     """``value`` if it is one of ``allowed``; else a ValueError naming the parameter, the
     valid values and, for a near miss or another library's name, the likely one."""
     if not isinstance(value, str) or value not in allowed:

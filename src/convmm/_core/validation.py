@@ -22,7 +22,7 @@ import array_api_compat
 import numpy as np
 
 from .geometry import ConvGeometry, conv_geometry, transpose_geometry
-from .layout import LAYOUTS
+from .layout import LAYOUTS, Layout
 from .params import (CONV_METHODS, CONV_TRANSPOSE_METHODS, DATA_FORMATS, GRADIENT_NAMES,
                      as_int, choice, groups_count, int_tuple, padding_spec)
 from .params import padding_mode as normalise_padding_mode
@@ -147,7 +147,7 @@ class Call:
     """A validated convolution call: batched input, promoted arrays, resolved geometry."""
 
     xp: Any
-    layout: type
+    layout: Layout
     x: Any
     weight: Any
     bias: Any

@@ -181,8 +181,8 @@ class WinogradTiling:
         return math.prod(d * t for d, t in zip(self.dilation, self.tiles))
 
     @property
-    def kinds(self) -> tuple[int, int, int]:
-        """Each axis's F(m, r) as its index in ``LINES``."""
+    def kinds(self) -> tuple[int, ...]:
+        """Each axis's F(m, r) as its index in ``LINES`` (three of them)."""
         return tuple(LINES.index((t.m, t.r)) for t in self.transforms)
 
     def name(self, nd: int) -> str:

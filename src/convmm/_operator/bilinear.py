@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import array_api_compat
 import numpy as np
@@ -12,6 +13,7 @@ from .._core.layout import LAYOUTS
 from .._core.params import DATA_FORMATS, as_int, choice, int_tuple
 from .._core.validation import check_dtype, namespace, prepare, rank_from, with_batch_axis
 from .._engines import dispatch
+from .._core.types import Array, DataFormat, IntOrTuple
 
 
 def _factors(factor, nd):
@@ -24,8 +26,9 @@ def _tent(factor):
     return 1.0 - np.abs(j) / factor
 
 
-def bilinear_kernel(factor, channels, *, dtype=None, data_format="channels_first", xp=None,
-                    device=None):
+def bilinear_kernel(factor: IntOrTuple, channels: int, *, dtype: Any = None,
+                    data_format: DataFormat = "channels_first", xp: Any = None,
+                    device: Any = None) -> Array:
     """The weight that makes ``conv_transpose`` a bilinear upsampler by ``factor``.
 
     Along each axis the kernel is the tent ``1 − |j|/f``, ``j = −(f−1), …, f−1``
@@ -50,10 +53,29 @@ def bilinear_kernel(factor, channels, *, dtype=None, data_format="channels_first
         sequence gives one factor per spatial dim (1 to 3 of them).
     channels : int
         The depthwise convolution's channel count.
-    dtype, device, xp
-        The array's dtype, device and namespace (NumPy by default; the
-        namespace's default float dtype by default).
-    data_format : "channels_first" → (C, 1, *K), "channels_last" → (*K, 1, C).
+    dtype : dtype, optional
+        The weight's dtype (NumPy: float64 by default; another namespace: its
+        default real floating dtype).
+    data_format : "channels_first" or "channels_last"
+        "channels_first" gives ``(C, 1, *K)``, "channels_last" ``(*K, 1, C)``.
+    xp : array namespace, optional
+        The namespace of the result (NumPy by default), e.g. ``torch`` or
+        ``array_api_strict``.
+    device : device, optional
+        The device of the result, in ``xp``'s terms.
+
+    Returns
+    -------
+    array
+        ``(C, 1, *K)`` or ``(*K, 1, C)`` with K = 2f − 1 per axis.
+
+    Raises
+    ------
+    TypeError
+        ``factor`` or ``channels`` not integers.
+    ValueError
+        ``factor`` with other than 1 to 3 entries or < 1, ``channels`` < 1, an
+        unknown ``data_format``.
 
     Examples
     --------
@@ -87,7 +109,8 @@ def bilinear_kernel(factor, channels, *, dtype=None, data_format="channels_first
     return xp.asarray(weight, dtype=dtype, device=device)
 
 
-def upsample_bilinear(x, factor, *, data_format="channels_first"):
+def upsample_bilinear(x: Array, factor: IntOrTuple, *,
+                      data_format: DataFormat = "channels_first") -> Array:
     """Bilinear (1-d: linear, 3-d: trilinear) upsampling of x by an integer factor per dim.
 
     Each spatial size n becomes ``f·(n − 1) + 1``, with input sample i at
@@ -99,11 +122,27 @@ def upsample_bilinear(x, factor, *, data_format="channels_first"):
     Parameters
     ----------
     x : array
-        (N, C, *S) or (N, *S, C); an int ``factor`` means x is batched with
+        ``(N, C, *S)`` or ``(N, *S, C)``; an int ``factor`` means x is batched with
         ``x.ndim − 2`` spatial dims, a sequence of factors fixes the rank and x
         may then leave out the batch axis.
     factor : int or sequence of ints
+        The factor f per spatial dim (>= 1).
     data_format : "channels_first" or "channels_last"
+        Where x's channel axis is.
+
+    Returns
+    -------
+    array
+        ``(N, C, *O)`` or ``(N, *O, C)``, ``O = f·(S − 1) + 1``, x's namespace,
+        device and dtype.
+
+    Raises
+    ------
+    TypeError
+        x not an array, an integer or bool dtype, a non-integer factor.
+    ValueError
+        x's rank does not match the factors (the message gives the shape
+        expected), a factor < 1, an unknown ``data_format``.
 
     Examples
     --------

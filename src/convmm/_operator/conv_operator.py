@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 from array_api_compat import device as device_of
@@ -22,6 +24,7 @@ from .._core.index_plans import axis_source, gather_index
 from .._core.params import as_int, choice
 from .._core.validation import check_dtype, namespace, prepare_operator
 from .._engines import dispatch, policy
+from .._core.types import Array, DataFormat, IntOrTuple, Method, Padding, PaddingMode, Shape
 from .toeplitz import TOEPLITZ_FORMATS, gather_taps, toeplitz_matrix
 
 SVD_LIMIT_ENTRIES = 1 << 24
@@ -48,15 +51,32 @@ class ConvOperator:
     weight : array
         ``conv``'s weight.
     input_shape : sequence of ints
-        One sample's shape: (C_in, *S) channels-first, (*S, C_in) channels-last.
+        One sample's shape: ``(C_in, *S)`` channels-first, ``(*S, C_in)`` channels-last.
     stride, padding, dilation, groups, padding_mode, data_format, method
         As for ``conv``.
 
     Attributes
     ----------
-    shape : (rows, cols), ``(∏ output_shape, ∏ input_shape)`` for C.
-    dtype : the weight's dtype.
-    input_shape, output_shape : one sample's shape on each side of C.
+    shape : tuple of int
+        (rows, cols), ``(∏ output_shape, ∏ input_shape)`` for C.
+    dtype : dtype
+        The weight's dtype.
+    input_shape, output_shape : tuple of int
+        One sample's shape on each side of the operator.
+    weight : array
+        The weight, as given.
+    T, H : ConvOperator
+        The transpose and the conjugate transpose (adjoint).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``toeplitz`` for the weight, ``input_shape`` and keywords; a
+        ValueError for a ``method`` that cannot run on the weight's namespace.
+
+    See Also
+    --------
+    toeplitz : C as a sparse or dense matrix.
 
     Examples
     --------
@@ -70,8 +90,10 @@ class ConvOperator:
     array([5., 9., 9., 9., 9., 4.])
     """
 
-    def __init__(self, weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
-                 padding_mode="zeros", data_format="channels_first", method="auto"):
+    def __init__(self, weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
+                 padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+                 padding_mode: PaddingMode = "zeros", data_format: DataFormat = "channels_first",
+                 method: Method = "auto") -> None:
         self._call = prepare_operator(weight, input_shape, stride=stride, padding=padding,
                                       dilation=dilation, groups=groups,
                                       padding_mode=padding_mode, data_format=data_format,
@@ -86,33 +108,36 @@ class ConvOperator:
             tuple(layout.image_shape(1, self._call.out_channels, geometry.output_size)[1:]))
         self._adjoint = False     # this operator is Cᵀ (or Cᴴ) rather than C
         self._conjugate = False   # ... of the conjugated weight
-        self._weights = {}
+        self._weights: dict[tuple[Any, bool], Array] = {}
 
     # --- what it is -----------------------------------------------------------------
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> Shape:
         """One sample's shape on the operator's input side."""
         return self._forward_shapes[1 if self._adjoint else 0]
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> Shape:
         """One sample's shape on the operator's output side."""
         return self._forward_shapes[0 if self._adjoint else 1]
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols): ``(∏ output_shape, ∏ input_shape)``."""
         return (math.prod(self.output_shape), math.prod(self.input_shape))
 
     @property
-    def dtype(self):
+    def dtype(self) -> Any:
+        """The weight's dtype (results are promoted with the vector's)."""
         return self._call.weight.dtype
 
     @property
-    def weight(self):
+    def weight(self) -> Array:
+        """The forward convolution's weight, as given (never conjugated or transposed)."""
         return self._call.weight
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         kind = {(False, False): "C", (True, False): "Cᵀ", (True, True): "Cᴴ",
                 (False, True): "conj(C)"}[self._adjoint, self._conjugate]
         return (f"<ConvOperator {kind} {self.shape[0]}×{self.shape[1]} {self.dtype}: "
@@ -126,17 +151,29 @@ class ConvOperator:
         return other
 
     @property
-    def T(self):
+    def T(self) -> ConvOperator:
         """The transpose (for real weights also the adjoint)."""
         return self._derived(not self._adjoint, self._conjugate)
 
     @property
-    def H(self):
+    def H(self) -> ConvOperator:
         """The conjugate transpose (adjoint)."""
         return self._derived(not self._adjoint, not self._conjugate)
 
-    def adjoint(self):
-        """The conjugate transpose, as ``op.H``."""
+    def adjoint(self) -> ConvOperator:
+        """The conjugate transpose, as ``op.H`` (``scipy.sparse.linalg.LinearOperator``'s name).
+
+        Returns
+        -------
+        ConvOperator
+            Cᴴ, sharing this operator's weight.
+
+        Examples
+        --------
+        >>> import numpy as np, convmm
+        >>> convmm.ConvOperator(np.array([[[5., 4]]]), (1, 6)).adjoint().shape
+        (6, 5)
+        """
         return self.H
 
     # --- applying it -----------------------------------------------------------------------
@@ -173,40 +210,179 @@ class ConvOperator:
         dtype = xp.result_type(v.dtype, self.dtype)
         return v if v.dtype == dtype else xp.astype(v, dtype)
 
-    def matvec(self, x):
-        """C·x for x of shape (N,) (or (N, 1)), in the weight's namespace."""
+    def matvec(self, x: Array) -> Array:
+        """C·x: the convolution of one flattened sample.
+
+        Parameters
+        ----------
+        x : array
+            Shape (N,) or (N, 1) with N = ``shape[1]``, in the weight's
+            namespace; a float or complex dtype (promoted with the weight's).
+
+        Returns
+        -------
+        array
+            Shape (M,) or (M, 1) with M = ``shape[0]``.
+
+        Raises
+        ------
+        TypeError
+            x in another namespace than the weight, or an integer or bool dtype.
+        ValueError
+            x of another shape.
+
+        Examples
+        --------
+        >>> import numpy as np, convmm
+        >>> convmm.ConvOperator(np.array([[[5., 4]]]), (1, 4)).matvec(np.array([1., 2, 4, 5]))
+        array([13., 26., 40.])
+        """
         x = self._operand(x, "x", matrix=False)
         y = self._apply(self._call.xp.reshape(x, (1, -1)))
         return self._call.xp.reshape(y, (self.shape[0], *x.shape[1:]))
 
-    def matmat(self, X):
-        """C·X for X of shape (N, k)."""
+    def matmat(self, X: Array) -> Array:
+        """C·X: ``matvec`` on each of X's k columns, as one batch of k samples.
+
+        Parameters
+        ----------
+        X : array
+            Shape (N, k), N = ``shape[1]``, in the weight's namespace.
+
+        Returns
+        -------
+        array
+            Shape (M, k), M = ``shape[0]``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As ``matvec``.
+
+        Examples
+        --------
+        >>> import numpy as np, convmm
+        >>> op = convmm.ConvOperator(np.array([[[1., -1]]]), (1, 3))
+        >>> op.matmat(np.array([[1., 0], [2, 0], [4, 1]]))
+        array([[-1.,  0.],
+               [-2., -1.]])
+        """
         xp = self._call.xp
         X = self._operand(X, "X", matrix=True)
         return xp.permute_dims(self._apply(xp.permute_dims(X, (1, 0))), (1, 0))
 
-    def rmatvec(self, y):
-        """Cᴴ·y."""
+    def rmatvec(self, y: Array) -> Array:
+        """Cᴴ·y: the adjoint (``conv_transpose`` with the conjugated weight) of one sample.
+
+        Parameters
+        ----------
+        y : array
+            Shape (M,) or (M, 1), M = ``shape[0]``, in the weight's namespace.
+
+        Returns
+        -------
+        array
+            Shape (N,) or (N, 1), N = ``shape[1]``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As ``matvec``.
+
+        Examples
+        --------
+        >>> import numpy as np, convmm
+        >>> convmm.ConvOperator(np.array([[[5., 4]]]), (1, 4)).rmatvec(np.ones(3))
+        array([5., 9., 9., 4.])
+        """
         return self.H.matvec(y)
 
-    def rmatmat(self, Y):
-        """Cᴴ·Y."""
+    def rmatmat(self, Y: Array) -> Array:
+        """Cᴴ·Y: ``rmatvec`` on each of Y's k columns.
+
+        Parameters
+        ----------
+        Y : array
+            Shape (M, k), M = ``shape[0]``, in the weight's namespace.
+
+        Returns
+        -------
+        array
+            Shape (N, k), N = ``shape[1]``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As ``matvec``.
+
+        Examples
+        --------
+        >>> import numpy as np, convmm
+        >>> convmm.ConvOperator(np.array([[[1., -1]]]), (1, 3)).rmatmat(np.eye(2))
+        array([[ 1.,  0.],
+               [-1.,  1.],
+               [ 0., -1.]])
+        """
         return self.H.matmat(Y)
 
-    def __matmul__(self, v):
+    def __matmul__(self, v: Array) -> Array:
         return self.matmat(v) if getattr(v, "ndim", 1) == 2 else self.matvec(v)
 
     # --- as matrices ------------------------------------------------------------------------
-    def todense(self):
-        """The operator as a dense array in the weight's namespace (see ``toeplitz``)."""
+    def todense(self) -> Array:
+        """The operator as a dense matrix (see ``toeplitz``).
+
+        Returns
+        -------
+        array
+            ``shape``, the weight's dtype, namespace and device.
+
+        Raises
+        ------
+        ValueError
+            Over ``DENSE_LIMIT_BYTES`` (1 GiB); use ``tosparse``.
+
+        Examples
+        --------
+        >>> import numpy as np, convmm
+        >>> convmm.ConvOperator(np.array([[[5., 4]]]), (1, 3)).T.todense()
+        array([[5., 0.],
+               [4., 5.],
+               [0., 4.]])
+        """
         xp = self._call.xp
         matrix = toeplitz_matrix(self._call, "dense")
         if self._adjoint:
             matrix = xp.permute_dims(matrix, (1, 0))
         return conj(xp, matrix) if self._conjugate else matrix
 
-    def tosparse(self, format="csr"):
-        """The operator as a ``scipy.sparse`` array (NumPy) or ``cupyx.scipy.sparse`` matrix (CuPy)."""
+    def tosparse(self, format: Literal["csr", "coo"] = "csr") -> Any:
+        """The operator as a sparse matrix (see ``toeplitz``).
+
+        Parameters
+        ----------
+        format : "csr" or "coo"
+            Compressed sparse rows, or coordinates.
+
+        Returns
+        -------
+        scipy.sparse array or cupyx.scipy.sparse matrix
+            ``shape``, the weight's dtype: SciPy's for a NumPy weight, cupyx's
+            for a CuPy weight.
+
+        Raises
+        ------
+        ValueError
+            ``format`` unknown.
+        TypeError
+            A weight of another namespace (use ``todense``).
+
+        Examples
+        --------
+        >>> import numpy as np, convmm
+        >>> convmm.ConvOperator(np.array([[[5., 4]]]), (1, 6)).tosparse().nnz
+        10
+        """
         format = choice(format, TOEPLITZ_FORMATS[:2], "format")
         matrix = toeplitz_matrix(self._call, "csr")
         if self._adjoint:
@@ -215,10 +391,27 @@ class ConvOperator:
             matrix = matrix.conj()
         return matrix.tocoo() if format == "coo" else matrix.tocsr()
 
-    def aslinearoperator(self):
+    def aslinearoperator(self) -> Any:
         """A ``scipy.sparse.linalg.LinearOperator`` (NumPy) or its ``cupyx`` twin (CuPy).
 
         Iterative solvers (``lsqr``, ``cg``, ``svds``) then run matrix-free.
+
+        Returns
+        -------
+        LinearOperator
+            With this operator's shape, dtype, matvec, rmatvec, matmat and rmatmat.
+
+        Raises
+        ------
+        TypeError
+            A weight that is neither NumPy nor CuPy.
+
+        Examples
+        --------
+        >>> import numpy as np, scipy.sparse.linalg, convmm
+        >>> op = convmm.ConvOperator(np.array([[[1., 1]]]), (1, 3), padding=[(0, 1)])
+        >>> scipy.sparse.linalg.lsqr(op.aslinearoperator(), np.array([3., 5, 3]))[0]
+        array([1., 2., 3.])
         """
         if is_numpy_array(self._call.weight):
             from scipy.sparse.linalg import LinearOperator
@@ -233,7 +426,9 @@ class ConvOperator:
                               matmat=self.matmat, rmatmat=self.rmatmat, dtype=self.dtype)
 
     # --- spectrum ---------------------------------------------------------------------------
-    def norm(self, *, tol=1e-6, maxiter=10_000, seed=0, method="auto"):
+    def norm(self, *, tol: float = 1e-6, maxiter: int = 10_000,
+             seed: int | np.random.Generator = 0,
+             method: Literal["auto", "fft", "dense", "lanczos", "power"] = "auto") -> float:
         """The spectral norm ‖C‖₂ = σ_max, the largest singular value of C.
 
         Parameters
@@ -306,6 +501,14 @@ class ConvOperator:
         --------
         norm_bound : a certified upper bound at the cost of one FFT.
         singular_values : every singular value.
+
+        Examples
+        --------
+        >>> import numpy as np, convmm
+        >>> op = convmm.ConvOperator(np.array([[[1., 1]]]), (1, 8), padding_mode="circular",
+        ...                          padding=[(0, 1)])
+        >>> op.norm()   # |1 + e^{iθ}| at θ = 0
+        2.0
         """
         if not (isinstance(tol, (int, float)) and tol > 0):
             raise ValueError(f"tol must be a positive number, got {tol!r}")
@@ -476,7 +679,7 @@ class ConvOperator:
             previous = sigma
         return sigma, False
 
-    def norm_bound(self, *, iterations=0):
+    def norm_bound(self, *, iterations: int = 0) -> float:
         """A certified upper bound on ‖C‖₂ = σ_max, from one FFT of the weight.
 
         Along each spatial axis, padding maps the input (size S) onto the padded
@@ -509,7 +712,7 @@ class ConvOperator:
         reflect and replicate padding it can be looser by up to
         ∏ ‖Pad_axis‖₂ (2 for a 2-d reflect "same" padding, 1 + p for
         replicate).  ``iterations`` > 0 sharpens it there: with B the matrix
-        of the convolution with the weight's moduli |W| (so |C| ≤ B entrywise
+        of the convolution with the weight's moduli ``|W|`` (so ``|C| ≤ B`` entrywise
         and ‖C‖₂ ≤ ‖B‖₂), the Collatz–Wielandt bound
 
             ‖B‖₂² = λ_max(BᵀB) ≤ max_j (BᵀB·q)_j / q_j   for any q > 0
@@ -622,7 +825,7 @@ class ConvOperator:
         return (self._call.mode == "circular" and all(s == 1 for s in geometry.stride)
                 and geometry.output_size == geometry.input_size)
 
-    def singular_values(self):
+    def singular_values(self) -> Array:
         """All min(M, N) singular values of C, largest first, in the weight's namespace.
 
         Exact and fast for a circular convolution with stride 1 and as many
@@ -632,7 +835,26 @@ class ConvOperator:
         values are those of the C_out×C_in transfer matrices
         ``Ŵ(f)[o, c] = Σ_t W[o, c, t]·exp(∓2πi f·t·d / S)`` at every frequency f
         (per group).  Otherwise the dense SVD, where C has at most
-        ``SVD_LIMIT_ENTRIES`` entries; a ValueError beyond that.
+        ``SVD_LIMIT_ENTRIES`` entries.
+
+        Returns
+        -------
+        array
+            min(M, N) non-negative values, largest first, in the weight's
+            namespace (real: float32 for float32 and complex64 weights, else float64).
+
+        Raises
+        ------
+        ValueError
+            An operator that is not circulant and has over ``SVD_LIMIT_ENTRIES`` entries.
+
+        Examples
+        --------
+        >>> import numpy as np, convmm
+        >>> op = convmm.ConvOperator(np.array([[[1., 1]]]), (1, 4), padding_mode="circular",
+        ...                          padding=[(0, 1)])
+        >>> np.round(op.singular_values(), 6)   # |1 + e^{-iπk/2}|, k = 0..3
+        array([2.      , 1.414214, 1.414214, 0.      ])
         """
         xp = self._call.xp
         if self._circulant():
@@ -655,7 +877,7 @@ def _transfer_matrices(call, size, dtype):
     """The per-group transfer matrices of the circular convolution on the periodic grid ``size``.
 
     ``Ŵ(f)[g, o, c] = Σ_t W[g·O_g + o, c, t]·exp(−2πi Σ_i f_i·(t_i·d_i mod S_i) / S_i)``:
-    an array (*frequencies, groups, C_out/groups, C_in/groups), complex.  Taps
+    an array ``(*frequencies, groups, C_out/groups, C_in/groups)``, complex.  Taps
     that wrap onto one cell of the grid add up.  ``dtype`` is the dtype the
     weight is cast to first: complex gives every frequency (``fftn``); real
     (for a real weight only) the half spectrum of ``rfftn``, which holds the

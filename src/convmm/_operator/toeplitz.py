@@ -28,6 +28,8 @@ and places the blocks with the layout's axis order.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 from array_api_compat import device as device_of
@@ -37,6 +39,7 @@ from .._core.index_plans import toeplitz_pairs
 from .._core.lowering import index_array
 from .._core.params import choice
 from .._core.validation import itemsize, prepare_operator
+from .._core.types import Array, DataFormat, IntOrTuple, Padding, PaddingMode
 
 DENSE_LIMIT_BYTES = 1 << 30
 """A ``format="dense"`` matrix larger than this is refused (use "csr")."""
@@ -234,8 +237,10 @@ def toeplitz_matrix(call, format):
     return sparse(call, format)
 
 
-def toeplitz(weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
-             padding_mode="zeros", data_format="channels_first", format="csr"):
+def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
+             padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+             padding_mode: PaddingMode = "zeros", data_format: DataFormat = "channels_first",
+             format: Literal["csr", "coo", "dense"] = "csr") -> Any:
     """The matrix C of ``conv`` on one sample: ``conv(x)[n].reshape(-1) == C @ x[n].reshape(-1)``.
 
     The doubly-blocked Toeplitz matrix (in 2-d), for every rank, stride,
@@ -249,9 +254,9 @@ def toeplitz(weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
     Parameters
     ----------
     weight : array
-        ``conv``'s weight, (C_out, C_in/groups, *K) or (*K, C_in/groups, C_out).
+        ``conv``'s weight, ``(C_out, C_in/groups, *K)`` or ``(*K, C_in/groups, C_out)``.
     input_shape : sequence of ints
-        One sample's shape: (C_in, *S) channels-first, (*S, C_in) channels-last.
+        One sample's shape: ``(C_in, *S)`` channels-first, ``(*S, C_in)`` channels-last.
     stride, padding, dilation, groups, padding_mode, data_format
         As for ``conv``.
     format : "csr", "coo" or "dense"
@@ -259,6 +264,24 @@ def toeplitz(weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
         ``cupyx.scipy.sparse`` matrix for a CuPy weight.  "dense": an array in
         the weight's namespace (any namespace), refused over
         ``DENSE_LIMIT_BYTES`` (1 GiB).
+
+    Returns
+    -------
+    scipy.sparse array, cupyx.scipy.sparse matrix or array
+        (C_out·∏O, C_in·∏S), the weight's dtype.
+
+    Raises
+    ------
+    TypeError
+        A weight that is not an array or has an integer or bool dtype; a sparse
+        ``format`` for a weight that is neither NumPy nor CuPy.
+    ValueError
+        ``input_shape`` or the keywords invalid (as ``conv``), an unknown
+        ``format``, or "dense" over ``DENSE_LIMIT_BYTES``.
+
+    See Also
+    --------
+    ConvOperator : C applied matrix-free, with its adjoint and spectrum.
 
     Examples
     --------

@@ -92,18 +92,45 @@ def get_num_threads() -> int:
     ``CONVMM_NUM_THREADS`` or, without it, as many as NumPy's BLAS had when the
     engine first ran (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` or a
     threadpoolctl limit in force then set that).  Read once per plan.
+
+    Returns
+    -------
+    int
+        The number of threads, >= 1.
+
+    See Also
+    --------
+    set_num_threads : change it, process-wide.
+
+    Examples
+    --------
+    >>> import convmm
+    >>> convmm.get_num_threads() >= 1
+    True
     """
     configured = _configured
     return configured if configured is not None else _default_threads()
 
 
-def set_num_threads(n):
+def set_num_threads(n: int | None) -> int | None:
     """Set the number of threads convmm's CPU engine computes on (``None``: the default).
 
     Process-wide: every later call, from any thread, plans for ``n`` workers, and
     at most ``n`` of convmm's threads compute at once however many threads call
-    it.  Results are the same bits for a given ``n``, alone or concurrent.
-    Returns the previous setting.
+    it.  Results are the same bits for a given ``n``, alone or concurrent.  A
+    call with little work uses fewer threads (one per 2 M multiply-adds), so
+    small calls stay on the caller's thread.
+
+    Parameters
+    ----------
+    n : int or None
+        The thread count, 1 to ``MAX_THREADS``; None restores the default
+        (``get_num_threads`` says what it is).
+
+    Returns
+    -------
+    int or None
+        The previous setting (None where it was the default).
 
     Raises
     ------
@@ -111,6 +138,18 @@ def set_num_threads(n):
         ``n`` is not an integer (or None).
     ValueError
         ``n`` < 1 or ``n`` > ``MAX_THREADS`` (4 per CPU).
+
+    See Also
+    --------
+    get_num_threads : the setting in force.
+
+    Examples
+    --------
+    >>> import convmm
+    >>> previous = convmm.set_num_threads(1)
+    >>> convmm.get_num_threads()
+    1
+    >>> _ = convmm.set_num_threads(previous)
     """
     global _configured
     if n is not None:

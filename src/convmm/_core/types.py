@@ -1,0 +1,42 @@
+"""The types in convmm's public signatures.
+
+Arrays are typed as ``Any``: convmm takes arrays of every namespace that
+array-api-compat recognises (NumPy, CuPy, PyTorch, array_api_strict, ...), and
+these share no base class and, across the versions convmm supports, no common
+protocol a type checker could verify.  The names below say what each argument
+means; the docstrings give shapes and dtypes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, TypeAlias, Union
+
+Array: TypeAlias = Any
+"""An array of any array-API namespace (``numpy.ndarray``, ``cupy.ndarray``, ``torch.Tensor``, ...)."""
+
+IntOrTuple: TypeAlias = Union[int, Sequence[int]]
+"""One int for every spatial dim, or one per spatial dim."""
+
+Padding: TypeAlias = Union[int, str, Sequence[Union[int, Sequence[int]]]]
+"""An int, one int or one (before, after) pair per spatial dim, or "valid", "same", "full"."""
+
+PaddingPairs: TypeAlias = tuple[tuple[int, int], ...]
+"""Resolved padding: one (before, after) pair per spatial dim."""
+
+Shape: TypeAlias = tuple[int, ...]
+
+PaddingMode: TypeAlias = Literal["zeros", "reflect", "replicate", "circular", "symmetric",
+                                 "constant", "edge", "wrap"]
+"""convmm's padding modes and np.pad's names for them ("constant", "edge", "wrap")."""
+
+DataFormat: TypeAlias = Literal["channels_first", "channels_last"]
+
+Method: TypeAlias = Literal["auto", "im2col", "zero_insertion", "tiled_blas", "implicit_gemm",
+                            "direct", "winograd"]
+"""The lowerings ``conv``, ``conv_transpose`` and the backward passes take."""
+
+SignalMode: TypeAlias = Literal["full", "valid", "same"]
+
+Needs: TypeAlias = Union[str, Sequence[str]]
+"""The gradients a backward pass computes: "input", "weight", "bias" or a sequence of them."""
