@@ -165,3 +165,45 @@ def test_public_names():
                  "im2col", "col2im", "conv_output_shape", "conv_transpose_output_shape", "reference",
                  "toeplitz", "ConvOperator", "bilinear_kernel", "upsample_bilinear"):
         assert hasattr(convmm, name), name
+
+
+def _options(parser):
+    """Every option of ``parser`` and of its subcommands' parsers."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _options(sub)
+        elif action.option_strings:
+            yield parser.prog, action
+
+
+def test_every_command_line_option_has_help_text(monkeypatch):
+    """Every option of ``python -m convmm`` and its commands says what it does (the
+    parser is caught as ``main`` builds it)."""
+    import argparse
+
+    from convmm import __main__
+
+    captured = {}
+    original = argparse.ArgumentParser.parse_args
+
+    def keep(self, *args, **kwargs):
+        captured["parser"] = self
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", keep)
+    with pytest.raises(SystemExit):
+        __main__.main(["--version"])
+    options = list(_options(captured["parser"]))
+    assert any("--repeats" in action.option_strings for _, action in options)
+    for prog, action in options:
+        assert action.help, f"{prog} {action.option_strings} has no help text"
+
+
+def test_subcommands_have_help_and_no_command_prints_it():
+    done = subprocess.run([sys.executable, "-m", "convmm"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0
+    assert "demo" in done.stdout and "bench" in done.stdout and "--version" in done.stdout

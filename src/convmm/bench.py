@@ -923,7 +923,8 @@ def format_report(report, passes):
     return "\n".join(lines)
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench's command-line options (every one with its help text)."""
     parser.add_argument("--backend", default="numpy", choices=tuple(BACKENDS),
                         help="numpy: the CPU engine against PyTorch's CPU convolution; cupy: "
                              "the CUDA engine against PyTorch on cuDNN, N=64 unless --batch")
@@ -933,13 +934,20 @@ def add_arguments(parser):
     parser.add_argument("--layers", nargs="*", default=[],
                         help="layer names (or parts of names) to run; default: all")
     parser.add_argument("--layers-file", help="a layers.json other than the bundled suite")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                        help="the arrays' dtype (default float32)")
     parser.add_argument("--threads", type=int,
                         help="threads for both libraries (default: each library's own default)")
-    parser.add_argument("--pass", dest="passes", nargs="*", default=list(PASSES), choices=PASSES)
-    parser.add_argument("--method", default="auto", help="convmm's method (default auto)")
+    parser.add_argument("--pass", dest="passes", nargs="*", default=list(PASSES), choices=PASSES,
+                        help="the passes to time: forward (conv), transpose (conv_transpose) "
+                             "and backward (forward+backward); default all three")
+    parser.add_argument("--method", default="auto",
+                        help="convmm's method (default auto); layers it cannot run are listed "
+                             "as refused")
     parser.add_argument("--batch", type=int, help="replace every layer's N")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="timed rounds per layer and pass, alternating between the two "
+                             "libraries; the report gives medians (default 7)")
     parser.add_argument("--json", help="write the figures to this JSON file")
     parser.add_argument("--no-torch", action="store_true", help="time convmm alone")
     parser.add_argument("--no-gemm", dest="gemm", action="store_false",
