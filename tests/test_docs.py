@@ -4,6 +4,7 @@ the README's test command."""
 import doctest
 import importlib
 import inspect
+import os
 import re
 import subprocess
 import sys
@@ -126,6 +127,20 @@ def test_public_docstring_is_complete_numpydoc(name, obj):
     takes_input = [p for p in inspect.signature(function).parameters if p != "self"]
     if takes_input and not name.startswith("convmm.reference.") and name != "convmm.ConvGrads":
         assert "Raises\n" in inspect.getdoc(function), f"{name}: no Raises section"
+
+
+def test_correct_user_code_passes_the_type_checker():
+    """The hints accept what runs: tests/typed_usage.py, correct calls as users write them
+    (NumPy integers, the gradients' fields, Literal names), runs and type-checks cleanly."""
+    import runpy
+
+    runpy.run_path(str(ROOT / "tests" / "typed_usage.py"))
+    pytest.importorskip("mypy")
+    done = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental",
+                           str(ROOT / "tests" / "typed_usage.py")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "MYPYPATH": str(ROOT / "src")})
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_package_is_marked_typed_and_passes_the_type_checker():

@@ -201,6 +201,8 @@ def test_conv_transpose_padding_mode():
     ("padding_mode", "symm", "symmetric"), ("padding_mode", "fill", "zeros"),
     ("padding_mode", "reflet", "reflect"), ("method", "winogard", "winograd"),
     ("data_format", "channel_last", "channels_last"),
+    ("padding_mode", "grid-wrap", "circular"), ("padding_mode", "periodic", "circular"),
+    ("padding_mode", "grid-mirror", "symmetric"), ("padding_mode", "grid-constant", "zeros"),
 ])
 def test_a_near_miss_or_another_librarys_name_gets_a_did_you_mean(keyword, value, guess):
     x, w = np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3))
@@ -252,3 +254,72 @@ def test_plain_arrays_get_errors_that_name_the_real_problem():
                                scipy.signal.correlate(image, kernel, mode="same"))
     assert convmm.im2col(image[None, None], 7).shape == (1, 49, 100)
     assert convmm.upsample_bilinear(image[None, None], 2).shape[:2] == (1, 1)
+
+
+@pytest.mark.parametrize("padding, wanted", [("SAME", "same"), ("VALID", "valid"),
+                                             ("sme", "same")])
+def test_padding_strings_get_a_did_you_mean(padding, wanted):
+    with pytest.raises(ValueError, match=f"padding must be .*did you mean '{wanted}'"):
+        convmm.conv(np.ones((1, 1, 5)), np.ones((1, 1, 3)), padding=padding)
+
+
+def test_gradient_names_get_a_did_you_mean():
+    with pytest.raises(ValueError, match="needs must name .*did you mean 'weight'"):
+        convmm.conv_backward(np.ones((1, 1, 3)), np.ones((1, 1, 5)), np.ones((1, 1, 3)),
+                             needs=("weights",))
+
+
+@pytest.mark.parametrize("keywords, call", [
+    ({}, "mode='valid')"), ({"padding": 0}, "mode='valid')"), ({"padding": "valid"}, "mode='valid')"),
+    ({"padding": "full", "padding_mode": "reflect"}, "mode='full', boundary='reflect')"),
+    ({"padding": "same", "padding_mode": "edge"}, "mode='same', boundary='edge')"),
+])
+def test_the_plain_array_hint_keeps_the_calls_meaning(keywords, call):
+    """conv with plain arrays names the correlate call that computes what was asked for."""
+    image, kernel = np.ones((16, 16)), np.ones((3, 3))
+    with pytest.raises(ValueError) as caught:
+        convmm.conv(image, kernel, **keywords)
+    assert f"convmm.correlate(x, weight, {call}" in str(caught.value)
+
+
+def test_plain_array_hints_for_the_transpose_and_the_operator():
+    image, kernel = np.ones((16, 16)), np.ones((3, 3))
+    with pytest.raises(ValueError, match=r"convmm.convolve\(x, weight, 'full'\)"):
+        convmm.conv_transpose(image, kernel)
+    np.testing.assert_allclose(convmm.convolve(image, kernel, "full"),
+                               convmm.conv_transpose(image[None, None], kernel[None, None])[0, 0])
+    with pytest.raises(ValueError, match=r"add the channel axes: weight\[None, None\]"):
+        convmm.ConvOperator(kernel, (16, 16))
+    with pytest.raises(ValueError, match="add the batch and channel axes"):
+        convmm.conv(image, kernel, padding=1)
+
+
+def test_a_plain_image_with_a_size_per_axis_is_told_to_add_its_channel_axis():
+    image = np.ones((16, 16))
+    with pytest.raises(ValueError, match=r"x\[None\] with kernel_size=\(7, 7\)"):
+        convmm.im2col(image, 7)
+    with pytest.raises(ValueError, match=r"a plain array needs a channel axis: x\[None\]"):
+        convmm.im2col(image, (7, 7))
+    with pytest.raises(ValueError, match=r"a plain array needs a channel axis: x\[None\]"):
+        convmm.upsample_bilinear(image, (2, 2))
+    assert convmm.im2col(image[None], (7, 7)).shape == (49, 100)
+    assert convmm.upsample_bilinear(image[None], (2, 2)).shape == (1, 31, 31)
+
+
+def test_a_ranked_function_names_its_own_rank():
+    with pytest.raises(ValueError, match=r"weight must have 4 dimensions for 2 spatial dim"):
+        convmm.conv2d(np.ones(8), np.ones(3))
+
+
+def test_correlate_names_its_own_parameters():
+    with pytest.raises(TypeError, match="in1 has dtype int64"):
+        convmm.correlate(np.arange(5), np.ones(3))
+    with pytest.raises(TypeError, match="in2 has dtype int64"):
+        convmm.correlate(np.ones(5), np.arange(3))
+
+
+def test_col2im_with_int_sizes_says_they_mean_two_dims():
+    cols = convmm.im2col(np.ones((1, 1, 10)), 3)
+    with pytest.raises(ValueError, match=r"ints mean 2 spatial dims.*output_size=\(10,\)"):
+        convmm.col2im(cols, 10, 3)
+    assert convmm.col2im(cols, (10,), (3,)).shape == (1, 1, 10)

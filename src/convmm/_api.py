@@ -26,8 +26,8 @@ from ._core.validation import (check_dtype, checked_grad_output, gradient_needs,
                                lowering_geometry, namespace, prepare, rank_from, shape_args,
                                spatial_rank, unbatch, with_batch_axis)
 from ._engines import dispatch, policy
-from ._core.types import (Array, DataFormat, IntOrTuple, Method, Needs, Padding, PaddingMode,
-                      PaddingPairs, Shape, SignalMode)
+from ._core.types import (Array, DataFormat, Int, IntOrTuple, Method, Needs, Padding,
+                          PaddingMode, PaddingPairs, Shape, SignalMode, TransposeMethod)
 
 
 class ConvGrads(NamedTuple):
@@ -54,9 +54,11 @@ class ConvGrads(NamedTuple):
     (True, array([2.]))
     """
 
-    input: Array | None
-    weight: Array | None
-    bias: Array | None
+    # Typed as arrays (Any), not Optional: ``grads.input.shape`` after asking for the
+    # input gradient needs no None check to satisfy a type checker.
+    input: Array
+    weight: Array
+    bias: Array
 
 
 # --------------------------------------------------------------------------- conv
@@ -68,7 +70,7 @@ def _prepare(x, weight, bias, grad_output, **keywords):
 
 
 def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTuple = 1,
-         padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+         padding: Padding = 0, dilation: IntOrTuple = 1, groups: Int = 1,
          padding_mode: PaddingMode = "zeros", data_format: DataFormat = "channels_first",
          method: Method = "auto") -> Array:
     """N-d convolution (cross-correlation, as in deep learning) lowered to a GEMM.
@@ -164,9 +166,10 @@ def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTup
 
 def conv_transpose(x: Array, weight: Array, bias: Array | None = None, *,
                    stride: IntOrTuple = 1, padding: Padding = 0, output_padding: IntOrTuple = 0,
-                   dilation: IntOrTuple = 1, groups: int = 1,
+                   dilation: IntOrTuple = 1, groups: Int = 1,
                    output_size: Sequence[int] | None = None, padding_mode: PaddingMode = "zeros",
-                   data_format: DataFormat = "channels_first", method: Method = "auto") -> Array:
+                   data_format: DataFormat = "channels_first",
+                   method: TransposeMethod = "auto") -> Array:
     """The transposed convolution: exactly the adjoint (transpose) of ``conv``.
 
     With C the matrix of ``conv(·, weight, stride, padding, dilation, groups)``
@@ -263,7 +266,7 @@ def _gradient_plans(call, needs, input_operation):
 
 def conv_backward(grad_output: Array, x: Array, weight: Array, *,
                   needs: Needs = GRADIENT_NAMES, stride: IntOrTuple = 1, padding: Padding = 0,
-                  dilation: IntOrTuple = 1, groups: int = 1, padding_mode: PaddingMode = "zeros",
+                  dilation: IntOrTuple = 1, groups: Int = 1, padding_mode: PaddingMode = "zeros",
                   data_format: DataFormat = "channels_first",
                   method: Method = "auto") -> ConvGrads:
     """Gradients of ``conv(x, weight, bias, ...)`` given ``grad_output`` = ∂L/∂y.
@@ -325,11 +328,11 @@ def conv_backward(grad_output: Array, x: Array, weight: Array, *,
 def conv_transpose_backward(grad_output: Array, x: Array, weight: Array, *,
                             needs: Needs = GRADIENT_NAMES, stride: IntOrTuple = 1,
                             padding: Padding = 0, output_padding: IntOrTuple = 0,
-                            dilation: IntOrTuple = 1, groups: int = 1,
+                            dilation: IntOrTuple = 1, groups: Int = 1,
                             output_size: Sequence[int] | None = None,
                             padding_mode: PaddingMode = "zeros",
                             data_format: DataFormat = "channels_first",
-                            method: Method = "auto") -> ConvGrads:
+                            method: TransposeMethod = "auto") -> ConvGrads:
     """Gradients of ``conv_transpose(x, weight, bias, ...)`` given ``grad_output``.
 
     input: ``conv(grad_output, conj(weight))`` (the transpose of the transpose);
@@ -469,6 +472,7 @@ def _plain_pair(in1, in2):
                              f"channel axes; use conv for those), got shape {tuple(a.shape)}")
         if any(n < 1 for n in a.shape):
             raise ValueError(f"{name} must not be empty, got shape {tuple(a.shape)}")
+        check_dtype(xp, a, name)
     if in1.ndim != in2.ndim:
         raise ValueError(f"in1 and in2 must have the same number of dimensions, got "
                          f"shapes {tuple(in1.shape)} and {tuple(in2.shape)}")
@@ -618,7 +622,7 @@ def im2col(x: Array, kernel_size: IntOrTuple, *, stride: IntOrTuple = 1, padding
     ----------
     x : array
         ``(N, C, *S)`` or ``(N, *S, C)``, the batch axis optional where ``kernel_size``
-        is a sequence; any dtype but bool.
+        is a sequence; float32, float64, complex64 or complex128.
     kernel_size : int or sequence of ints
         K, per spatial dim.
     stride, padding, dilation, padding_mode, data_format
@@ -633,7 +637,7 @@ def im2col(x: Array, kernel_size: IntOrTuple, *, stride: IntOrTuple = 1, padding
     Raises
     ------
     TypeError
-        x not an array, a bool dtype, a keyword of the wrong type.
+        x not an array, an integer, bool or half dtype, a keyword of the wrong type.
     ValueError
         x's rank does not fit ``kernel_size`` (the message gives the shape
         expected), an invalid stride, padding or dilation, an empty output,
@@ -694,7 +698,7 @@ def col2im(cols: Array, output_size: IntOrTuple, kernel_size: IntOrTuple, *,
     Raises
     ------
     TypeError
-        cols not an array, a bool dtype, a keyword of the wrong type.
+        cols not an array, an integer, bool or half dtype, a keyword of the wrong type.
     ValueError
         cols' shape does not match the sizes (the message gives the number
         of positions and rows expected), or invalid keywords.
@@ -719,10 +723,13 @@ def col2im(cols: Array, output_size: IntOrTuple, kernel_size: IntOrTuple, *,
     taps, positions = geometry.n_taps, geometry.n_positions
     rows, count = layout.cols_rows_and_positions(cb.shape)
     if count != positions or rows % taps or rows == 0:
+        ints = ("; ints mean 2 spatial dims, as in fold: give sequences, e.g. "
+                f"output_size=({spatial[0]},) for 1-d"
+                if not isinstance(output_size, Sequence) else "")
         raise ValueError(
             f"cols of shape {tuple(cols.shape)} does not match output_size {spatial} and "
             f"kernel_size {geometry.kernel_size}: expected {positions} positions and a "
-            f"multiple of {taps} rows ({layout.name})"
+            f"multiple of {taps} rows ({layout.name}){ints}"
         )
     return unbatch(lowering.col2im(xp, cb, geometry, mode, layout, rows // taps), batched)
 

@@ -932,7 +932,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --backend cupy: allow TF32 in cuBLAS (CUPY_TF32=1) and in "
                              "PyTorch (cudnn and matmul allow_tf32); default off on both")
     parser.add_argument("--layers", nargs="*", default=[],
-                        help="layer names (or parts of names) to run; default: all")
+                        help="layer names (or parts of names) to run; default: all (an "
+                             "unknown name lists the suite's names)")
     parser.add_argument("--layers-file", help="a layers.json other than the bundled suite")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"),
                         help="the arrays' dtype (default float32)")
@@ -942,8 +943,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the passes to time: forward (conv), transpose (conv_transpose) "
                              "and backward (forward+backward); default all three")
     parser.add_argument("--method", default="auto",
-                        help="convmm's method (default auto); layers it cannot run are listed "
-                             "as refused")
+                        help="convmm's method: auto (the default), im2col, tiled_blas, "
+                             "implicit_gemm, direct or winograd; layers it cannot run are "
+                             "listed as refused")
     parser.add_argument("--batch", type=int, help="replace every layer's N")
     parser.add_argument("--repeats", type=int, default=7,
                         help="timed rounds per layer and pass, alternating between the two "

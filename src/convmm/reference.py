@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._core.types import Array, DataFormat, IntOrTuple, Padding, PaddingMode
+from ._core.types import Array, DataFormat, Int, IntOrTuple, Padding, PaddingMode
 
 __all__ = ["conv", "conv_transpose", "im2col", "col2im", "conv_backward",
            "conv_transpose_backward", "toeplitz"]
@@ -117,7 +117,7 @@ def _finish(y, data_format, batched):
 
 
 def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTuple = 1,
-         padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+         padding: Padding = 0, dilation: IntOrTuple = 1, groups: Int = 1,
          padding_mode: PaddingMode = "zeros",
          data_format: DataFormat = "channels_first") -> np.ndarray:
     """``convmm.conv`` by its definition: a loop over output positions and kernel taps.
@@ -190,7 +190,7 @@ def _transposed_size(size, kernel, stride, dilation, padding, output_padding, ou
 
 def conv_transpose(x: Array, weight: Array, bias: Array | None = None, *,
                    stride: IntOrTuple = 1, padding: Padding = 0, output_padding: IntOrTuple = 0,
-                   dilation: IntOrTuple = 1, groups: int = 1,
+                   dilation: IntOrTuple = 1, groups: Int = 1,
                    output_size: Sequence[int] | None = None, padding_mode: PaddingMode = "zeros",
                    data_format: DataFormat = "channels_first") -> np.ndarray:
     """``convmm.conv_transpose`` by its definition: every product scattered to its place.
@@ -368,7 +368,7 @@ def col2im(cols: Array, output_size: Sequence[int], kernel_size: Sequence[int], 
 
 
 def conv_backward(grad_output: Array, x: Array, weight: Array, *, stride: IntOrTuple = 1,
-                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+                  padding: Padding = 0, dilation: IntOrTuple = 1, groups: Int = 1,
                   padding_mode: PaddingMode = "zeros",
                   data_format: DataFormat = "channels_first",
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -429,7 +429,7 @@ def conv_backward(grad_output: Array, x: Array, weight: Array, *, stride: IntOrT
 def conv_transpose_backward(grad_output: Array, x: Array, weight: Array, *,
                             stride: IntOrTuple = 1, padding: Padding = 0,
                             output_padding: IntOrTuple = 0, dilation: IntOrTuple = 1,
-                            groups: int = 1, output_size: Sequence[int] | None = None,
+                            groups: Int = 1, output_size: Sequence[int] | None = None,
                             padding_mode: PaddingMode = "zeros",
                             data_format: DataFormat = "channels_first",
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -493,7 +493,7 @@ def conv_transpose_backward(grad_output: Array, x: Array, weight: Array, *,
 
 
 def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
-             padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+             padding: Padding = 0, dilation: IntOrTuple = 1, groups: Int = 1,
              padding_mode: PaddingMode = "zeros",
              data_format: DataFormat = "channels_first") -> np.ndarray:
     """The dense matrix C with ``conv(x)[n].reshape(-1) == C @ x[n].reshape(-1)``, by a loop.

@@ -53,7 +53,8 @@ def padding_spec(padding, nd: int, name: str = "padding"):
     if isinstance(padding, str):
         if padding not in PADDING_STRINGS:
             raise ValueError(
-                f"{name} must be an int, a sequence, or one of {PADDING_STRINGS}, got {padding!r}"
+                f"{name} must be an int, a sequence, or one of {PADDING_STRINGS}, got "
+                f"{padding!r}{did_you_mean(padding, PADDING_STRINGS)}"
             )
         return padding
     if isinstance(padding, Sequence):
@@ -88,7 +89,8 @@ PADDING_ALIASES = {"constant": "zeros", "edge": "replicate", "wrap": "circular"}
 SYNONYMS = {
     # other libraries' names for convmm's padding modes (SciPy's ndimage and signal)
     "zero": "zeros", "nearest": "replicate", "mirror": "reflect", "symm": "symmetric",
-    "fill": "zeros",
+    "fill": "zeros", "grid-wrap": "circular", "grid-mirror": "symmetric",
+    "grid-constant": "zeros", "periodic": "circular",
 }
 """Names other libraries use for a value convmm spells differently, for "did you mean"."""
 
@@ -108,18 +110,23 @@ def choice(value: _Name, allowed: Sequence[str], name: str) -> _Name:
     """``value`` if it is one of ``allowed``; else a ValueError naming the parameter, the
     valid values and, for a near miss or another library's name, the likely one."""
     if not isinstance(value, str) or value not in allowed:
-        hint = ""
-        if isinstance(value, str):
-            import difflib
-
-            guess = SYNONYMS.get(value.lower())
-            if guess not in allowed:
-                close = difflib.get_close_matches(value.lower(), allowed, n=1, cutoff=0.6)
-                guess = close[0] if close else None
-            if guess is not None:
-                hint = f" (did you mean {guess!r}?)"
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}{hint}")
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}"
+                         f"{did_you_mean(value, allowed)}")
     return value
+
+
+def did_you_mean(value: object, allowed: Sequence[str]) -> str:
+    """" (did you mean 'x'?)" for a string near one of ``allowed`` (in spelling, in case,
+    or as another library's name for it), else ""."""
+    if not isinstance(value, str):
+        return ""
+    import difflib
+
+    guess = SYNONYMS.get(value.lower(), value.lower())
+    if guess in allowed:
+        return f" (did you mean {guess!r}?)"
+    close = difflib.get_close_matches(value.lower(), allowed, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def groups_count(groups, in_channels: int, out_channels: int) -> int:

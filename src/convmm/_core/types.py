@@ -1,5 +1,9 @@
 """The types in convmm's public signatures.
 
+Names (padding modes, data formats, methods, modes) are ``Literal`` types, as NumPy
+types ``np.pad``'s ``mode``: a name held in a ``str`` variable needs the Literal as
+its annotation for a type checker to accept it.
+
 Arrays are typed as ``Any``: convmm takes arrays of every namespace that
 array-api-compat recognises (NumPy, CuPy, PyTorch, array_api_strict, ...), and
 these share no base class and, across the versions convmm supports, no common
@@ -10,15 +14,18 @@ means; the docstrings give shapes and dtypes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, TypeAlias, Union
+from typing import Any, Literal, SupportsIndex, TypeAlias, Union
 
 Array: TypeAlias = Any
 """An array of any array-API namespace (``numpy.ndarray``, ``cupy.ndarray``, ``torch.Tensor``, ...)."""
 
-IntOrTuple: TypeAlias = Union[int, Sequence[int]]
+Int: TypeAlias = SupportsIndex
+"""An integer: a Python int or a NumPy integer (anything ``operator.index`` takes)."""
+
+IntOrTuple: TypeAlias = Union[SupportsIndex, Sequence[SupportsIndex]]
 """One int for every spatial dim, or one per spatial dim."""
 
-Padding: TypeAlias = Union[int, str, Sequence[Union[int, Sequence[int]]]]
+Padding: TypeAlias = Union[SupportsIndex, str, Sequence[Union[SupportsIndex, Sequence[SupportsIndex]]]]
 """An int, one int or one (before, after) pair per spatial dim, or "valid", "same", "full"."""
 
 PaddingPairs: TypeAlias = tuple[tuple[int, int], ...]
@@ -32,9 +39,12 @@ PaddingMode: TypeAlias = Literal["zeros", "reflect", "replicate", "circular", "s
 
 DataFormat: TypeAlias = Literal["channels_first", "channels_last"]
 
-Method: TypeAlias = Literal["auto", "im2col", "zero_insertion", "tiled_blas", "implicit_gemm",
-                            "direct", "winograd"]
-"""The lowerings ``conv``, ``conv_transpose`` and the backward passes take."""
+Method: TypeAlias = Literal["auto", "im2col", "tiled_blas", "implicit_gemm", "direct", "winograd"]
+"""The lowerings ``conv``, ``conv_backward`` and ``ConvOperator`` take."""
+
+TransposeMethod: TypeAlias = Literal["auto", "im2col", "zero_insertion", "tiled_blas",
+                                     "implicit_gemm", "direct", "winograd"]
+"""The lowerings ``conv_transpose`` and ``conv_transpose_backward`` take."""
 
 SignalMode: TypeAlias = Literal["full", "valid", "same"]
 

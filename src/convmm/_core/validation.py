@@ -24,7 +24,8 @@ import numpy as np
 from .geometry import ConvGeometry, conv_geometry, transpose_geometry
 from .layout import LAYOUTS, Layout
 from .params import (CONV_METHODS, CONV_TRANSPOSE_METHODS, DATA_FORMATS, GRADIENT_NAMES,
-                     as_int, choice, groups_count, int_tuple, padding_spec)
+                     as_int, choice, did_you_mean, groups_count, int_tuple,
+                     padding_spec)
 from .params import padding_mode as normalise_padding_mode
 
 
@@ -72,22 +73,45 @@ def common_dtype(xp, **arrays):
             for name, a in arrays.items()}
 
 
-def spatial_rank(weight, expected=None):
-    """The number of spatial dims the weight's rank fixes (1, 2 or 3; ``expected`` if given)."""
+def spatial_rank(weight, expected=None, plain_hint=""):
+    """The number of spatial dims the weight's rank fixes (1, 2 or 3; ``expected`` if given).
+
+    ``plain_hint`` ends the message where the weight is a plain 1-d or 2-d array (no
+    channel axes): what the caller's user should write instead."""
     nd = weight.ndim - 2
+    if expected is not None and nd != expected:
+        raise ValueError(
+            f"weight must have {expected + 2} dimensions for {expected} spatial dim(s), "
+            f"(C_out, C_in/groups, *K), got shape {tuple(weight.shape)}"
+        )
     if nd not in (1, 2, 3):
-        plain = ("; for plain arrays without channel axes, convmm.correlate(in1, in2, "
-                 "mode='same') is the SciPy-style call" if weight.ndim in (1, 2) else "")
+        plain = f"; {plain_hint}" if plain_hint and weight.ndim in (1, 2) else ""
         raise ValueError(
             f"weight must have 3, 4 or 5 dimensions, (C_out, C_in/groups, *K) with 1, 2 or 3 "
             f"spatial dims, got shape {tuple(weight.shape)}{plain}"
         )
-    if expected is not None and nd != expected:
-        raise ValueError(
-            f"weight must have {expected + 2} dimensions for a {expected}-d convolution, "
-            f"got shape {tuple(weight.shape)}"
-        )
     return nd
+
+
+def plain_array_hint(transposed, padding, padding_mode):
+    """What a user holding plain arrays (no batch or channel axes) should call instead of
+    ``conv`` or ``conv_transpose`` with these keywords."""
+    axes = "or add the batch and channel axes: x[None, None] and weight[None, None]"
+    if transposed:
+        return ("for plain arrays without channel axes, convmm.convolve(x, weight, 'full') is "
+                f"the transposed correlation at stride 1 with zero padding, {axes}")
+    modes = {"valid": "valid", "full": "full", "same": "same"}
+    mode = modes.get(padding) if isinstance(padding, str) else (
+        "valid" if isinstance(padding, int) and not isinstance(padding, bool) and padding == 0
+        else None)
+    if mode is None:
+        return axes.replace("or add", "add", 1)
+    boundary = ("" if padding_mode in ("zeros", "constant")
+                else f", boundary={padding_mode!r}")
+    centring = (" (for even kernel sizes SciPy's 'same' puts the odd padding sample before, "
+                "conv's after)" if mode == "same" else "")
+    return (f"for plain arrays without channel axes, convmm.correlate(x, weight, "
+            f"mode={mode!r}{boundary}) is the SciPy-style call{centring}, {axes}")
 
 
 def with_batch_axis(xp, x, nd, name):
@@ -96,9 +120,11 @@ def with_batch_axis(xp, x, nd, name):
         return x, True
     if x.ndim == nd + 1:
         return xp.expand_dims(x, axis=0), False
+    plain = (f"; a plain array needs a channel axis: {name}[None] (one channel, unbatched)"
+             if x.ndim == nd else "")
     raise ValueError(
-        f"{name} must have {nd + 2} dimensions (batched) or {nd + 1} (unbatched) for a "
-        f"{nd}-d convolution, got shape {tuple(x.shape)}"
+        f"{name} must have {nd + 2} dimensions (batched) or {nd + 1} (unbatched) for {nd} "
+        f"spatial dim(s), got shape {tuple(x.shape)}{plain}"
     )
 
 
@@ -138,7 +164,8 @@ def gradient_needs(needs):
     needs = tuple(needs)
     for name in needs:
         if name not in GRADIENT_NAMES:
-            raise ValueError(f"needs must name some of {GRADIENT_NAMES}, got {name!r}")
+            raise ValueError(f"needs must name some of {GRADIENT_NAMES}, got {name!r}"
+                             f"{did_you_mean(name, GRADIENT_NAMES)}")
     return frozenset(needs)
 
 
@@ -260,7 +287,8 @@ def _checked(x, weight, bias, grad_output, *, transposed, stride, padding, dilat
     """``prepare`` without its cache: every check."""
     xp = namespace(x=x, weight=weight, bias=bias, grad_output=grad_output)
     arrays = common_dtype(xp, x=x, weight=weight, bias=bias, grad_output=grad_output)
-    nd = spatial_rank(arrays["weight"])
+    nd = spatial_rank(arrays["weight"],
+                      plain_hint=plain_array_hint(transposed, padding, padding_mode))
     x, batched = with_batch_axis(xp, arrays["x"], nd, "x")
     return configure(xp, x, tuple(x.shape), arrays["weight"], arrays["bias"],
                      arrays["grad_output"], batched, "x", transposed=transposed, stride=stride,
@@ -319,7 +347,8 @@ def prepare_operator(weight, input_shape, *, stride, padding, dilation, groups, 
     """A ``Call`` without an input, for the explicit operator on one sample of ``input_shape``."""
     xp = namespace(weight=weight)
     check_dtype(xp, weight, "weight")
-    nd = spatial_rank(weight)
+    nd = spatial_rank(weight, plain_hint="add the channel axes: weight[None, None], and "
+                                         "input_shape (1, *S) for one plain channel")
     if not isinstance(input_shape, Sequence) or isinstance(input_shape, str):
         raise TypeError(f"input_shape must be a sequence of ints, got {input_shape!r}")
     if len(input_shape) != nd + 1:
@@ -369,14 +398,16 @@ def rank_from(kernel_size, fallback, name, x_shape=None):
     if isinstance(kernel_size, Sequence) and not isinstance(kernel_size, str):
         nd = len(kernel_size)
     else:
-        as_int(kernel_size, name)
+        size = as_int(kernel_size, name)
         nd = fallback
         if x_shape is not None and nd not in (1, 2, 3):
+            plain_rank = len(x_shape) if len(x_shape) in (1, 2, 3) else 2
             raise ValueError(
                 f"x must be (N, C, *S) or (N, *S, C) with 1, 2 or 3 spatial dims when {name} "
                 f"is an int, got shape {tuple(x_shape)}; add the batch and channel axes "
-                f"(x[None, None] for one plain image), or give {name} as a sequence of "
-                f"one size per spatial dim for an unbatched x")
+                f"(x[None, None] for one plain image), or the channel axis alone and give "
+                f"{name} as a sequence of one entry per spatial dim (x[None] with "
+                f"{name}={(size,) * plain_rank})")
     if nd not in (1, 2, 3):
         raise ValueError(f"{name} must describe 1, 2 or 3 spatial dims, got {nd}")
     return nd

@@ -13,7 +13,7 @@ from .._core.layout import LAYOUTS
 from .._core.params import DATA_FORMATS, as_int, choice, int_tuple
 from .._core.validation import check_dtype, namespace, prepare, rank_from, with_batch_axis
 from .._engines import dispatch
-from .._core.types import Array, DataFormat, IntOrTuple
+from .._core.types import Array, DataFormat, Int, IntOrTuple
 
 
 def _factors(factor, nd):
@@ -26,7 +26,7 @@ def _tent(factor):
     return 1.0 - np.abs(j) / factor
 
 
-def bilinear_kernel(factor: IntOrTuple, channels: int, *, dtype: Any = None,
+def bilinear_kernel(factor: IntOrTuple, channels: Int, *, dtype: Any = None,
                     data_format: DataFormat = "channels_first", xp: Any = None,
                     device: Any = None) -> Array:
     """The weight that makes ``conv_transpose`` a bilinear upsampler by ``factor``.

@@ -24,7 +24,8 @@ from .._core.index_plans import axis_source, gather_index
 from .._core.params import as_int, choice
 from .._core.validation import check_dtype, namespace, prepare_operator
 from .._engines import dispatch, policy
-from .._core.types import Array, DataFormat, IntOrTuple, Method, Padding, PaddingMode, Shape
+from .._core.types import (Array, DataFormat, Int, IntOrTuple, Method, Padding, PaddingMode,
+                          Shape)
 from .toeplitz import TOEPLITZ_FORMATS, gather_taps, toeplitz_matrix
 
 SVD_LIMIT_ENTRIES = 1 << 24
@@ -40,7 +41,7 @@ NORM_DENSE_SIDE = 32
 class ConvOperator:
     """The convolution on one flattened sample as a linear operator C (matrix-free).
 
-    ``op.matvec(x) == conv(x.reshape(input_shape)).reshape(-1)``;
+    ``op.matvec(x) == conv(x.reshape(input_shape), weight, **keywords).reshape(-1)``;
     ``op.rmatvec(y)`` applies Cᴴ (``conv_transpose`` with the conjugated
     weight).  ``op.T``, ``op.H`` and ``op.adjoint()`` are operators too, and
     ``op @ v`` applies the operator to a vector (N,) or to the columns of a
@@ -91,7 +92,7 @@ class ConvOperator:
     """
 
     def __init__(self, weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
-                 padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+                 padding: Padding = 0, dilation: IntOrTuple = 1, groups: Int = 1,
                  padding_mode: PaddingMode = "zeros", data_format: DataFormat = "channels_first",
                  method: Method = "auto") -> None:
         self._call = prepare_operator(weight, input_shape, stride=stride, padding=padding,
@@ -426,7 +427,7 @@ class ConvOperator:
                               matmat=self.matmat, rmatmat=self.rmatmat, dtype=self.dtype)
 
     # --- spectrum ---------------------------------------------------------------------------
-    def norm(self, *, tol: float = 1e-6, maxiter: int = 10_000,
+    def norm(self, *, tol: float = 1e-6, maxiter: Int = 10_000,
              seed: int | np.random.Generator = 0,
              method: Literal["auto", "fft", "dense", "lanczos", "power"] = "auto") -> float:
         """The spectral norm ‖C‖₂ = σ_max, the largest singular value of C.
@@ -679,7 +680,7 @@ class ConvOperator:
             previous = sigma
         return sigma, False
 
-    def norm_bound(self, *, iterations: int = 0) -> float:
+    def norm_bound(self, *, iterations: Int = 0) -> float:
         """A certified upper bound on ‖C‖₂ = σ_max, from one FFT of the weight.
 
         Along each spatial axis, padding maps the input (size S) onto the padded

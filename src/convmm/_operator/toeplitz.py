@@ -39,7 +39,7 @@ from .._core.index_plans import toeplitz_pairs
 from .._core.lowering import index_array
 from .._core.params import choice
 from .._core.validation import itemsize, prepare_operator
-from .._core.types import Array, DataFormat, IntOrTuple, Padding, PaddingMode
+from .._core.types import Array, DataFormat, Int, IntOrTuple, Padding, PaddingMode
 
 DENSE_LIMIT_BYTES = 1 << 30
 """A ``format="dense"`` matrix larger than this is refused (use "csr")."""
@@ -238,7 +238,7 @@ def toeplitz_matrix(call, format):
 
 
 def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
-             padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+             padding: Padding = 0, dilation: IntOrTuple = 1, groups: Int = 1,
              padding_mode: PaddingMode = "zeros", data_format: DataFormat = "channels_first",
              format: Literal["csr", "coo", "dense"] = "csr") -> Any:
     """The matrix C of ``conv`` on one sample: ``conv(x)[n].reshape(-1) == C @ x[n].reshape(-1)``.

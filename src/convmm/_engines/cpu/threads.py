@@ -30,6 +30,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
+from typing import SupportsIndex
 
 import numpy as np
 
@@ -112,7 +113,7 @@ def get_num_threads() -> int:
     return configured if configured is not None else _default_threads()
 
 
-def set_num_threads(n: int | None) -> int | None:
+def set_num_threads(n: SupportsIndex | None) -> int | None:
     """Set the number of threads convmm's CPU engine computes on (``None``: the default).
 
     Process-wide: every later call, from any thread, plans for ``n`` workers, and
