@@ -217,3 +217,35 @@ def make_conv_inputs(rng, cfg):
     b = random_array(rng, (cfg.out_channels,), cfg.dtype) if cfg.bias else None
     return x, weight_to_layout(w, cfg.data_format), b
 
+
+def random_transpose_case(rng):
+    """A conv_transpose case whose output is non-empty: (cfg, x, weight, bias, kwargs).
+
+    The padding mode is drawn from all four where the forward convolution (from
+    the transposed output back to x) allows it, and is "zeros" otherwise.
+    """
+    while True:
+        cfg = random_config(rng, modes=("zeros",))
+        if cfg.padding == "same":
+            out = [i * s for i, s in zip(cfg.size, cfg.stride)]
+            pairs = _same_pairs(out, cfg.kernel, cfg.stride, cfg.dilation)
+            break
+        smallest = [(i - 1) * s - a - b + d * (k - 1) + 1 for i, s, (a, b), d, k
+                    in zip(cfg.size, cfg.stride, cfg.pairs, cfg.dilation, cfg.kernel)]
+        if min(smallest) >= 1:
+            out = [m + a for m, a in zip(smallest, cfg.output_padding)]
+            pairs = cfg.pairs
+            break
+    mode = str(rng.choice(["zeros", "reflect", "replicate", "circular", "symmetric"]))
+    if mode == "reflect" and any(max(p) >= o for p, o in zip(pairs, out)):
+        mode = "zeros"
+    if mode in ("circular", "symmetric") and any(max(p) > o for p, o in zip(pairs, out)):
+        mode = "zeros"
+    x = random_array(rng, (cfg.batch or 1, cfg.in_channels, *cfg.size), cfg.dtype)
+    x = to_layout(x, cfg)[0] if cfg.batch is None else to_layout(x, cfg)
+    w = random_array(rng, (cfg.in_channels, cfg.out_channels // cfg.groups, *cfg.kernel), cfg.dtype)
+    b = random_array(rng, (cfg.out_channels,), cfg.dtype) if cfg.bias else None
+    kw = cfg.kwargs(padding_mode=mode)
+    if cfg.padding != "same":
+        kw["output_padding"] = cfg.output_padding
+    return cfg, x, weight_to_layout(w, cfg.data_format), b, kw

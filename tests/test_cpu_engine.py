@@ -12,8 +12,8 @@ from convmm import reference
 from convmm._engines import policy
 from convmm._engines.cpu import engine as cpu_engine
 from convmm._engines.cpu import threads
-from helpers import assert_close, make_conv_inputs, random_array, random_config, wide
-from test_reference import _transpose_case
+from helpers import (assert_close, make_conv_inputs, random_array, random_config,
+                     random_transpose_case, wide)
 
 SEEDS = range(40)
 
@@ -234,7 +234,7 @@ def test_every_map_by_every_method(method, seed, workspace):
     np.testing.assert_array_equal(x, kept[0])
     np.testing.assert_array_equal(w, kept[1])
 
-    cfg, x, w, b, kw = _transpose_case(rng)
+    cfg, x, w, b, kw = random_transpose_case(rng)
     assert_close(convmm.conv_transpose(x, w, b, method=method, **kw),
                  reference.conv_transpose(wide(x), wide(w), wide(b), **kw), np, dtype=cfg.dtype)
     g = random_array(rng, reference.conv_transpose(x, w, **kw).shape, cfg.dtype)

@@ -47,7 +47,7 @@ import convmm  # noqa: E402
 from convmm._engines import policy  # noqa: E402
 from helpers import (assert_close, make_conv_inputs, namespace, random_array,  # noqa: E402
                      random_config, to_numpy)
-from test_reference import _transpose_case  # noqa: E402
+from helpers import random_transpose_case  # noqa: E402
 
 METHODS = ["tiled_blas", "implicit_gemm", "direct"]
 MAX_OUTPUTS = 400     # samples of a case's output, to keep the simulator quick
@@ -96,7 +96,7 @@ def _numpy_path(function, *args, **kw):
 def _small_case(rng, transposed=False):
     while True:
         if transposed:
-            cfg, x, w, b, kw = _transpose_case(rng)
+            cfg, x, w, b, kw = random_transpose_case(rng)
             y = _numpy_path(convmm.conv_transpose, x, w, **kw)
         else:
             cfg = random_config(rng)

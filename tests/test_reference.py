@@ -11,7 +11,7 @@ import pytest
 import convmm
 from convmm import reference
 from helpers import (_same_pairs, assert_close, make_conv_inputs, random_array, random_config,
-                     to_layout, to_xp, weight_to_layout, wide)
+                     random_transpose_case, to_layout, to_xp, weight_to_layout, wide)
 
 SEEDS = range(40)
 
@@ -28,44 +28,11 @@ def test_conv(xp, seed, method):
     assert_close(got, want, xp, dtype=cfg.dtype)
 
 
-def _transpose_case(rng):
-    """A conv_transpose case whose output is non-empty: (cfg, x, weight, bias, kwargs).
-
-    The padding mode is drawn from all four where the forward convolution (from
-    the transposed output back to x) allows it, and is "zeros" otherwise.
-    """
-    while True:
-        cfg = random_config(rng, modes=("zeros",))
-        if cfg.padding == "same":
-            out = [i * s for i, s in zip(cfg.size, cfg.stride)]
-            pairs = _same_pairs(out, cfg.kernel, cfg.stride, cfg.dilation)
-            break
-        smallest = [(i - 1) * s - a - b + d * (k - 1) + 1 for i, s, (a, b), d, k
-                    in zip(cfg.size, cfg.stride, cfg.pairs, cfg.dilation, cfg.kernel)]
-        if min(smallest) >= 1:
-            out = [m + a for m, a in zip(smallest, cfg.output_padding)]
-            pairs = cfg.pairs
-            break
-    mode = str(rng.choice(["zeros", "reflect", "replicate", "circular", "symmetric"]))
-    if mode == "reflect" and any(max(p) >= o for p, o in zip(pairs, out)):
-        mode = "zeros"
-    if mode in ("circular", "symmetric") and any(max(p) > o for p, o in zip(pairs, out)):
-        mode = "zeros"
-    x = random_array(rng, (cfg.batch or 1, cfg.in_channels, *cfg.size), cfg.dtype)
-    x = to_layout(x, cfg)[0] if cfg.batch is None else to_layout(x, cfg)
-    w = random_array(rng, (cfg.in_channels, cfg.out_channels // cfg.groups, *cfg.kernel), cfg.dtype)
-    b = random_array(rng, (cfg.out_channels,), cfg.dtype) if cfg.bias else None
-    kw = cfg.kwargs(padding_mode=mode)
-    if cfg.padding != "same":
-        kw["output_padding"] = cfg.output_padding
-    return cfg, x, weight_to_layout(w, cfg.data_format), b, kw
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("method", ["auto", "im2col", "zero_insertion"])
 def test_conv_transpose(xp, seed, method):
     rng = np.random.default_rng(seed)
-    cfg, x, w, b, kw = _transpose_case(rng)
+    cfg, x, w, b, kw = random_transpose_case(rng)
     got = convmm.conv_transpose(to_xp(xp, x), to_xp(xp, w), to_xp(xp, b), method=method, **kw)
     want = reference.conv_transpose(wide(x), wide(w), wide(b), **kw)
     assert_close(got, want, xp, dtype=cfg.dtype)
@@ -74,7 +41,7 @@ def test_conv_transpose(xp, seed, method):
 @pytest.mark.parametrize("seed", range(8))
 def test_conv_transpose_output_size_matches_output_padding(xp, seed):
     rng = np.random.default_rng(100 + seed)
-    cfg, x, w, b, kw = _transpose_case(rng)
+    cfg, x, w, b, kw = random_transpose_case(rng)
     by_padding = convmm.conv_transpose(to_xp(xp, x), to_xp(xp, w), to_xp(xp, b), **kw)
     full_shape = tuple(by_padding.shape)
     nd = cfg.nd
@@ -119,7 +86,7 @@ def test_conv_backward(xp, seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_conv_transpose_backward(xp, seed):
     rng = np.random.default_rng(seed)
-    cfg, x, w, _, kw = _transpose_case(rng)
+    cfg, x, w, _, kw = random_transpose_case(rng)
     z = reference.conv_transpose(x, w, **kw)
     g = random_array(rng, z.shape, cfg.dtype)
     got = convmm.conv_transpose_backward(to_xp(xp, g), to_xp(xp, x), to_xp(xp, w), **kw)

@@ -206,7 +206,7 @@ def test_array_api_path_in_pieces_agrees_with_the_whole(xp, seed, budget, monkey
     conv_transpose's methods, on random configurations."""
     from convmm._core import algorithms
     from helpers import assert_close, make_conv_inputs, random_array, random_config, to_xp
-    from test_reference import _transpose_case
+    from helpers import random_transpose_case
 
     rng = np.random.default_rng(9100 + seed)
     cfg = random_config(rng)
@@ -215,7 +215,7 @@ def test_array_api_path_in_pieces_agrees_with_the_whole(xp, seed, budget, monkey
     y = convmm.conv(x, w, b, method="im2col", **kw)
     g = random_array(rng, y.shape, cfg.dtype)
     whole = [y, *convmm.conv_backward(g, x, w, method="im2col", **kw)]
-    tcfg, tx, tw, tb, tkw = _transpose_case(rng)
+    tcfg, tx, tw, tb, tkw = random_transpose_case(rng)
     transposed = {m: convmm.conv_transpose(tx, tw, tb, method=m, **tkw)
                   for m in ("im2col", "zero_insertion")}
     tg = random_array(rng, transposed["im2col"].shape, tcfg.dtype)

@@ -145,6 +145,6 @@ ENGINE_METHODS = ("tiled_blas", "implicit_gemm", "direct", "winograd")
 """The engines' methods: the CPU engine's on NumPy arrays, the CUDA engine's on CuPy arrays
 (the array-API path, ``im2col``, serves every namespace); ``winograd`` is the CPU engine's
 alone."""
-CONV_METHODS = ("auto", "im2col", *ENGINE_METHODS)
-CONV_TRANSPOSE_METHODS = ("auto", "im2col", "zero_insertion", *ENGINE_METHODS)
+CONV_METHODS = ("auto", "im2col", "fft", *ENGINE_METHODS)
+CONV_TRANSPOSE_METHODS = ("auto", "im2col", "zero_insertion", "fft", *ENGINE_METHODS)
 GRADIENT_NAMES = ("input", "weight", "bias")

@@ -39,10 +39,11 @@ PaddingMode: TypeAlias = Literal["zeros", "reflect", "replicate", "circular", "s
 
 DataFormat: TypeAlias = Literal["channels_first", "channels_last"]
 
-Method: TypeAlias = Literal["auto", "im2col", "tiled_blas", "implicit_gemm", "direct", "winograd"]
+Method: TypeAlias = Literal["auto", "im2col", "fft", "tiled_blas", "implicit_gemm", "direct",
+                            "winograd"]
 """The lowerings ``conv``, ``conv_backward`` and ``ConvOperator`` take."""
 
-TransposeMethod: TypeAlias = Literal["auto", "im2col", "zero_insertion", "tiled_blas",
+TransposeMethod: TypeAlias = Literal["auto", "im2col", "zero_insertion", "fft", "tiled_blas",
                                      "implicit_gemm", "direct", "winograd"]
 """The lowerings ``conv_transpose`` and ``conv_transpose_backward`` take."""
 

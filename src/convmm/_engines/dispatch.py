@@ -13,7 +13,7 @@ import dataclasses
 
 import array_api_compat
 
-from .._core import algorithms
+from .._core import algorithms, fft
 from .._core.params import ENGINE_METHODS
 from .._core.validation import unbatch
 from . import policy
@@ -40,6 +40,11 @@ def _zeros(call, like, shape):
     return call.xp.zeros(shape, dtype=like.dtype, device=array_api_compat.device(like))
 
 
+def _transforms(call, plan, like):
+    """The FFTs of an "fft" plan: in the arrays' namespace, on the plan's threads."""
+    return fft.Transforms(call.xp, like, workers=plan.threads)
+
+
 def forward(call, plan, x, weight):
     """C·x without bias, by the plan's method (``weight`` stands in for the call's).
 
@@ -47,6 +52,10 @@ def forward(call, plan, x, weight):
     if x.shape[0] == 0:
         return _zeros(call, x, call.layout.image_shape(0, call.forward_channels[1],
                                                        call.geometry.output_size))
+    weight = call.weight if weight is None else weight
+    if plan.method == "fft":
+        return fft.forward(call.xp, _transforms(call, plan, x), x, weight, call.geometry,
+                           call.mode, call.groups, call.layout, plan.fft)
     if plan.method in ENGINE_METHODS:
         return _engine(plan).forward(_with(call, weight), plan, x)
     return algorithms.conv_forward(call.xp, x, weight, call.geometry, call.mode, call.groups,
@@ -61,6 +70,9 @@ def adjoint(call, plan, y, weight):
                                                        call.geometry.input_size))
     if plan.flipped is not None:
         return forward(policy.flipped_call(call, weight), plan.flipped, y, None)
+    if plan.method == "fft":
+        return fft.adjoint(call.xp, _transforms(call, plan, y), y, weight, call.geometry,
+                           call.mode, call.groups, call.layout, plan.fft)
     if plan.method in ENGINE_METHODS:
         return _engine(plan).adjoint(_with(call, weight), plan, y)
     return algorithms.conv_adjoint(call.xp, y, weight, call.geometry, call.mode, call.groups,
@@ -73,6 +85,9 @@ def weight_grad(call, plan, a, b):
     if a.shape[0] == 0:
         dtype = call.xp.result_type(a.dtype, b.dtype)
         return call.xp.zeros(call.weight.shape, dtype=dtype, device=array_api_compat.device(a))
+    if plan.method == "fft":
+        return fft.weight_gradient(call.xp, _transforms(call, plan, a), a, b, call.weight.shape,
+                                   call.geometry, call.mode, call.groups, call.layout, plan.fft)
     if plan.method in ENGINE_METHODS:
         return _engine(plan).weight_grad(call, plan, a, b)
     return algorithms.weight_gradient_of(call.xp, a, b, call.weight.shape, call.geometry,

@@ -50,6 +50,7 @@ import array_api_compat
 import numpy as np
 
 from .._core.algorithms import PATCH_BYTES, transposed_method
+from .._core.fft import FFTBlocks, fft_blocks
 from .._core.geometry import ConvGeometry
 from .._core.index_plans import pairs_per_sample
 from .._core.params import ENGINE_METHODS
@@ -90,6 +91,8 @@ class ConvPlan:
     device: str = "cpu"     # "cpu": the Numba engine (cpu/); "cuda": the CUDA engine (cuda/)
     winograd_tile: int = 0  # winograd: the largest output tile per axis (0: OUTPUT_TILE's)
     winograd_name: str = ""  # winograd: "F(4×4, 3×3)"
+    fft: FFTBlocks | None = None  # fft: chunks, blocks and transform lengths
+
 
     def describe(self) -> str:
         mib = 2 ** 20
@@ -98,6 +101,16 @@ class ConvPlan:
             return (f"{self.operation}: a stride-1 convolution with the flipped kernel{why}; "
                     + self.flipped.describe())
         full = f"the full patch matrix would take {self.patch_matrix_bytes / mib:.1f} MiB"
+        if self.method == "fft" and self.fft is not None:
+            blocks = self.fft
+            cut = (f"whole images, {blocks.images} per chunk" if blocks.rows == 0 else
+                   f"overlap-save blocks of {blocks.rows} output rows of one image")
+            lengths = "×".join(str(n) for n in blocks.lengths)
+            return (f"{self.operation}: fft{why}: transforms of {lengths} points, {cut}, "
+                    f"the channels mixed by one small matrix product per frequency, on "
+                    f"{self.threads} FFT worker(s); workspace {self.workspace_bytes / mib:.2f} "
+                    f"MiB, the kernel's spectrum {blocks.spectrum_bytes / mib:.2f} MiB of it "
+                    f"({full})")
         if self.method == "zero_insertion":
             return (f"{self.operation}: zero_insertion, the array-API path{why}: a sub-pixel "
                     f"convolution, phase by phase and tap by tap, no patch matrix "
@@ -203,6 +216,9 @@ def check_method(call):
     RuntimeError for CuPy arrays where the CUDA engine cannot run (and why).
     """
     method, weight = call.method, call.weight
+    if method == "fft" and not hasattr(call.xp, "fft"):
+        raise ValueError(f"method='fft' needs the array API's fft extension, which the "
+                         f"namespace of {type(weight).__module__} arrays lacks; use 'auto'")
     if method == "winograd" and not array_api_compat.is_numpy_array(weight):
         raise ValueError(f"method='winograd' runs on NumPy arrays (the CPU engine) only; use "
                          f"'auto' or 'im2col' for {type(weight).__module__} arrays")
@@ -308,6 +324,8 @@ def _plan(call, operation, setting):
     target = device(call.weight)
     if method == "auto":
         method, reason = _auto(call, operation, in_per_group, target)
+    if method == "fft":
+        return _fft_plan(call, operation, rows, positions, patch_bytes, size, reason, setting)
     if method == "zero_insertion" and operation != "adjoint":
         method, reason = "im2col", "zero insertion serves the adjoint only"
     if method == "winograd":
@@ -406,6 +424,43 @@ def _plan(call, operation, setting):
         tile = -(-image // pieces)            # equal pieces of one image
     return ConvPlan(method, operation, rows, positions, tile, threads,
                     threads * rows * tile * size + partial_bytes, patch_bytes, reason)
+
+
+FFT_WORKSPACE_BYTES = 32 << 20
+"""The FFT lowering's workspace is at most max(this, min(patch matrix / 8, 4 × the map's
+input and output)): chunks of the batch, then overlap-save blocks, are cut to fit."""
+
+
+def fft_budget(call, operation, patch_bytes, size):
+    """The bytes one map's FFT chunks or blocks may take (``FFT_WORKSPACE_BYTES``)."""
+    geometry = call.geometry
+    n = call.x.shape[0] if call.x is not None else 1
+    in_channels, out_channels = call.forward_channels
+    data = n * (in_channels * math.prod(geometry.input_size)
+                + out_channels * math.prod(geometry.output_size)) * size
+    return max(FFT_WORKSPACE_BYTES, min(patch_bytes // 8, 4 * data))
+
+
+def _fft_plan(call, operation, rows, positions, patch_bytes, size, reason, setting):
+    """The FFT lowering's plan: its chunks or blocks within ``fft_budget``; a ValueError
+    where even one block's transforms (the kernel's spectrum) would not fit."""
+    geometry = call.geometry
+    n = call.x.shape[0] if call.x is not None else 1
+    in_channels, out_channels = call.forward_channels
+    complex_input = not call.xp.isdtype(call.weight.dtype, "real floating")
+    budget = fft_budget(call, operation, patch_bytes, size)
+    blocks = fft_blocks(geometry, operation, n, in_channels, out_channels, call.groups, size,
+                        complex_input, budget)
+    if blocks.workspace_bytes > budget:
+        raise ValueError(
+            f"method='fft' would need {blocks.workspace_bytes / 2 ** 20:.0f} MiB for one block "
+            f"of this call's {operation} map (the kernel's spectrum alone "
+            f"{blocks.spectrum_bytes / 2 ** 20:.0f} MiB: {out_channels}×"
+            f"{in_channels // call.groups} channel pairs at every frequency), over its limit "
+            f"of {budget / 2 ** 20:.0f} MiB; method='auto' takes a GEMM method")
+    threads = setting if array_api_compat.is_numpy_array(call.weight) else 1
+    return ConvPlan("fft", operation, rows, positions, positions, threads,
+                    blocks.workspace_bytes, patch_bytes, reason, fft=blocks)
 
 
 WINOGRAD_TILE = 2

@@ -1,0 +1,511 @@
+"""The FFT lowering: a convolution as a batch of small matrix products in the Fourier basis.
+
+A stride-1 cross-correlation of a C-channel signal with an O × C kernel is, after a
+discrete Fourier transform over the spatial axes, one C → O matrix product per
+frequency f (the DFT diagonalises every circulant block of the block-circulant
+matrix; the convolution theorem):
+
+    ŷ(f) = V̂(f)·x̂(f),   V̂(f)[o, c] = DFT of the flipped kernel V[o, c, ::-1],
+
+with the transform long enough (L ≥ the padded input per axis) that no kept output
+wraps around.  The three maps a convolution is made of are three such products:
+
+* forward (``y = C·x``):       ŷ(f) = V̂(f)·x̂(f), then the valid outputs;
+* adjoint (``z = Cᵀ·y``):      ẑ(f) = V̂ᵀ(f)·ŷ(f) with V̂ the DFT of V itself (the full
+  linear convolution: the transpose of a valid correlation);
+* weight gradient:            R̂(f) = Σ_n â_n(f)·b̂_n(f)ᵀ, the correlation of each pair
+  of channels summed over the batch.
+
+Strides are taken out first by a polyphase split (space-to-depth): with stride s,
+``y[l] = Σ_t w[t]·x[l·s + t]`` is, for each of the s phases r, the stride-1
+correlation of ``x_r[m] = x[m·s + r]`` with ``w_r[q] = w[q·s + r]``, summed over r:
+the phases become extra input channels, so no output is computed only to be
+discarded, and every transform is 1/s as long per axis.  Dilation is a kernel with
+zeros inserted.  Padding modes other than zeros pad first (``lowering.pad``), and
+the adjoint ends with the padding's adjoint.  Real arrays use real transforms
+(``rfftn``: half the spectrum), lengths from ``scipy.fft.next_fast_len``.
+
+Accuracy is normwise, not elementwise: an FFT's rounding error is about
+ε·log₂ L relative to the largest values (Cooley & Tukey; Higham, "Accuracy and
+Stability of Numerical Algorithms", §24.1), so outputs much smaller than the
+largest carry an error relative to the largest.
+
+Everything here is written against the array API (its ``fft`` extension), with
+``scipy.fft`` standing in for NumPy's (it keeps float32 in single precision and
+runs on several workers).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from array_api_compat import device as device_of
+from array_api_compat import is_cupy_array, is_numpy_array
+
+from .geometry import ConvGeometry
+from .layout import LAYOUTS, Layout
+from .lowering import pad, pad_adjoint
+
+FIRST = LAYOUTS["channels_first"]
+
+
+# --------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class FFTGeometry:
+    """The transforms of one convolution's geometry, per spatial axis.
+
+    ``phases`` is the stride (s), ``phase_taps`` the kernel's taps per phase
+    (⌈E/s⌉ with E = d·(K − 1) + 1 the dilated kernel), ``phase_length`` each input
+    phase's length Q (at least ⌈P/s⌉ for the padded input P, and long enough for
+    every kept output: O − 1 + ⌈E/s⌉), ``length`` the transform length L ≥ Q.
+    """
+
+    geometry: ConvGeometry
+    phases: tuple[int, ...]
+    phase_taps: tuple[int, ...]
+    phase_length: tuple[int, ...]
+    length: tuple[int, ...]
+
+    @property
+    def n_phases(self) -> int:
+        return math.prod(self.phases)
+
+    @property
+    def spectrum_points(self) -> int:
+        """Frequencies a real transform keeps: ∏L with the last axis halved (L/2 + 1)."""
+        *lead, last = self.length
+        return math.prod(lead) * (last // 2 + 1)
+
+
+def next_fast_length(n: int, real: bool = True) -> int:
+    """The smallest length ≥ n whose FFT is fast: a product of small primes (SciPy's)."""
+    import scipy.fft
+
+    return scipy.fft.next_fast_len(n, real=real)
+
+
+@lru_cache(maxsize=256)
+def fft_geometry(geometry: ConvGeometry) -> FFTGeometry:
+    """The polyphase split and transform lengths of ``geometry`` (cached: a pure function)."""
+    phases, taps, lengths, transforms = [], [], [], []
+    for padded, kernel, out, s in zip(geometry.padded_size, geometry.effective_kernel,
+                                      geometry.output_size, geometry.stride):
+        per_phase = -(-kernel // s)
+        length = max(-(-padded // s), out - 1 + per_phase)
+        phases.append(s)
+        taps.append(per_phase)
+        lengths.append(length)
+        transforms.append(next_fast_length(length))
+    return FFTGeometry(geometry, tuple(phases), tuple(taps), tuple(lengths), tuple(transforms))
+
+
+# --------------------------------------------------------------------------- transforms
+class Transforms:
+    """The forward and inverse n-d transforms over the trailing ``nd`` axes, real or complex,
+    of one namespace: ``scipy.fft`` for NumPy (on ``workers`` threads), ``cupy.fft`` for
+    CuPy, the array API's ``fft`` extension elsewhere."""
+
+    def __init__(self, xp, like, workers: int = 1):
+        self.xp = xp
+        self.workers = workers
+        if is_numpy_array(like):
+            import scipy.fft
+
+            self._module, self._keywords = scipy.fft, {"workers": workers}
+        elif is_cupy_array(like):
+            import cupy.fft
+
+            self._module, self._keywords = cupy.fft, {}
+        else:
+            if not hasattr(xp, "fft"):
+                raise ValueError(f"method='fft' needs the array API's fft extension, which "
+                                 f"{type(like).__module__} arrays' namespace lacks")
+            self._module, self._keywords = xp.fft, {}
+
+    def forward(self, a, lengths, real):
+        axes = tuple(range(a.ndim - len(lengths), a.ndim))
+        transform = self._module.rfftn if real else self._module.fftn
+        return transform(a, s=tuple(lengths), axes=axes, **self._keywords)
+
+    def inverse(self, a, lengths, real):
+        axes = tuple(range(a.ndim - len(lengths), a.ndim))
+        transform = self._module.irfftn if real else self._module.ifftn
+        return transform(a, s=tuple(lengths), axes=axes, **self._keywords)
+
+
+def _is_real(xp, *arrays) -> bool:
+    return all(xp.isdtype(a.dtype, "real floating") for a in arrays)
+
+
+# --------------------------------------------------------------------------- layouts
+def _image_first(xp, a, layout: Layout):
+    """An image batch channels-first: (N, *S, C) → (N, C, *S)."""
+    if layout is FIRST:
+        return a
+    return xp.permute_dims(a, (0, a.ndim - 1, *range(1, a.ndim - 1)))
+
+
+def _image_back(xp, a, layout: Layout):
+    """``_image_first``'s inverse."""
+    if layout is FIRST:
+        return a
+    return xp.permute_dims(a, (0, *range(2, a.ndim), 1))
+
+
+def _weight_first(xp, w, layout: Layout):
+    """A weight channels-first: (*K, C_g, O) → (O, C_g, *K)."""
+    if layout is FIRST:
+        return w
+    nd = w.ndim - 2
+    return xp.permute_dims(w, (nd + 1, nd, *range(nd)))
+
+
+def _weight_back(xp, w, layout: Layout):
+    """``_weight_first``'s inverse."""
+    if layout is FIRST:
+        return w
+    return xp.permute_dims(w, (*range(2, w.ndim), 1, 0))
+
+
+# --------------------------------------------------------------------------- polyphase
+def _zeros(xp, shape, like):
+    return xp.zeros(shape, dtype=like.dtype, device=device_of(like))
+
+
+def _space_to_depth(xp, x, plan: FFTGeometry):
+    """(N, C, *P) → (N, C·∏s, *Q): phase r of axis i holds samples r, r + s, …; channel
+    ``c·∏s + r`` (phases row-major), so that each group's channels stay together."""
+    n, c = x.shape[0], x.shape[1]
+    extended = [q * s for q, s in zip(plan.phase_length, plan.phases)]
+    if tuple(extended) != tuple(x.shape[2:]):
+        canvas = _zeros(xp, (n, c, *extended), x)
+        canvas[(slice(None), slice(None), *(slice(0, p) for p in x.shape[2:]))] = x
+        x = canvas
+    if plan.n_phases == 1:
+        return x
+    nd = len(plan.phases)
+    split = [d for q, s in zip(plan.phase_length, plan.phases) for d in (q, s)]
+    x = xp.reshape(x, (n, c, *split))
+    order = (0, 1, *(3 + 2 * i for i in range(nd)), *(2 + 2 * i for i in range(nd)))
+    return xp.reshape(xp.permute_dims(x, order), (n, c * plan.n_phases, *plan.phase_length))
+
+
+def _depth_to_space(xp, u, plan: FFTGeometry, channels: int):
+    """``_space_to_depth``'s transpose: (N, C·∏s, *Q) → (N, C, *P), P the padded size."""
+    n, nd = u.shape[0], len(plan.phases)
+    padded = plan.geometry.padded_size
+    if plan.n_phases > 1:
+        u = xp.reshape(u, (n, channels, *plan.phases, *plan.phase_length))
+        order = (0, 1, *(d for i in range(nd) for d in (2 + nd + i, 2 + i)))
+        u = xp.reshape(xp.permute_dims(u, order),
+                       (n, channels, *(q * s for q, s in zip(plan.phase_length, plan.phases))))
+    return u[(slice(None), slice(None), *(slice(0, p) for p in padded))]
+
+
+def _kernel_phases(xp, w, plan: FFTGeometry):
+    """(O, C_g, *K) → (O, C_g·∏s, *⌈E/s⌉): the dilated kernel (zeros inserted), split into
+    the stride's phases as ``_space_to_depth`` splits the input."""
+    geometry = plan.geometry
+    out, per_group = w.shape[0], w.shape[1]
+    extended = [t * s for t, s in zip(plan.phase_taps, plan.phases)]
+    if tuple(extended) != tuple(w.shape[2:]):
+        canvas = _zeros(xp, (out, per_group, *extended), w)
+        canvas[(slice(None), slice(None),
+                *(slice(0, d * (k - 1) + 1, d)
+                  for k, d in zip(geometry.kernel_size, geometry.dilation)))] = w
+        w = canvas
+    if plan.n_phases == 1:
+        return w
+    nd = len(plan.phases)
+    split = [d for t, s in zip(plan.phase_taps, plan.phases) for d in (t, s)]
+    w = xp.reshape(w, (out, per_group, *split))
+    order = (0, 1, *(3 + 2 * i for i in range(nd)), *(2 + 2 * i for i in range(nd)))
+    return xp.reshape(xp.permute_dims(w, order),
+                      (out, per_group * plan.n_phases, *plan.phase_taps))
+
+
+def _kernel_from_phases(xp, v, plan: FFTGeometry, per_group: int):
+    """``_kernel_phases``'s inverse on a gradient: (O, C_g·∏s, *⌈E/s⌉) → (O, C_g, *K), the
+    taps the dilation keeps."""
+    geometry = plan.geometry
+    out, nd = v.shape[0], len(plan.phases)
+    if plan.n_phases > 1:
+        v = xp.reshape(v, (out, per_group, *plan.phases, *plan.phase_taps))
+        order = (0, 1, *(d for i in range(nd) for d in (2 + nd + i, 2 + i)))
+        v = xp.reshape(xp.permute_dims(v, order),
+                       (out, per_group, *(t * s for t, s in zip(plan.phase_taps, plan.phases))))
+    return v[(slice(None), slice(None),
+              *(slice(0, d * (k - 1) + 1, d)
+                for k, d in zip(geometry.kernel_size, geometry.dilation)))]
+
+
+# --------------------------------------------------------------------------- blocks
+@dataclass(frozen=True)
+class FFTBlocks:
+    """How one map of a call is cut to bound its memory: ``images`` per chunk of the batch,
+    and, where one image's transforms would not fit, ``rows`` (output rows along the first
+    spatial axis) per overlap-save block, 0 for whole images; ``lengths`` are the transform
+    lengths of one block, ``workspace_bytes`` the memory one chunk or block takes beside
+    the call's arrays, ``spectrum_bytes`` the kernel's spectrum's share of it."""
+
+    images: int
+    rows: int
+    lengths: tuple[int, ...]
+    workspace_bytes: int
+    spectrum_bytes: int
+
+
+def _block_bytes(plan: FFTGeometry, operation: str, images: int, lengths, inner: int, outer: int,
+                 groups: int, size: int, complex_input: bool):
+    """(workspace, kernel spectrum) bytes of one block of ``images`` images transformed at
+    ``lengths``: the padded, phase-split input (twice), the spectra of both sides and their
+    rearranged copies for the products, the inverse transform, and the kernel's spectrum
+    (twice: its rearranged copy).  ``inner``: C·∏s channels; ``outer``: O."""
+    spectrum = math.prod(transforms_shape(lengths, not complex_input))
+    points = math.prod(lengths)
+    csize = 2 * size if not complex_input else size
+    kernel = outer * (inner // groups) * spectrum * csize * 2
+    image = inner * math.prod(plan.phase_length) * size * 2
+    transformed = (inner + outer) * spectrum * csize * 2
+    inverse = (outer if operation == "forward" else inner) * points * size
+    return images * (image + transformed + inverse) + kernel, kernel
+
+
+def fft_blocks(geometry: ConvGeometry, operation: str, n: int, in_channels: int,
+               out_channels: int, groups: int, size: int, complex_input: bool,
+               budget: int) -> FFTBlocks:
+    """The largest chunks (then blocks) of one map whose workspace fits ``budget`` bytes.
+
+    Whole images in as few chunks as fit; where a single image does not, overlap-save
+    blocks of output rows along the first spatial axis (each block reads its rows plus
+    the kernel's reach, ⌈E/s⌉ − 1, and its transforms are that long), as long as fits.
+    Where even a block of one row does not fit (the kernel's spectrum alone is too
+    large), the smallest block: the caller compares ``workspace_bytes`` with the budget.
+    ``size`` is the real itemsize (4 or 8); ``complex_input``: complex arrays (full
+    transforms, complex itemsize ``size``)."""
+    plan = fft_geometry(geometry)
+    inner = in_channels * plan.n_phases
+    whole, kernel = _block_bytes(plan, operation, 1, plan.length, inner, out_channels, groups,
+                                 size, complex_input)
+    per_image = whole - kernel
+    if whole <= budget or n == 0:
+        images = max(1, min(n, (budget - kernel) // max(per_image, 1)))
+        work, _ = _block_bytes(plan, operation, images, plan.length, inner, out_channels,
+                               groups, size, complex_input)
+        return FFTBlocks(images, 0, plan.length, work, kernel)
+    reach = plan.phase_taps[0] - 1
+    rows = plan.geometry.output_size[0] if operation == "forward" else plan.phase_length[0]
+    best = None
+    low, high = 1, rows
+    while low <= high:                       # the most rows whose block fits
+        middle = (low + high) // 2
+        lengths = (next_fast_length(middle + reach, not complex_input), *plan.length[1:])
+        work, spectrum = _block_bytes(plan, operation, 1, lengths, inner, out_channels, groups,
+                                      size, complex_input)
+        if work <= budget:
+            best, low = FFTBlocks(1, middle, lengths, work, spectrum), middle + 1
+        else:
+            high = middle - 1
+    if best is None:
+        lengths = (next_fast_length(1 + reach, not complex_input), *plan.length[1:])
+        work, spectrum = _block_bytes(plan, operation, 1, lengths, inner, out_channels, groups,
+                                      size, complex_input)
+        best = FFTBlocks(1, 1, lengths, work, spectrum)
+    return best
+
+
+# --------------------------------------------------------------------------- products per frequency
+def _grouped(xp, a, groups):
+    """(B, G·C, *F) → (B, G, C, ∏F): channels split into groups, frequencies flattened."""
+    return xp.reshape(a, (a.shape[0], groups, a.shape[1] // groups, -1))
+
+
+def _contract(xp, a, b):
+    """``Σ_k a[i, g, k, f]·b[g, k, j, f]`` → (i, g, j, f): one small matrix product per
+    group and frequency.  A short contraction runs as broadcast products (no batched GEMM
+    of tiny matrices); a long one as ``matmul`` batched over (g, f)."""
+    depth = a.shape[2]
+    if depth <= 4:
+        total = a[:, :, 0:1, :] * b[None, :, 0, :, :]
+        for k in range(1, depth):
+            total = total + a[:, :, k:k + 1, :] * b[None, :, k, :, :]
+        return total
+    lhs = xp.permute_dims(a, (1, 3, 0, 2))          # (g, f, i, k)
+    rhs = xp.permute_dims(b, (0, 3, 1, 2))          # (g, f, k, j)
+    return xp.permute_dims(xp.matmul(lhs, rhs), (2, 0, 3, 1))
+
+
+def transforms_shape(lengths, real):
+    """The spectrum's shape for transforms of ``lengths``: the last axis halved where real."""
+    return (*lengths[:-1], lengths[-1] // 2 + 1) if real else tuple(lengths)
+
+
+def _window(starts, sizes):
+    """The index of a spatial window of a channels-first batch."""
+    return (slice(None), slice(None), *(slice(s, s + n) for s, n in zip(starts, sizes)))
+
+
+def _rows(a, start, stop):
+    """Rows ``start:stop`` of the first spatial axis of a channels-first batch."""
+    return a[:, :, start:stop, ...]
+
+
+def _spatial_axes(nd):
+    return tuple(range(2, 2 + nd))
+
+
+class _Spectra:
+    """One map's transforms at one block's ``lengths``, the kernel's spectrum made once."""
+
+    def __init__(self, xp, transforms, lengths, real, groups):
+        self.xp, self.transforms, self.lengths = xp, transforms, tuple(lengths)
+        self.real, self.groups = real, groups
+
+    def forward(self, a):
+        """(B, G·C, *S) → (B, G, C, ∏F)."""
+        return _grouped(self.xp, self.transforms.forward(a, self.lengths, self.real), self.groups)
+
+    def inverse(self, a_hat, channels):
+        """(B, G, C, ∏F) → (B, G·C, *L)."""
+        shaped = self.xp.reshape(a_hat, (a_hat.shape[0], channels,
+                                         *transforms_shape(self.lengths, self.real)))
+        return self.transforms.inverse(shaped, self.lengths, self.real)
+
+    def kernel(self, v, flipped):
+        """The kernel (O, C_g, *T) as (G, O_g, C_g, ∏F), of its flip for a correlation."""
+        xp = self.xp
+        if flipped:
+            v = xp.flip(v, axis=_spatial_axes(v.ndim - 2))
+        v_hat = self.transforms.forward(v, self.lengths, self.real)
+        return xp.reshape(v_hat, (self.groups, v.shape[0] // self.groups, v.shape[1], -1))
+
+
+def _chunks(n, images):
+    return [(start, min(n, start + images)) for start in range(0, n, images)]
+
+
+# --------------------------------------------------------------------------- the three maps
+def forward(xp, transforms, x, weight, geometry, mode, groups, layout, blocks: FFTBlocks):
+    """C·x by the FFT: (N, C_in, *S) → (N, C_out, *O) in ``layout``, no bias.
+
+    ``y[n, o, l] = Σ_{c, t} v[o, c, t]·x̃[n, g·C_g + c, l + t]`` on the phase-split padded
+    input x̃ and kernel v: ŷ(f) = V̂(f)·x̂(f) with V̂ the transform of the flipped kernel,
+    the valid outputs read from index ⌈E/s⌉ − 1 on."""
+    plan = fft_geometry(geometry)
+    v = _kernel_phases(xp, _weight_first(xp, weight, layout), plan)
+    spectra = _Spectra(xp, transforms, blocks.lengths, _is_real(xp, x, weight), groups)
+    v_hat = xp.permute_dims(spectra.kernel(v, flipped=True), (0, 2, 1, 3))   # (g, c, o, f)
+    taps, out_size = v.shape[2:], geometry.output_size
+    images = _image_first(xp, x, layout)
+
+    def valid(block, sizes):
+        y = spectra.inverse(_contract(xp, spectra.forward(block), v_hat), v.shape[0])
+        return y[_window([t - 1 for t in taps], sizes)]
+
+    pieces = []
+    for start, stop in _chunks(x.shape[0], blocks.images):
+        phased = _space_to_depth(xp, pad(xp, images[start:stop, ...], geometry, mode, FIRST),
+                                 plan)
+        if blocks.rows == 0:
+            pieces.append(valid(phased, out_size))
+            continue
+        rows = []
+        for first in range(0, out_size[0], blocks.rows):
+            last = min(out_size[0], first + blocks.rows)
+            rows.append(valid(_rows(phased, first, last + taps[0] - 1),
+                              (last - first, *out_size[1:])))
+        pieces.append(xp.concat(rows, axis=2))
+    y = pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
+    return _image_back(xp, y, layout)
+
+
+def adjoint(xp, transforms, y, weight, geometry, mode, groups, layout, blocks: FFTBlocks):
+    """Cᵀ·y by the FFT: (N, C_out, *O) → (N, C_in, *S) in ``layout``.
+
+    The transpose of ``forward``'s valid correlation is the full convolution with the
+    kernel itself, ``û(f) = V̂(f)ᵀ·ŷ(f)``; then the phases back to space and the
+    padding's adjoint.  Blocks of rows of u read the rows of y that reach them
+    (overlap-save, as ``forward``)."""
+    plan = fft_geometry(geometry)
+    w = _weight_first(xp, weight, layout)
+    v = _kernel_phases(xp, w, plan)
+    spectra = _Spectra(xp, transforms, blocks.lengths, _is_real(xp, y, weight), groups)
+    v_hat = spectra.kernel(v, flipped=False)                                 # (g, o, c, f)
+    channels, reach, rows_out = v.shape[1] * groups, v.shape[2] - 1, plan.phase_length
+    grads = _image_first(xp, y, layout)
+
+    def full(block, sizes):
+        u = spectra.inverse(_contract(xp, spectra.forward(block), v_hat), channels)
+        return u[_window([0] * len(sizes), sizes)]
+
+    pieces = []
+    for start, stop in _chunks(y.shape[0], blocks.images):
+        chunk = grads[start:stop, ...]
+        if blocks.rows == 0:
+            u = full(chunk, rows_out)
+        else:
+            rows = []
+            for first in range(0, rows_out[0], blocks.rows):
+                last = min(rows_out[0], first + blocks.rows)
+                low, high = max(0, first - reach), min(chunk.shape[2], last)
+                if low >= high:      # rows no output reaches (the padding's far end)
+                    rows.append(_zeros(xp, (chunk.shape[0], channels, last - first,
+                                            *rows_out[1:]), chunk))
+                    continue
+                u = full(_rows(chunk, low, high), (last - low, *rows_out[1:]))
+                rows.append(_rows(u, first - low, last - low))
+            u = xp.concat(rows, axis=2)
+        padded = _depth_to_space(xp, u, plan, w.shape[1] * groups)
+        pieces.append(pad_adjoint(xp, padded, geometry, mode, FIRST))
+    z = pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
+    return _image_back(xp, z, layout)
+
+
+def weight_gradient(xp, transforms, a, b, weight_shape, geometry, mode, groups, layout,
+                    blocks: FFTBlocks):
+    """Σ_n A·P(b)ᵀ shaped like the weight, by the FFT: ``a`` shaped like conv's output, ``b``
+    like its input (no conjugation here).
+
+    ``r[o, c, t] = Σ_{n, l} a[n, o, l]·b̃[n, c, l + t]``: R̂(f) = Σ_n â_n(f)·b̂_n(f)ᵀ with â
+    the transform of a flipped, summed over chunks and blocks in the frequency domain
+    (in a fixed order), one inverse transform at the end."""
+    plan = fft_geometry(geometry)
+    spectra = _Spectra(xp, transforms, blocks.lengths, _is_real(xp, a, b), groups)
+    outputs, inputs = _image_first(xp, a, layout), _image_first(xp, b, layout)
+    out_size, taps = geometry.output_size, plan.phase_taps
+    span = blocks.rows or out_size[0]                      # a's rows per transform
+    total = None
+
+    def add(total, a_block, b_block):
+        a_hat = spectra.forward(xp.flip(a_block, axis=_spatial_axes(len(taps))))  # (n, g, o, f)
+        b_hat = spectra.forward(b_block)                                          # (n, g, c, f)
+        r_hat = _contract(xp, xp.permute_dims(a_hat, (2, 1, 0, 3)),
+                          xp.permute_dims(b_hat, (1, 0, 2, 3)))                    # (o, g, c, f)
+        return r_hat if total is None else total + r_hat
+
+    for start, stop in _chunks(a.shape[0], blocks.images):
+        phased = _space_to_depth(xp, pad(xp, inputs[start:stop, ...], geometry, mode, FIRST),
+                                 plan)
+        chunk = outputs[start:stop, ...]
+        if blocks.rows == 0:
+            total = add(total, chunk, phased)
+            continue
+        for first in range(0, out_size[0], span):
+            last = min(out_size[0], first + span)
+            a_block = _rows(chunk, first, last)
+            if last - first < span:          # every block as long: one alignment of the flip
+                extended = _zeros(xp, (*a_block.shape[:2], span, *a_block.shape[3:]), a_block)
+                extended[:, :, :last - first, ...] = a_block
+                a_block = extended
+            total = add(total, a_block, _rows(phased, first, min(phased.shape[2],
+                                                                 first + span + taps[0] - 1)))
+    r_hat = xp.permute_dims(total, (1, 0, 2, 3))                               # (g, o, c, f)
+    o_g, c_g = r_hat.shape[1], r_hat.shape[2]
+    r_hat = xp.reshape(r_hat, (groups * o_g, 1, c_g, r_hat.shape[3]))
+    r = xp.reshape(spectra.inverse(r_hat, c_g), (groups * o_g, c_g, *blocks.lengths))
+    r = r[_window([span - 1, *(o - 1 for o in out_size[1:])], taps)]
+    per_group = layout.weight_parts(weight_shape, geometry.nd)[1]
+    return _weight_back(xp, _kernel_from_phases(xp, r, plan, per_group), layout)
