@@ -151,9 +151,8 @@ def test_chunks_and_overlap_save_blocks_give_the_whole_result(seed):
                         call.layout, blocks["forward"])
         z = fft.adjoint(xp, transforms, gb, np.conj(call.weight), geometry, call.mode,
                         call.groups, call.layout, blocks["adjoint"])
-        r = fft.weight_gradient(xp, transforms, gb, np.conj(call.x), call.weight.shape,
-                                geometry, call.mode, call.groups, call.layout,
-                                blocks["weight_grad"])
+        r = fft.weight_gradient(xp, transforms, gb, np.conj(call.x), geometry, call.mode,
+                                call.groups, call.layout, blocks["weight_grad"])
         want = reference.conv_backward(g, x, w, **keywords)
         y_want = reference.conv(x, w, **keywords)
         np.testing.assert_allclose(y if cfg.batch is not None else y[0], y_want, atol=1e-11)

@@ -175,71 +175,68 @@ def _zeros(xp, shape, like):
     return xp.zeros(shape, dtype=like.dtype, device=device_of(like))
 
 
+def _split_phases(xp, a, lengths, phases):
+    """(A, B, *(q·s)) → (A, B·∏s, *q): phase r of an axis holds samples r, r + s, …; channel
+    ``b·∏s + r`` (phases row-major), so that each group's channels stay together."""
+    count = math.prod(phases)
+    if count == 1:
+        return a
+    nd = len(phases)
+    split = [d for q, s in zip(lengths, phases) for d in (q, s)]
+    a = xp.reshape(a, (a.shape[0], a.shape[1], *split))
+    order = (0, 1, *(3 + 2 * i for i in range(nd)), *(2 + 2 * i for i in range(nd)))
+    return xp.reshape(xp.permute_dims(a, order), (a.shape[0], a.shape[1] * count, *lengths))
+
+
+def _merge_phases(xp, a, lengths, phases):
+    """``_split_phases``'s inverse (and transpose): (A, B·∏s, *q) → (A, B, *(q·s))."""
+    count = math.prod(phases)
+    if count == 1:
+        return a
+    nd, channels = len(phases), a.shape[1] // count
+    a = xp.reshape(a, (a.shape[0], channels, *phases, *lengths))
+    order = (0, 1, *(d for i in range(nd) for d in (2 + nd + i, 2 + i)))
+    return xp.reshape(xp.permute_dims(a, order),
+                      (a.shape[0], channels, *(q * s for q, s in zip(lengths, phases))))
+
+
 def _space_to_depth(xp, x, plan: FFTGeometry):
-    """(N, C, *P) → (N, C·∏s, *Q): phase r of axis i holds samples r, r + s, …; channel
-    ``c·∏s + r`` (phases row-major), so that each group's channels stay together."""
-    n, c = x.shape[0], x.shape[1]
-    extended = [q * s for q, s in zip(plan.phase_length, plan.phases)]
-    if tuple(extended) != tuple(x.shape[2:]):
-        canvas = _zeros(xp, (n, c, *extended), x)
+    """(N, C, *P) → (N, C·∏s, *Q): the padded input, zero-extended to Q·s, in phases."""
+    extended = tuple(q * s for q, s in zip(plan.phase_length, plan.phases))
+    if extended != tuple(x.shape[2:]):
+        canvas = _zeros(xp, (*x.shape[:2], *extended), x)
         canvas[(slice(None), slice(None), *(slice(0, p) for p in x.shape[2:]))] = x
         x = canvas
-    if plan.n_phases == 1:
-        return x
-    nd = len(plan.phases)
-    split = [d for q, s in zip(plan.phase_length, plan.phases) for d in (q, s)]
-    x = xp.reshape(x, (n, c, *split))
-    order = (0, 1, *(3 + 2 * i for i in range(nd)), *(2 + 2 * i for i in range(nd)))
-    return xp.reshape(xp.permute_dims(x, order), (n, c * plan.n_phases, *plan.phase_length))
+    return _split_phases(xp, x, plan.phase_length, plan.phases)
 
 
-def _depth_to_space(xp, u, plan: FFTGeometry, channels: int):
+def _depth_to_space(xp, u, plan: FFTGeometry):
     """``_space_to_depth``'s transpose: (N, C·∏s, *Q) → (N, C, *P), P the padded size."""
-    n, nd = u.shape[0], len(plan.phases)
-    padded = plan.geometry.padded_size
-    if plan.n_phases > 1:
-        u = xp.reshape(u, (n, channels, *plan.phases, *plan.phase_length))
-        order = (0, 1, *(d for i in range(nd) for d in (2 + nd + i, 2 + i)))
-        u = xp.reshape(xp.permute_dims(u, order),
-                       (n, channels, *(q * s for q, s in zip(plan.phase_length, plan.phases))))
-    return u[(slice(None), slice(None), *(slice(0, p) for p in padded))]
+    u = _merge_phases(xp, u, plan.phase_length, plan.phases)
+    return u[(slice(None), slice(None), *(slice(0, p) for p in plan.geometry.padded_size))]
+
+
+def _dilated_taps(geometry):
+    """The index of the kernel's taps in the dilated kernel (zeros between them)."""
+    return (slice(None), slice(None),
+            *(slice(0, d * (k - 1) + 1, d) for k, d in zip(geometry.kernel_size, geometry.dilation)))
 
 
 def _kernel_phases(xp, w, plan: FFTGeometry):
     """(O, C_g, *K) → (O, C_g·∏s, *⌈E/s⌉): the dilated kernel (zeros inserted), split into
     the stride's phases as ``_space_to_depth`` splits the input."""
-    geometry = plan.geometry
-    out, per_group = w.shape[0], w.shape[1]
-    extended = [t * s for t, s in zip(plan.phase_taps, plan.phases)]
-    if tuple(extended) != tuple(w.shape[2:]):
-        canvas = _zeros(xp, (out, per_group, *extended), w)
-        canvas[(slice(None), slice(None),
-                *(slice(0, d * (k - 1) + 1, d)
-                  for k, d in zip(geometry.kernel_size, geometry.dilation)))] = w
+    extended = tuple(t * s for t, s in zip(plan.phase_taps, plan.phases))
+    if extended != tuple(w.shape[2:]):
+        canvas = _zeros(xp, (*w.shape[:2], *extended), w)
+        canvas[_dilated_taps(plan.geometry)] = w
         w = canvas
-    if plan.n_phases == 1:
-        return w
-    nd = len(plan.phases)
-    split = [d for t, s in zip(plan.phase_taps, plan.phases) for d in (t, s)]
-    w = xp.reshape(w, (out, per_group, *split))
-    order = (0, 1, *(3 + 2 * i for i in range(nd)), *(2 + 2 * i for i in range(nd)))
-    return xp.reshape(xp.permute_dims(w, order),
-                      (out, per_group * plan.n_phases, *plan.phase_taps))
+    return _split_phases(xp, w, plan.phase_taps, plan.phases)
 
 
-def _kernel_from_phases(xp, v, plan: FFTGeometry, per_group: int):
+def _kernel_from_phases(xp, v, plan: FFTGeometry):
     """``_kernel_phases``'s inverse on a gradient: (O, C_g·∏s, *⌈E/s⌉) → (O, C_g, *K), the
     taps the dilation keeps."""
-    geometry = plan.geometry
-    out, nd = v.shape[0], len(plan.phases)
-    if plan.n_phases > 1:
-        v = xp.reshape(v, (out, per_group, *plan.phases, *plan.phase_taps))
-        order = (0, 1, *(d for i in range(nd) for d in (2 + nd + i, 2 + i)))
-        v = xp.reshape(xp.permute_dims(v, order),
-                       (out, per_group, *(t * s for t, s in zip(plan.phase_taps, plan.phases))))
-    return v[(slice(None), slice(None),
-              *(slice(0, d * (k - 1) + 1, d)
-                for k, d in zip(geometry.kernel_size, geometry.dilation)))]
+    return _merge_phases(xp, v, plan.phase_taps, plan.phases)[_dilated_taps(plan.geometry)]
 
 
 # --------------------------------------------------------------------------- blocks
@@ -458,14 +455,13 @@ def adjoint(xp, transforms, y, weight, geometry, mode, groups, layout, blocks: F
                 u = full(_rows(chunk, low, high), (last - low, *rows_out[1:]))
                 rows.append(_rows(u, first - low, last - low))
             u = xp.concat(rows, axis=2)
-        padded = _depth_to_space(xp, u, plan, w.shape[1] * groups)
+        padded = _depth_to_space(xp, u, plan)
         pieces.append(pad_adjoint(xp, padded, geometry, mode, FIRST))
     z = pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
     return _image_back(xp, z, layout)
 
 
-def weight_gradient(xp, transforms, a, b, weight_shape, geometry, mode, groups, layout,
-                    blocks: FFTBlocks):
+def weight_gradient(xp, transforms, a, b, geometry, mode, groups, layout, blocks: FFTBlocks):
     """Σ_n A·P(b)ᵀ shaped like the weight, by the FFT: ``a`` shaped like conv's output, ``b``
     like its input (no conjugation here).
 
@@ -507,5 +503,4 @@ def weight_gradient(xp, transforms, a, b, weight_shape, geometry, mode, groups, 
     r_hat = xp.reshape(r_hat, (groups * o_g, 1, c_g, r_hat.shape[3]))
     r = xp.reshape(spectra.inverse(r_hat, c_g), (groups * o_g, c_g, *blocks.lengths))
     r = r[_window([span - 1, *(o - 1 for o in out_size[1:])], taps)]
-    per_group = layout.weight_parts(weight_shape, geometry.nd)[1]
-    return _weight_back(xp, _kernel_from_phases(xp, r, plan, per_group), layout)
+    return _weight_back(xp, _kernel_from_phases(xp, r, plan), layout)

@@ -86,8 +86,8 @@ def weight_grad(call, plan, a, b):
         dtype = call.xp.result_type(a.dtype, b.dtype)
         return call.xp.zeros(call.weight.shape, dtype=dtype, device=array_api_compat.device(a))
     if plan.method == "fft":
-        return fft.weight_gradient(call.xp, _transforms(call, plan, a), a, b, call.weight.shape,
-                                   call.geometry, call.mode, call.groups, call.layout, plan.fft)
+        return fft.weight_gradient(call.xp, _transforms(call, plan, a), a, b, call.geometry,
+                                   call.mode, call.groups, call.layout, plan.fft)
     if plan.method in ENGINE_METHODS:
         return _engine(plan).weight_grad(call, plan, a, b)
     return algorithms.weight_gradient_of(call.xp, a, b, call.weight.shape, call.geometry,
