@@ -126,14 +126,31 @@ class Transforms:
             self._module, self._keywords = xp.fft, {}
 
     def forward(self, a, lengths, real):
-        axes = tuple(range(a.ndim - len(lengths), a.ndim))
-        transform = self._module.rfftn if real else self._module.fftn
-        return transform(a, s=tuple(lengths), axes=axes, **self._keywords)
+        """The transform of ``a`` zero-extended to ``lengths`` on its trailing axes.
 
-    def inverse(self, a, lengths, real):
-        axes = tuple(range(a.ndim - len(lengths), a.ndim))
-        transform = self._module.irfftn if real else self._module.ifftn
-        return transform(a, s=tuple(lengths), axes=axes, **self._keywords)
+        One axis at a time, the last first (the real transform halves it): each pass
+        zero-extends only its own axis, so the passes over a small array (a kernel)
+        run on its few rows rather than on the extended grid's."""
+        module, first = self._module, a.ndim - len(lengths)
+        a = (module.rfft if real else module.fft)(a, n=lengths[-1], axis=a.ndim - 1,
+                                                  **self._keywords)
+        for axis in range(a.ndim - 2, first - 1, -1):
+            a = module.fft(a, n=lengths[axis - first], axis=axis, **self._keywords)
+        return a
+
+    def inverse(self, a, lengths, real, starts, sizes):
+        """The window ``[start, start + size)`` per trailing axis of the inverse transform.
+
+        One axis at a time, the last one (real) at the end; each pass keeps only its
+        window, so the passes after it run on fewer rows."""
+        module, first = self._module, a.ndim - len(lengths)
+        for axis in range(first, a.ndim - 1):
+            start, size = starts[axis - first], sizes[axis - first]
+            a = module.ifft(a, n=lengths[axis - first], axis=axis, **self._keywords)
+            a = a[(slice(None),) * axis + (slice(start, start + size), ...)]
+        a = (module.irfft if real else module.ifft)(a, n=lengths[-1], axis=a.ndim - 1,
+                                                    **self._keywords)
+        return a[..., starts[-1]:starts[-1] + sizes[-1]]
 
 
 def _is_real(xp, *arrays) -> bool:
@@ -365,11 +382,11 @@ class _Spectra:
         """(B, G·C, *S) → (B, G, C, ∏F)."""
         return _grouped(self.xp, self.transforms.forward(a, self.lengths, self.real), self.groups)
 
-    def inverse(self, a_hat, channels):
-        """(B, G, C, ∏F) → (B, G·C, *L)."""
+    def inverse(self, a_hat, channels, starts, sizes):
+        """(B, G, C, ∏F) → (B, G·C, *sizes): the window of the inverse transform from ``starts``."""
         shaped = self.xp.reshape(a_hat, (a_hat.shape[0], channels,
                                          *transforms_shape(self.lengths, self.real)))
-        return self.transforms.inverse(shaped, self.lengths, self.real)
+        return self.transforms.inverse(shaped, self.lengths, self.real, starts, sizes)
 
     def kernel(self, v, flipped):
         """The kernel (O, C_g, *T) as (G, O_g, C_g, ∏F), of its flip for a correlation."""
@@ -399,8 +416,8 @@ def forward(xp, transforms, x, weight, geometry, mode, groups, layout, blocks: F
     images = _image_first(xp, x, layout)
 
     def valid(block, sizes):
-        y = spectra.inverse(_contract(xp, spectra.forward(block), v_hat), v.shape[0])
-        return y[_window([t - 1 for t in taps], sizes)]
+        return spectra.inverse(_contract(xp, spectra.forward(block), v_hat), v.shape[0],
+                               [t - 1 for t in taps], sizes)
 
     pieces = []
     for start, stop in _chunks(x.shape[0], blocks.images):
@@ -435,8 +452,8 @@ def adjoint(xp, transforms, y, weight, geometry, mode, groups, layout, blocks: F
     grads = _image_first(xp, y, layout)
 
     def full(block, sizes):
-        u = spectra.inverse(_contract(xp, spectra.forward(block), v_hat), channels)
-        return u[_window([0] * len(sizes), sizes)]
+        return spectra.inverse(_contract(xp, spectra.forward(block), v_hat), channels,
+                               [0] * len(sizes), sizes)
 
     pieces = []
     for start, stop in _chunks(y.shape[0], blocks.images):
@@ -501,6 +518,6 @@ def weight_gradient(xp, transforms, a, b, geometry, mode, groups, layout, blocks
     r_hat = xp.permute_dims(total, (1, 0, 2, 3))                               # (g, o, c, f)
     o_g, c_g = r_hat.shape[1], r_hat.shape[2]
     r_hat = xp.reshape(r_hat, (groups * o_g, 1, c_g, r_hat.shape[3]))
-    r = xp.reshape(spectra.inverse(r_hat, c_g), (groups * o_g, c_g, *blocks.lengths))
-    r = r[_window([span - 1, *(o - 1 for o in out_size[1:])], taps)]
+    r = spectra.inverse(r_hat, c_g, [span - 1, *(o - 1 for o in out_size[1:])], taps)
+    r = xp.reshape(r, (groups * o_g, c_g, *taps))
     return _weight_back(xp, _kernel_from_phases(xp, r, plan), layout)
