@@ -221,3 +221,51 @@ def test_explain_describes_the_transforms():
     lines = convmm.explain(convmm.conv_backward, np.ones((2, 4, 64, 64), np.float32), x, w,
                            padding="same", method="fft").splitlines()
     assert [line.split(":")[0:2] for line in lines] == [["input", " fft"], ["weight", " fft"]]
+
+
+# --------------------------------------------------------------------------- auto
+def test_auto_takes_the_fft_for_large_kernels_and_says_why():
+    x, w = np.ones((1, 1, 512, 512), np.float32), np.ones((1, 1, 31, 31), np.float32)
+    plan = convmm.explain(convmm.conv, x, w, padding="same")
+    assert plan.startswith("conv: fft (961-tap kernel: modelled "), plan
+    assert "by GEMM on this machine" in plan
+    volume, cube = np.ones((1, 1, 64, 64, 64), np.float32), np.ones((1, 1, 9, 9, 9), np.float32)
+    assert convmm.explain(convmm.conv, volume, cube, padding="same").startswith("conv: fft")
+
+
+@pytest.mark.parametrize("kernel", [(3, 3), (4, 3), (15,), (2, 2, 3)])
+def test_auto_never_takes_the_fft_for_small_kernels(kernel):
+    """Below FFT_MIN_TAPS taps the FFT's normwise error would show, however cheap it is."""
+    from convmm._engines import policy
+
+    assert math.prod(kernel) < policy.FFT_MIN_TAPS
+    x = np.ones((1, 1, *(256 if len(kernel) < 3 else 32 for _ in kernel)), np.float32)
+    w = np.ones((1, 1, *kernel), np.float32)
+    assert "fft" not in convmm.explain(convmm.conv, x, w, padding="same").split("(")[0]
+
+
+def test_auto_leaves_other_namespaces_to_their_array_api_path():
+    torch = pytest.importorskip("torch")
+    plan = convmm.explain(convmm.conv, torch.ones(1, 1, 128, 128), torch.ones(1, 1, 31, 31))
+    assert plan.startswith("conv: im2col"), plan
+
+
+def test_the_calibration_is_measured_once_and_read_back(tmp_path):
+    """The rates ``auto`` weighs with are kept on disk: a new process reads the same ones
+    (so it makes the same choices), and an unwritable cache only costs a measurement."""
+    import subprocess
+    import sys
+
+    code = ("import json, numpy as np; from convmm._engines.cpu import calibration; "
+            "print(json.dumps(calibration.rates(np.float32, 2), sort_keys=True))")
+    env = {**__import__("os").environ, "CONVMM_CACHE_DIR": str(tmp_path)}
+    first, second = (subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                    text=True, timeout=120).stdout for _ in range(2))
+    assert first == second and first.strip().startswith("{")
+    assert (tmp_path / "calibration.json").is_file()
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    env["CONVMM_CACHE_DIR"] = str(blocked / "below")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().startswith("{"), done.stderr

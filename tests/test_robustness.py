@@ -316,8 +316,13 @@ def test_large_kernels_and_strides_stay_within_their_bounds(case):
         assert np.isfinite(largest) and largest > 0, method
 
 
-def test_an_engine_method_whose_plan_would_not_fit_is_refused_and_auto_fits():
+def test_an_engine_method_whose_plan_would_not_fit_is_refused_and_auto_fits(monkeypatch):
     x, w = np.ones((1, 4, 16000), np.float32), np.ones((4, 4, 2048), np.float32)
+    # auto takes the FFT for kernels this long; without it, the GEMM methods' own fallback.
+    assert convmm.explain(convmm.conv, x, w, padding="same").startswith("conv: fft")
+    from convmm._engines import policy
+
+    monkeypatch.setattr(policy, "FFT_MIN_TAPS", 1 << 62)
     with pytest.raises(ValueError, match=r"method='tiled_blas' would build a 250 MiB index plan"
                                          r".*method='auto' takes one that needs none "
                                          r"\('implicit_gemm' here\)"):

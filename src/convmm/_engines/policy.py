@@ -50,7 +50,7 @@ import array_api_compat
 import numpy as np
 
 from .._core.algorithms import PATCH_BYTES, transposed_method
-from .._core.fft import FFTBlocks, fft_blocks
+from .._core.fft import FFTBlocks, fft_blocks, fft_geometry, transforms_shape, uses_matmul
 from .._core.geometry import ConvGeometry
 from .._core.index_plans import pairs_per_sample
 from .._core.params import ENGINE_METHODS
@@ -234,8 +234,13 @@ def check_method(call):
     )
 
 
-def _auto(call, operation, in_per_group, target):
-    """The method "auto" runs, and why (thresholds measured with ``python -m convmm bench``)."""
+def _auto(call, operation, in_per_group, target, setting):
+    """The method "auto" runs, and why (thresholds measured with ``python -m convmm bench``;
+    the FFT against the GEMM methods by a cost model of this machine's rates)."""
+    if target == "cpu":
+        take, why = _fft_beats_gemm(call, operation, setting)
+        if take:
+            return "fft", why
     if target is None:
         why = "no CUDA engine" if array_api_compat.is_cupy_array(call.weight) else "not a NumPy array"
         if operation == "adjoint":
@@ -287,7 +292,7 @@ def plan(call, operation: str) -> ConvPlan:
     key = None
     if call.signature is not None:
         key = (call.signature, operation, setting, WORK_PER_THREAD, WINOGRAD_TILE,
-               NUMPY_ON_CUDA)
+               NUMPY_ON_CUDA, FFT_MIN_TAPS)
         with _plans_lock:
             cached = _plans.get(key)
             if cached is not None:
@@ -323,7 +328,7 @@ def _plan(call, operation, setting):
     method, reason = call.method, ""
     target = device(call.weight)
     if method == "auto":
-        method, reason = _auto(call, operation, in_per_group, target)
+        method, reason = _auto(call, operation, in_per_group, target, setting)
     if method == "fft":
         return _fft_plan(call, operation, rows, positions, patch_bytes, size, reason, setting)
     if method == "zero_insertion" and operation != "adjoint":
@@ -331,7 +336,7 @@ def _plan(call, operation, setting):
     if method == "winograd":
         why = winograd_unserved(call, operation, target)
         if why:
-            method, _ = _auto(call, operation, in_per_group, target)
+            method, _ = _auto(call, operation, in_per_group, target, setting)
             reason = f"winograd: {why}"
     if (method in ENGINE_METHODS and method != "direct" and operation == "adjoint"
             and _flippable(call)):
@@ -424,6 +429,89 @@ def _plan(call, operation, setting):
         tile = -(-image // pieces)            # equal pieces of one image
     return ConvPlan(method, operation, rows, positions, tile, threads,
                     threads * rows * tile * size + partial_bytes, patch_bytes, reason)
+
+
+FFT_MIN_TAPS = 16
+"""``auto`` weighs the FFT only for kernels of at least this many taps (4×4, 16 in 1-d):
+below, its normwise error (ε·log₂ n of the largest values) would show beside the GEMM
+methods' elementwise one where outputs cancel, and it seldom wins."""
+
+FFT_MARGIN = 1.25
+"""``auto`` takes the FFT where the cost model puts it at least this much faster."""
+
+FFT_CALL_SECONDS = 100e-6
+"""The cost model's fixed cost per chunk or block of an FFT map: the Python around its
+transforms, about ten calls of ten microseconds (measured here: a 1-d FFT map of a
+tiny signal takes 0.1 ms)."""
+
+
+def gemm_efficiency(pairs: int) -> float:
+    """The GEMM methods' speed relative to ``calibration.rates``' BLAS rate for ``pairs``
+    (input × output channels per group): 0.12·pairs^¼, at most 1.5.  Fitted on the bench's
+    layers (thin groups run ``direct``, a tap at a time; 1→1 channels at 0.10-0.16 of
+    BLAS, 1→16 at 0.21, 8→8 at 0.39, 16→16 at 0.42, 64→64 at 1.4)."""
+    return min(1.5, 0.12 * pairs ** 0.25)
+
+
+def _fft_seconds(call, operation, blocks, rate):
+    """The FFT lowering's modelled time for one map at this machine's rates: the
+    transforms (points·log₂ points; the kernel's pruned to about half), the memory
+    they and the copies around them touch, and the per-frequency channel products."""
+    geometry = call.geometry
+    plan = fft_geometry(geometry)
+    n = call.x.shape[0] if call.x is not None else 1
+    in_channels, out_channels = call.forward_channels
+    inner, groups = in_channels * plan.n_phases, call.groups
+    real = call.xp.isdtype(call.weight.dtype, "real floating")
+    size = itemsize(call.xp, call.weight.dtype)
+    complex_size = 2 * size if real else size
+    points = math.prod(blocks.lengths)
+    transform = points * math.log2(max(points, 2)) * (1.0 if real else 2.0)
+    first = geometry.output_size[0] if operation == "forward" else plan.phase_length[0]
+    pieces = -(-first // blocks.rows) if blocks.rows else 1
+    spectrum = math.prod(transforms_shape(blocks.lengths, real))
+    signals = n * pieces * (inner + out_channels)         # transformed once each way
+    kernels = out_channels * inner // groups
+    touched = ((4 * signals + 3 * kernels) * spectrum * complex_size
+               + 2 * n * inner * math.prod(plan.phase_length) * size)
+    depth, rows, columns = {"forward": (inner // groups, blocks.images, out_channels // groups),
+                            "adjoint": (out_channels // groups, blocks.images, inner // groups),
+                            "weight_grad": (blocks.images, out_channels // groups,
+                                            inner // groups)}[operation]
+    products = n * pieces * inner * out_channels // groups * spectrum
+    mix = rate["mix"] if uses_matmul(rows, depth, columns) else rate["mix_small"]
+    calls = -(-n // blocks.images) * pieces + 1
+    return ((signals + kernels / 2) * transform / rate["fft"] + touched / rate["bandwidth"]
+            + products / mix + calls * FFT_CALL_SECONDS)
+
+
+def _fft_beats_gemm(call, operation, setting):
+    """(whether ``auto`` should take the FFT for this map, the reason): a NumPy call with
+    a kernel of at least ``FFT_MIN_TAPS`` taps whose blocks fit, modelled at least
+    ``FFT_MARGIN`` times faster than the GEMM methods."""
+    geometry = call.geometry
+    if geometry.n_taps < FFT_MIN_TAPS or not array_api_compat.is_numpy_array(call.weight):
+        return False, ""
+    from .cpu.calibration import rates
+
+    size = itemsize(call.xp, call.weight.dtype)
+    in_channels, out_channels = call.forward_channels
+    per_group = in_channels // call.groups * (out_channels // call.groups)
+    n = call.x.shape[0] if call.x is not None else 1
+    patch_bytes = in_channels * geometry.n_taps * n * geometry.n_positions * size
+    complex_input = not call.xp.isdtype(call.weight.dtype, "real floating")
+    blocks = fft_blocks(geometry, operation, n, in_channels, out_channels, call.groups, size,
+                        complex_input, fft_budget(call, operation, patch_bytes, size))
+    if blocks.workspace_bytes > fft_budget(call, operation, patch_bytes, size):
+        return False, ""
+    rate = rates(call.weight.dtype, setting)
+    macs = n * geometry.n_positions * out_channels * in_channels // call.groups * geometry.n_taps
+    gemm = macs * (1 if not complex_input else 4) / (rate["gemm"] * gemm_efficiency(per_group))
+    fft = _fft_seconds(call, operation, blocks, rate)
+    if fft * FFT_MARGIN > gemm:
+        return False, ""
+    return True, (f"{geometry.n_taps}-tap kernel: modelled {fft * 1e3:.2g} ms by FFT against "
+                  f"{gemm * 1e3:.2g} ms by GEMM on this machine")
 
 
 FFT_WORKSPACE_BYTES = 32 << 20
