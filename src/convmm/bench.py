@@ -249,6 +249,76 @@ def small_call(library, name, random):
     return step
 
 
+# --------------------------------------------------------------------------- large kernels
+LARGE_KERNELS = (
+    dict(name="blur_512x512_31x31_f32", dtype="float32", peer="scipy", target=1.0,
+         x=(1, 1, 512, 512), w=(1, 1, 31, 31), padding="same"),
+    dict(name="blur_512x512_31x31_f64", dtype="float64", peer="scipy", target=1.0,
+         x=(1, 1, 512, 512), w=(1, 1, 31, 31), padding="same"),
+    dict(name="filter_bank_32x4096_16x65", dtype="float32", peer="torch", target=1.0,
+         x=(32, 1, 4096), w=(16, 1, 65), padding="same"),
+    dict(name="conv1d_16to16_16000_1024", dtype="float32", peer="torch", target=0.3,
+         x=(1, 16, 16000), w=(16, 16, 1024), padding="same"),
+    dict(name="volume_64^3_9^3", dtype="float32", peer="convmm_gemm", target=0.5,
+         x=(1, 1, 64, 64, 64), w=(1, 1, 9, 9, 9), padding="same"),
+    dict(name="fwd+bwd_8to8_256x256_31x31", dtype="float32", peer="torch", target=0.5,
+         x=(4, 8, 256, 256), w=(8, 8, 31, 31), padding="same", backward=True),
+)
+"""The large-kernel section: where the FFT lowering should win.  ``peer``: the library
+timed against ("scipy": ``scipy.signal.fftconvolve`` on the same padded input, in a
+process of its own; "torch"; "convmm_gemm": convmm's fastest GEMM method, in convmm's
+process), ``target``: the ratio convmm/peer the FFT issue holds ``auto`` to."""
+
+GEMM_PEER_METHODS = ("tiled_blas", "implicit_gemm", "direct")
+
+
+def large_cases():
+    return [spec["name"] for spec in LARGE_KERNELS]
+
+
+def large_call(library, name, method="auto"):
+    """A no-argument function running one large-kernel case with ``library`` ("convmm",
+    "torch" or "scipy"), on the same data in every process."""
+    spec = next(spec for spec in LARGE_KERNELS if spec["name"] == name)
+    random = Host.random(spec["dtype"], seed=7)
+    x, w = random(spec["x"]), random(spec["w"]) / math.prod(spec["w"][1:]) ** 0.5
+    same = [((k - 1) // 2, k // 2) for k in spec["w"][2:]]      # convmm's "same", as pairs
+    if library == "scipy":
+        import scipy.signal
+
+        padded = np.pad(x[0, 0], same)
+        flipped = np.ascontiguousarray(w[0, 0, ::-1, ::-1])
+        return lambda: scipy.signal.fftconvolve(padded, flipped, mode="valid")
+    if library == "torch":
+        import torch
+        import torch.nn.functional as F
+
+        conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[len(spec["x"])]
+        tx, tw = torch.from_dlpack(x), torch.from_dlpack(w)
+        padding = [p for pair in reversed(same) for p in pair]
+        if not spec.get("backward"):
+            return lambda: conv(F.pad(tx, padding), tw)
+        tx.requires_grad_(True)
+        tw.requires_grad_(True)
+
+        def forward_backward():
+            y = conv(F.pad(tx, padding), tw)
+            y.backward(torch.ones_like(y))
+            tx.grad = tw.grad = None
+
+        return forward_backward
+    import convmm
+
+    if not spec.get("backward"):
+        return lambda: convmm.conv(x, w, padding=same, method=method)
+
+    def forward_backward():
+        y = convmm.conv(x, w, padding=same, method=method)
+        return convmm.conv_backward(np.ones_like(y), x, w, padding=same, method=method)
+
+    return forward_backward
+
+
 def median_call_seconds(function, calls=SMALL_CALLS):
     """The median wall time of ``calls`` calls (after one warm-up call)."""
     function()
@@ -655,6 +725,7 @@ def _run_host(args, backend, layers, batch):
             t_ours, t_torch = _alternating(ours, theirs, args.repeats, op="small", name=name)
             small.append(dict(case=name, seconds=t_ours, torch_seconds=t_torch,
                               ratio=None if t_torch is None else t_ours / t_torch))
+        large = _large_kernels(args, config, ours, theirs) if args.large else []
         gemm = ours.ask(op="gemm", repeats=max(args.repeats, 5))["rows"] if args.gemm else []
     finally:
         ours.close()
@@ -670,7 +741,56 @@ def _run_host(args, backend, layers, batch):
                      peer_info["version"] if peer_info else None, setting)
     report["convmm_process_imported_torch"] = info["imported_torch"]
     report["small"] = small
+    report["large"] = large
     return report
+
+
+def _large_kernels(args, config, ours, torch_worker):
+    """The large-kernel section: convmm's ``auto`` against each case's peer, rounds
+    alternating, medians; ``explain``'s first words give the method ``auto`` ran."""
+    import convmm
+
+    scipy_worker = _Worker("scipy", config)
+    rows = []
+    try:
+        for name in large_cases():
+            spec = next(spec for spec in LARGE_KERNELS if spec["name"] == name)
+            _progress(len(rows), len(LARGE_KERNELS), name)
+            random = Host.random(spec["dtype"], seed=7)
+            x, w = random(spec["x"]), random(spec["w"])
+            same = [((k - 1) // 2, k // 2) for k in spec["w"][2:]]
+            function = convmm.conv_backward if spec.get("backward") else convmm.conv
+            arguments = (np.zeros((spec["x"][0], spec["w"][0], *spec["x"][2:]), x.dtype),) \
+                if spec.get("backward") else ()
+            method = convmm.explain(function, *arguments, x, w,
+                                    padding=same).split(":")[1].split("(")[0].strip()
+            if spec["peer"] == "convmm_gemm":     # auto and each GEMM method, alternating
+                runs = [m for m in ("auto", *GEMM_PEER_METHODS)
+                        if "refused" not in ours.ask(op="large", name=name, method=m)]
+                times: dict = {m: [] for m in runs}
+                for round_ in range(args.repeats):
+                    for m in (runs if round_ % 2 == 0 else runs[::-1]):
+                        time.sleep(HANDOVER_S)
+                        times[m].append(ours.ask(op="large", name=name, method=m)["seconds"])
+                medians = {m: statistics.median(t) for m, t in times.items()}
+                best = min(runs[1:], key=medians.get)
+                rows.append(dict(case=name, method=method, seconds=medians["auto"],
+                                 peer=f"convmm {best}", peer_seconds=medians[best],
+                                 ratio=medians["auto"] / medians[best], target=spec["target"]))
+                continue
+            peer = scipy_worker if spec["peer"] == "scipy" else torch_worker
+            if peer is None:
+                t_auto, _ = _alternating(ours, None, args.repeats, op="large", name=name)
+                rows.append(dict(case=name, method=method, seconds=t_auto, peer=spec["peer"],
+                                 peer_seconds=None, ratio=None, target=spec["target"]))
+                continue
+            t_auto, t_peer = _alternating(ours, peer, args.repeats, op="large", name=name)
+            rows.append(dict(case=name, method=method, seconds=t_auto, peer=spec["peer"],
+                             peer_seconds=t_peer, ratio=t_auto / t_peer, target=spec["target"]))
+        _progress(len(rows), len(LARGE_KERNELS), "done")
+    finally:
+        scipy_worker.close()
+    return rows
 
 
 def _worker(library, config):
@@ -683,12 +803,14 @@ def _worker(library, config):
 
         if threads:
             torch.set_num_threads(threads)
+    elif library == "scipy":
+        pass                                # scipy.signal, imported by the first call
     else:
         import convmm
 
         if threads:
             convmm.set_num_threads(threads)
-    built, small_built = {}, {}
+    built, small_built, large_built = {}, {}, {}
 
     def calls(job):
         if job not in built:
@@ -733,6 +855,17 @@ def _worker(library, config):
             if name not in small_built:
                 small_built[name] = small_call(library, name, Host.random(config["dtype"], seed=0))
             reply = dict(seconds=median_call_seconds(small_built[name]))
+        elif op == "large":
+            key = (request["name"], request.get("method", "auto"))
+            if key not in large_built:
+                large_built.clear()         # one case's arrays at a time
+                large_built[key] = large_call(library, *key)
+            try:
+                reply = dict(seconds=_wall_seconds(large_built[key]))
+            except ValueError as error:     # a GEMM method refusing a kernel this large
+                if library != "convmm":
+                    raise
+                reply = dict(refused=str(error))
         elif op == "gemm":
             reply = dict(rows=gemm_share(repeats=request["repeats"], threads=threads))
         else:
@@ -910,6 +1043,17 @@ def format_report(report, passes):
             ratio = "" if r["ratio"] is None else f"{r['ratio']:6.2f}"
             lines.append(f"{r['case']:<24} {r['seconds'] * 1e6:9.1f} {torch_us:>9} {ratio:>6}")
         lines.append("")
+    large = report.get("large") or []
+    if large:
+        lines += ["large kernels (auto against each case's peer):",
+                  f"{'case':<28} {'method':<14} {'ms':>9} {'peer':<20} {'peer ms':>9} "
+                  f"{'ratio':>6} {'target':>6}"]
+        for r in large:
+            peer_ms = "" if r["peer_seconds"] is None else f"{r['peer_seconds'] * 1e3:9.2f}"
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:6.2f}"
+            lines.append(f"{r['case']:<28} {r['method']:<14} {r['seconds'] * 1e3:9.2f} "
+                         f"{r['peer']:<20} {peer_ms:>9} {ratio:>6} {r['target']:6.2f}")
+        lines.append("")
     for row in report.get("gemm", []):
         lines.append(f"GEMM {row['size']}³ float32: convmm {row['convmm_gflops']:.1f} GFLOP/s, "
                      f"{row['peer']} {row['peer_gflops']:.1f} GFLOP/s: convmm at "
@@ -956,13 +1100,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the GEMM kernel against numpy.matmul (cupy.matmul on the GPU)")
     parser.add_argument("--no-small", dest="small", action="store_false",
                         help="skip the small-layer section (per-call overhead; CPU only)")
+    parser.add_argument("--no-large", dest="large", action="store_false",
+                        help="skip the large-kernel section (the FFT lowering against "
+                             "scipy.signal.fftconvolve, PyTorch and convmm's GEMM methods)")
     parser.add_argument("--no-startup", dest="startup", action="store_false",
                         help="skip the start-up and cold-compile timings")
     parser.add_argument("--scaling", action="store_true",
                         help="instead of the suite: every method's time over auto's, on random "
                              "small configurations and patch shapes (kernel = stride)")
     # The processes the CPU bench times each library in (not for users).
-    parser.add_argument("--worker", choices=("convmm", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("convmm", "torch", "scipy"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-config", help=argparse.SUPPRESS)
 
 

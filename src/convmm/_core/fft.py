@@ -420,6 +420,15 @@ def _chunks(n, images):
 
 
 # --------------------------------------------------------------------------- the three maps
+def _zero_padding_in_transform(geometry, mode, blocks: FFTBlocks) -> bool:
+    """Whether zero padding can be left to the transform's own zero extension: stride 1,
+    whole images, and per axis at most E − 1 samples each side and at least E − 1 in all,
+    so that every output is one of the full linear convolution's (no padded copy)."""
+    return (mode == "zeros" and blocks.rows == 0 and all(s == 1 for s in geometry.stride)
+            and all(b <= e - 1 and a <= e - 1 and b + a >= e - 1
+                    for (b, a), e in zip(geometry.padding, geometry.effective_kernel)))
+
+
 def forward(xp, transforms, x, weight, geometry, mode, groups, layout, blocks: FFTBlocks):
     """C·x by the FFT: (N, C_in, *S) → (N, C_out, *O) in ``layout``, no bias.
 
@@ -433,14 +442,19 @@ def forward(xp, transforms, x, weight, geometry, mode, groups, layout, blocks: F
     taps, out_size = v.shape[2:], geometry.output_size
     images = _image_first(xp, x, layout)
 
+    implicit = _zero_padding_in_transform(geometry, mode, blocks)
+    # With the padding left to the transform, output l is the full convolution's l + E − 1 − b.
+    starts = [t - 1 - (b if implicit else 0) for t, (b, _) in zip(taps, geometry.padding)]
+
     def valid(block, sizes):
         return spectra.inverse(_contract(xp, spectra.forward(block), v_hat), v.shape[0],
-                               [t - 1 for t in taps], sizes)
+                               starts, sizes)
 
     pieces = []
     for start, stop in _chunks(x.shape[0], blocks.images):
-        phased = _space_to_depth(xp, pad(xp, images[start:stop, ...], geometry, mode, FIRST),
-                                 plan)
+        chunk = images[start:stop, ...]
+        phased = chunk if implicit else _space_to_depth(
+            xp, pad(xp, chunk, geometry, mode, FIRST), plan)
         if blocks.rows == 0:
             pieces.append(valid(phased, out_size))
             continue
@@ -469,13 +483,18 @@ def adjoint(xp, transforms, y, weight, geometry, mode, groups, layout, blocks: F
     channels, reach, rows_out = v.shape[1] * groups, v.shape[2] - 1, plan.phase_length
     grads = _image_first(xp, y, layout)
 
-    def full(block, sizes):
+    def full(block, sizes, starts=None):
         return spectra.inverse(_contract(xp, spectra.forward(block), v_hat), channels,
-                               [0] * len(sizes), sizes)
+                               starts or [0] * len(sizes), sizes)
 
+    # At stride 1 with zero padding the padding's adjoint is a crop: taken in the inverse.
+    cropped = mode == "zeros" and blocks.rows == 0 and plan.n_phases == 1
     pieces = []
     for start, stop in _chunks(y.shape[0], blocks.images):
         chunk = grads[start:stop, ...]
+        if cropped:
+            pieces.append(full(chunk, geometry.input_size, [b for b, _ in geometry.padding]))
+            continue
         if blocks.rows == 0:
             u = full(chunk, rows_out)
         else:

@@ -514,6 +514,11 @@ def _fft_beats_gemm(call, operation, setting):
                   f"{gemm * 1e3:.2g} ms by GEMM on this machine")
 
 
+FFT_POINTS_PER_WORKER = 1 << 20
+"""``scipy.fft`` gets one worker per this many points in a call's transforms: below, its
+threads cost more than they save (measured here, after the cores idled: a 542×576
+transform 0.66 ms on one worker and 0.64 on two; 256×13122 points 7.9 and 5.2 ms)."""
+
 FFT_WORKSPACE_BYTES = 32 << 20
 """The FFT lowering's workspace is at most max(this, min(patch matrix / 8, 4 × the map's
 input and output)): chunks of the batch, then overlap-save blocks, are cut to fit."""
@@ -546,7 +551,12 @@ def _fft_plan(call, operation, rows, positions, patch_bytes, size, reason, setti
             f"{blocks.spectrum_bytes / 2 ** 20:.0f} MiB: {out_channels}×"
             f"{in_channels // call.groups} channel pairs at every frequency), over its limit "
             f"of {budget / 2 ** 20:.0f} MiB; method='auto' takes a GEMM method")
-    threads = setting if array_api_compat.is_numpy_array(call.weight) else 1
+    threads = 1
+    if array_api_compat.is_numpy_array(call.weight):
+        plan = fft_geometry(geometry)
+        signals = blocks.images * max(in_channels * plan.n_phases, out_channels)
+        points = signals * math.prod(blocks.lengths)
+        threads = max(1, min(setting, points // FFT_POINTS_PER_WORKER))
     return ConvPlan("fft", operation, rows, positions, positions, threads,
                     blocks.workspace_bytes, patch_bytes, reason, fft=blocks)
 
