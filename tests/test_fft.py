@@ -269,3 +269,19 @@ def test_the_calibration_is_measured_once_and_read_back(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.strip().startswith("{"), done.stderr
+
+
+def test_the_operator_takes_the_fft_where_auto_would():
+    """``ConvOperator`` applies C and Cᵀ by the map ``auto`` plans: the FFT for a blur."""
+    from convmm._engines import policy
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((1, 1, 17, 17))
+    op = convmm.ConvOperator(w, (1, 96, 96), padding="same", padding_mode="reflect")
+    assert policy.main_plan(op._call, "forward").method == "fft"
+    dense = convmm.toeplitz(w, (1, 96, 96), padding="same", padding_mode="reflect")
+    v, u = rng.standard_normal(op.shape[1]), rng.standard_normal(op.shape[0])
+    points = math.prod(fft.fft_geometry(op._call.geometry).length)
+    bound = FFT_ERROR_FACTOR * np.finfo(np.float64).eps * math.log2(points)
+    assert np.max(np.abs(op.matvec(v) - dense @ v)) <= bound * _max(v) * _row_sum(w) * 9
+    assert np.max(np.abs(op.rmatvec(u) - dense.T @ u)) <= bound * _max(u) * _row_sum(w) * 9

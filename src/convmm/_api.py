@@ -106,8 +106,10 @@ def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTup
         maps every library's names.
     data_format : "channels_first" or "channels_last"
         Where the channel axes are, in x, the weight and the result.
-    method : "auto", "im2col", "tiled_blas", "implicit_gemm", "direct" or "winograd"
+    method : "auto", "im2col", "fft", "tiled_blas", "implicit_gemm", "direct" or "winograd"
         "im2col": the patch matrix (in pieces) and batched GEMMs (any namespace);
+        "fft": one small matrix product per frequency in the Fourier basis (any
+        namespace; its error is normwise, about ε·log₂ n of the largest values);
         "tiled_blas": patches extracted tile by tile, each tile multiplied with
         BLAS; "implicit_gemm": patches read in place by a packed GEMM; "direct":
         tap by tap, for few channels per group (these three on NumPy and CuPy);
@@ -116,7 +118,8 @@ def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTup
         F(2×2, 3×3) makes 2.25× fewer multiplications at up to about twice the
         float32 rounding error of the GEMM methods, larger kernels more (5×5:
         about ten times), and inf inputs come out NaN; "auto" picks (``explain``
-        says what and why).
+        says what and why), the FFT for kernels of 16 taps or more where a cost
+        model of this machine puts it at least 1.25× faster.
 
     Returns
     -------
@@ -207,7 +210,8 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, *,
     method : "auto", "im2col" (GEMM with Wᵀ, then col2im) or "zero_insertion"
         (insert s − 1 zeros, flip the kernel, pad d·(K − 1) − p, convolve with stride 1,
         phase by phase so that no inserted zero is multiplied; for another padding
-        mode, onto the padded canvas, then the padding's adjoint), or an engine's
+        mode, onto the padded canvas, then the padding's adjoint), "fft" (see
+        ``conv``), or an engine's
         "tiled_blas", "implicit_gemm", "direct" or "winograd" (see ``conv``;
         "winograd" where the transpose is a stride-1 convolution with the flipped
         kernel: stride 1, zero padding no wider than d·(K − 1)).

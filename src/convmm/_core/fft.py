@@ -338,7 +338,7 @@ def _grouped(xp, a, groups):
 
 
 MATMUL_MIN = 8
-"""``_contract`` multiplies the per-frequency matrices with ``matmul`` where all three of
+"""``channel_products`` multiplies the per-frequency matrices with ``matmul`` where all three of
 their sizes are at least this; smaller ones as broadcast products, which NumPy runs
 several times faster than a batched product of tiny matrices (measured: 1×16·16×16
 matrices at 2.1 against 0.5 G complex multiply-adds per second, 8×64·64×64 at 2.0
@@ -346,7 +346,7 @@ against 3.3)."""
 
 
 def uses_matmul(rows: int, depth: int, columns: int) -> bool:
-    """Whether ``_contract`` runs a product of these sizes as a batched ``matmul``."""
+    """Whether ``channel_products`` runs a product of these sizes as a batched ``matmul``."""
     return min(rows, depth, columns) >= MATMUL_MIN
 
 
@@ -356,7 +356,7 @@ def _contiguous(xp, a):
     return np.ascontiguousarray(a) if is_numpy_array(a) else a
 
 
-def _contract(xp, a, b):
+def channel_products(xp, a, b):
     """``Σ_k a[i, g, k, f]·b[g, k, j, f]`` → (i, g, j, f): one small matrix product per
     group and frequency (``uses_matmul`` says how)."""
     rows, depth, columns = a.shape[0], a.shape[2], b.shape[2]
@@ -447,7 +447,7 @@ def forward(xp, transforms, x, weight, geometry, mode, groups, layout, blocks: F
     starts = [t - 1 - (b if implicit else 0) for t, (b, _) in zip(taps, geometry.padding)]
 
     def valid(block, sizes):
-        return spectra.inverse(_contract(xp, spectra.forward(block), v_hat), v.shape[0],
+        return spectra.inverse(channel_products(xp, spectra.forward(block), v_hat), v.shape[0],
                                starts, sizes)
 
     pieces = []
@@ -484,7 +484,7 @@ def adjoint(xp, transforms, y, weight, geometry, mode, groups, layout, blocks: F
     grads = _image_first(xp, y, layout)
 
     def full(block, sizes, starts=None):
-        return spectra.inverse(_contract(xp, spectra.forward(block), v_hat), channels,
+        return spectra.inverse(channel_products(xp, spectra.forward(block), v_hat), channels,
                                starts or [0] * len(sizes), sizes)
 
     # At stride 1 with zero padding the padding's adjoint is a crop: taken in the inverse.
@@ -532,7 +532,7 @@ def weight_gradient(xp, transforms, a, b, geometry, mode, groups, layout, blocks
     def add(total, a_block, b_block):
         a_hat = spectra.forward(xp.flip(a_block, axis=_spatial_axes(len(taps))))  # (n, g, o, f)
         b_hat = spectra.forward(b_block)                                          # (n, g, c, f)
-        r_hat = _contract(xp, xp.permute_dims(a_hat, (2, 1, 0, 3)),
+        r_hat = channel_products(xp, xp.permute_dims(a_hat, (2, 1, 0, 3)),
                           xp.permute_dims(b_hat, (1, 0, 2, 3)))                    # (o, g, c, f)
         return r_hat if total is None else total + r_hat
 
