@@ -37,6 +37,7 @@ runs on several workers).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -45,7 +46,9 @@ import numpy as np
 from array_api_compat import device as device_of
 from array_api_compat import is_cupy_array, is_numpy_array
 
+from . import lowering
 from .geometry import ConvGeometry
+from .index_plans import coordinate_source
 from .layout import LAYOUTS, Layout
 from .lowering import pad, pad_adjoint
 
@@ -239,6 +242,37 @@ def _dilated_taps(geometry):
             *(slice(0, d * (k - 1) + 1, d) for k, d in zip(geometry.kernel_size, geometry.dilation)))
 
 
+def _phased_rows(xp, images, plan: FFTGeometry, mode, first, last):
+    """Rows ``first:last`` (phase rows, along the first spatial axis) of
+    ``_space_to_depth(pad(images))``, built from the input rows they read: a block's
+    copy, never the whole image's, so overlap-save blocks bound the memory."""
+    geometry = plan.geometry
+    stride, (before, _), size = plan.phases[0], geometry.padding[0], geometry.input_size[0]
+    padded = np.arange(first * stride, last * stride)
+    source = np.where(padded < geometry.padded_size[0],
+                      coordinate_source(padded - before, size, mode), -1)
+    reading = np.flatnonzero(source >= 0)    # a run: zeros only before and after it
+    rows = _zeros(xp, (*images.shape[:2], padded.size, *images.shape[3:]), images)
+    if reading.size:
+        low, high = int(reading[0]), int(reading[-1]) + 1
+        wanted = source[low:high]
+        if np.all(np.diff(wanted) == 1):
+            rows[:, :, low:high, ...] = images[:, :, int(wanted[0]):int(wanted[-1]) + 1, ...]
+        else:
+            rows[:, :, low:high, ...] = xp.take(images, lowering.index_array(xp, wanted, images),
+                                                axis=2)
+    # The other axes as the geometry pads them, then their zero extension and phases.
+    rest = dataclasses.replace(geometry, input_size=(padded.size, *geometry.input_size[1:]),
+                               padding=((0, 0), *geometry.padding[1:]))
+    rows = pad(xp, rows, rest, mode, FIRST)
+    extended = (padded.size, *(q * s for q, s in zip(plan.phase_length[1:], plan.phases[1:])))
+    if tuple(rows.shape[2:]) != extended:
+        canvas = _zeros(xp, (*rows.shape[:2], *extended), rows)
+        canvas[(slice(None), slice(None), *(slice(0, n) for n in rows.shape[2:]))] = rows
+        rows = canvas
+    return _split_phases(xp, rows, (last - first, *plan.phase_length[1:]), plan.phases)
+
+
 def _kernel_phases(xp, w, plan: FFTGeometry):
     """(O, C_g, *K) → (O, C_g·∏s, *⌈E/s⌉): the dilated kernel (zeros inserted), split into
     the stride's phases as ``_space_to_depth`` splits the input."""
@@ -272,17 +306,21 @@ class FFTBlocks:
     spectrum_bytes: int
 
 
-def _block_bytes(plan: FFTGeometry, operation: str, images: int, lengths, inner: int, outer: int,
-                 groups: int, size: int, complex_input: bool):
+def _block_bytes(plan: FFTGeometry, operation: str, images: int, lengths, rows: int,
+                 inner: int, outer: int, groups: int, size: int, complex_input: bool):
     """(workspace, kernel spectrum) bytes of one block of ``images`` images transformed at
-    ``lengths``: the padded, phase-split input (twice), the spectra of both sides and their
-    rearranged copies for the products, the inverse transform, and the kernel's spectrum
-    (twice: its rearranged copy).  ``inner``: C·∏s channels; ``outer``: O."""
+    ``lengths``: its padded, phase-split input (twice: the copy and its phases; for a
+    block of ``rows`` output rows only those rows and the kernel's reach), the spectra
+    of both sides and their rearranged copies for the products, the inverse transform,
+    and the kernel's spectrum (twice: its rearranged copy).  ``inner``: C·∏s channels;
+    ``outer``: O."""
     spectrum = math.prod(transforms_shape(lengths, not complex_input))
     points = math.prod(lengths)
     csize = 2 * size if not complex_input else size
     kernel = outer * (inner // groups) * spectrum * csize * 2
-    image = inner * math.prod(plan.phase_length) * size * 2
+    read = plan.phase_length if rows == 0 else (rows + plan.phase_taps[0] - 1,
+                                                *plan.phase_length[1:])
+    image = inner * math.prod(read) * size * 2
     transformed = (inner + outer) * spectrum * csize * 2
     inverse = (outer if operation == "forward" else inner) * points * size
     return images * (image + transformed + inverse) + kernel, kernel
@@ -290,45 +328,46 @@ def _block_bytes(plan: FFTGeometry, operation: str, images: int, lengths, inner:
 
 def fft_blocks(geometry: ConvGeometry, operation: str, n: int, in_channels: int,
                out_channels: int, groups: int, size: int, complex_input: bool,
-               budget: int) -> FFTBlocks:
-    """The largest chunks (then blocks) of one map whose workspace fits ``budget`` bytes.
+               budget: int, preferred: int | None = None) -> FFTBlocks:
+    """Chunks of the batch (then blocks of rows) of one map whose workspace fits
+    ``preferred`` bytes where one block can, else ``budget``.
 
-    Whole images in as few chunks as fit; where a single image does not, overlap-save
+    Whole images, as many per chunk as fit; where a single image does not, overlap-save
     blocks of output rows along the first spatial axis (each block reads its rows plus
-    the kernel's reach, ⌈E/s⌉ − 1, and its transforms are that long), as long as fits.
-    Where even a block of one row does not fit (the kernel's spectrum alone is too
-    large), the smallest block: the caller compares ``workspace_bytes`` with the budget.
-    ``size`` is the real itemsize (4 or 8); ``complex_input``: complex arrays (full
-    transforms, complex itemsize ``size``)."""
+    the kernel's reach, ⌈E/s⌉ − 1, and its transforms are that long), as many rows as
+    fit.  Where even a block of one row does not fit (the kernel's spectrum alone is
+    too large), the smallest block: the caller compares ``workspace_bytes`` with the
+    budget.  ``size`` is the real itemsize (4 or 8), or the complex one where
+    ``complex_input`` (full transforms)."""
     plan = fft_geometry(geometry)
     inner = in_channels * plan.n_phases
-    whole, kernel = _block_bytes(plan, operation, 1, plan.length, inner, out_channels, groups,
-                                 size, complex_input)
-    per_image = whole - kernel
-    if whole <= budget or n == 0:
-        images = max(1, min(n, (budget - kernel) // max(per_image, 1)))
-        work, _ = _block_bytes(plan, operation, images, plan.length, inner, out_channels,
-                               groups, size, complex_input)
-        return FFTBlocks(images, 0, plan.length, work, kernel)
     reach = plan.phase_taps[0] - 1
-    rows = plan.geometry.output_size[0] if operation == "forward" else plan.phase_length[0]
-    best = None
-    low, high = 1, rows
-    while low <= high:                       # the most rows whose block fits
-        middle = (low + high) // 2
-        lengths = (next_fast_length(middle + reach, not complex_input), *plan.length[1:])
-        work, spectrum = _block_bytes(plan, operation, 1, lengths, inner, out_channels, groups,
-                                      size, complex_input)
-        if work <= budget:
-            best, low = FFTBlocks(1, middle, lengths, work, spectrum), middle + 1
-        else:
-            high = middle - 1
-    if best is None:
-        lengths = (next_fast_length(1 + reach, not complex_input), *plan.length[1:])
-        work, spectrum = _block_bytes(plan, operation, 1, lengths, inner, out_channels, groups,
-                                      size, complex_input)
-        best = FFTBlocks(1, 1, lengths, work, spectrum)
-    return best
+    last_rows = plan.geometry.output_size[0] if operation == "forward" else plan.phase_length[0]
+
+    def measure(images, rows):
+        lengths = plan.length if rows == 0 else (
+            next_fast_length(rows + reach, not complex_input), *plan.length[1:])
+        work, spectrum = _block_bytes(plan, operation, images, lengths, rows, inner,
+                                      out_channels, groups, size, complex_input)
+        return FFTBlocks(images, rows, lengths, work, spectrum)
+
+    for limit in dict.fromkeys((min(preferred or budget, budget), budget)):
+        whole = measure(1, 0)
+        if whole.workspace_bytes <= limit or n == 0:
+            per_image = whole.workspace_bytes - whole.spectrum_bytes
+            images = max(1, min(n, (limit - whole.spectrum_bytes) // max(per_image, 1)))
+            return measure(images, 0)
+        best, low, high = None, 1, last_rows
+        while low <= high:                   # the most rows whose block fits
+            middle = (low + high) // 2
+            candidate = measure(1, middle)
+            if candidate.workspace_bytes <= limit:
+                best, low = candidate, middle + 1
+            else:
+                high = middle - 1
+        if best is not None:
+            return best
+    return measure(1, 1)
 
 
 # --------------------------------------------------------------------------- products per frequency
@@ -415,6 +454,26 @@ class _Spectra:
         return xp.reshape(v_hat, (self.groups, v.shape[0] // self.groups, v.shape[1], -1))
 
 
+class _Assembled:
+    """A channels-first result written chunk by chunk and block by block into one array
+    (no concatenation: a second copy of the output); a single whole piece is kept as it is."""
+
+    def __init__(self, xp, shape, dtype, like):
+        self.xp, self.shape, self.dtype, self.like = xp, shape, dtype, like
+        self.result = None
+
+    def put(self, start, stop, first, piece):
+        whole = (start, stop, first) == (0, self.shape[0], 0) and \
+            tuple(piece.shape) == tuple(self.shape)
+        if whole:
+            self.result = piece
+            return
+        if self.result is None:
+            self.result = self.xp.zeros(self.shape, dtype=self.dtype,
+                                        device=device_of(self.like))
+        self.result[start:stop, :, first:first + piece.shape[2], ...] = piece
+
+
 def _chunks(n, images):
     return [(start, min(n, start + images)) for start in range(0, n, images)]
 
@@ -450,22 +509,21 @@ def forward(xp, transforms, x, weight, geometry, mode, groups, layout, blocks: F
         return spectra.inverse(channel_products(xp, spectra.forward(block), v_hat), v.shape[0],
                                starts, sizes)
 
-    pieces = []
+    y = _Assembled(xp, (x.shape[0], v.shape[0], *out_size), xp.result_type(x.dtype, weight.dtype),
+                   x)
     for start, stop in _chunks(x.shape[0], blocks.images):
         chunk = images[start:stop, ...]
-        phased = chunk if implicit else _space_to_depth(
-            xp, pad(xp, chunk, geometry, mode, FIRST), plan)
         if blocks.rows == 0:
-            pieces.append(valid(phased, out_size))
+            phased = chunk if implicit else _space_to_depth(
+                xp, pad(xp, chunk, geometry, mode, FIRST), plan)
+            y.put(start, stop, 0, valid(phased, out_size))
             continue
-        rows = []
         for first in range(0, out_size[0], blocks.rows):
             last = min(out_size[0], first + blocks.rows)
-            rows.append(valid(_rows(phased, first, last + taps[0] - 1),
-                              (last - first, *out_size[1:])))
-        pieces.append(xp.concat(rows, axis=2))
-    y = pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
-    return _image_back(xp, y, layout)
+            y.put(start, stop, first, valid(
+                _phased_rows(xp, chunk, plan, mode, first, last + taps[0] - 1),
+                (last - first, *out_size[1:])))
+    return _image_back(xp, y.result, layout)
 
 
 def adjoint(xp, transforms, y, weight, geometry, mode, groups, layout, blocks: FFTBlocks):
@@ -489,30 +547,29 @@ def adjoint(xp, transforms, y, weight, geometry, mode, groups, layout, blocks: F
 
     # At stride 1 with zero padding the padding's adjoint is a crop: taken in the inverse.
     cropped = mode == "zeros" and blocks.rows == 0 and plan.n_phases == 1
-    pieces = []
+    dtype = xp.result_type(y.dtype, weight.dtype)
+    z = _Assembled(xp, (y.shape[0], channels // plan.n_phases, *geometry.input_size), dtype, y)
     for start, stop in _chunks(y.shape[0], blocks.images):
         chunk = grads[start:stop, ...]
         if cropped:
-            pieces.append(full(chunk, geometry.input_size, [b for b, _ in geometry.padding]))
+            z.put(start, stop, 0, full(chunk, geometry.input_size,
+                                       [b for b, _ in geometry.padding]))
             continue
         if blocks.rows == 0:
             u = full(chunk, rows_out)
         else:
-            rows = []
+            u = _zeros(xp, (chunk.shape[0], channels, *rows_out), chunk)
+            if u.dtype != dtype:
+                u = xp.astype(u, dtype)
             for first in range(0, rows_out[0], blocks.rows):
                 last = min(rows_out[0], first + blocks.rows)
                 low, high = max(0, first - reach), min(chunk.shape[2], last)
-                if low >= high:      # rows no output reaches (the padding's far end)
-                    rows.append(_zeros(xp, (chunk.shape[0], channels, last - first,
-                                            *rows_out[1:]), chunk))
-                    continue
-                u = full(_rows(chunk, low, high), (last - low, *rows_out[1:]))
-                rows.append(_rows(u, first - low, last - low))
-            u = xp.concat(rows, axis=2)
+                if low < high:       # else rows no output reaches (the padding's far end)
+                    block = full(_rows(chunk, low, high), (last - low, *rows_out[1:]))
+                    u[:, :, first:last, ...] = _rows(block, first - low, last - low)
         padded = _depth_to_space(xp, u, plan)
-        pieces.append(pad_adjoint(xp, padded, geometry, mode, FIRST))
-    z = pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
-    return _image_back(xp, z, layout)
+        z.put(start, stop, 0, pad_adjoint(xp, padded, geometry, mode, FIRST))
+    return _image_back(xp, z.result, layout)
 
 
 def weight_gradient(xp, transforms, a, b, geometry, mode, groups, layout, blocks: FFTBlocks):
@@ -537,11 +594,10 @@ def weight_gradient(xp, transforms, a, b, geometry, mode, groups, layout, blocks
         return r_hat if total is None else total + r_hat
 
     for start, stop in _chunks(a.shape[0], blocks.images):
-        phased = _space_to_depth(xp, pad(xp, inputs[start:stop, ...], geometry, mode, FIRST),
-                                 plan)
         chunk = outputs[start:stop, ...]
         if blocks.rows == 0:
-            total = add(total, chunk, phased)
+            total = add(total, chunk, _space_to_depth(
+                xp, pad(xp, inputs[start:stop, ...], geometry, mode, FIRST), plan))
             continue
         for first in range(0, out_size[0], span):
             last = min(out_size[0], first + span)
@@ -550,8 +606,9 @@ def weight_gradient(xp, transforms, a, b, geometry, mode, groups, layout, blocks
                 extended = _zeros(xp, (*a_block.shape[:2], span, *a_block.shape[3:]), a_block)
                 extended[:, :, :last - first, ...] = a_block
                 a_block = extended
-            total = add(total, a_block, _rows(phased, first, min(phased.shape[2],
-                                                                 first + span + taps[0] - 1)))
+            total = add(total, a_block, _phased_rows(
+                xp, inputs[start:stop, ...], plan, mode, first,
+                min(plan.phase_length[0], first + span + taps[0] - 1)))
     r_hat = xp.permute_dims(total, (1, 0, 2, 3))                               # (g, o, c, f)
     o_g, c_g = r_hat.shape[1], r_hat.shape[2]
     r_hat = xp.reshape(r_hat, (groups * o_g, 1, c_g, r_hat.shape[3]))

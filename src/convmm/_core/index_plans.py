@@ -34,20 +34,25 @@ def axis_source(size: int, before: int, after: int, mode: str) -> np.ndarray:
     symmetric → mirror about the edges themselves, repeating the edge sample
     (``−p − 1``, ``2·size − 1 − p``: NumPy's "symmetric", SciPy ndimage's "reflect").
     """
-    p = np.arange(-before, size + after, dtype=np.intp)
+    return _frozen(coordinate_source(np.arange(-before, size + after, dtype=np.intp), size,
+                                     mode))
+
+
+def coordinate_source(p: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """``axis_source`` for any input coordinates ``p`` (at most one period past either
+    edge, as the padding validated at the boundary allows): the sample each reads, −1
+    for a zero."""
     if mode == "zeros":
-        src = np.where((p >= 0) & (p < size), p, -1)
-    elif mode == "reflect":
-        src = np.where(p < 0, -p, np.where(p >= size, 2 * (size - 1) - p, p))
-    elif mode == "replicate":
-        src = np.clip(p, 0, size - 1)
-    elif mode == "circular":
-        src = np.mod(p, size)
-    elif mode == "symmetric":
-        src = np.where(p < 0, -p - 1, np.where(p >= size, 2 * size - 1 - p, p))
-    else:  # validated at the boundary
-        raise AssertionError(mode)
-    return _frozen(src)
+        return np.where((p >= 0) & (p < size), p, -1)
+    if mode == "reflect":
+        return np.where(p < 0, -p, np.where(p >= size, 2 * (size - 1) - p, p))
+    if mode == "replicate":
+        return np.clip(p, 0, size - 1)
+    if mode == "circular":
+        return np.mod(p, size)
+    if mode == "symmetric":
+        return np.where(p < 0, -p - 1, np.where(p >= size, 2 * size - 1 - p, p))
+    raise AssertionError(mode)  # validated at the boundary
 
 
 @lru_cache(maxsize=256)
@@ -75,21 +80,6 @@ def gather_index(geometry: ConvGeometry, mode: str) -> np.ndarray:
         outside = outside | (src < 0)
     flat = np.where(outside, math.prod(geometry.input_size), flat)
     return _frozen(flat.reshape(geometry.n_taps, geometry.n_positions))
-
-
-@lru_cache(maxsize=1024)
-def axis_source_adjoint(size: int, before: int, after: int, mode: str) -> np.ndarray:
-    """The transpose of ``axis_source`` as a gather: an (R, size) table.
-
-    Row ``r`` lists, for each input index, the ``r``-th padded position that
-    reads it, or ``before + size + after`` (a sentinel that reads an appended
-    zero) where fewer than ``r + 1`` positions do.  Summing the gathered rows
-    adds every padded position's value back onto the sample it copies — the
-    adjoint of padding — without scatter, atomics or data-dependent order.
-    """
-    src = axis_source(size, before, after, mode)
-    keep = np.flatnonzero(src >= 0)
-    return _frozen(_ranked_table(src[keep], keep, size, src.size))
 
 
 @lru_cache(maxsize=64)

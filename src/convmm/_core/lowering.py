@@ -29,8 +29,7 @@ import numpy as np
 from array_api_compat import device as device_of
 from array_api_compat import is_cupy_array, is_numpy_array
 
-from .index_plans import (axis_source, axis_source_adjoint, gather_index, gather_index_adjoint,
-                          pairs_per_sample)
+from .index_plans import coordinate_source, gather_index, gather_index_adjoint, pairs_per_sample
 
 
 def index_array(xp, plan: np.ndarray, like):
@@ -53,8 +52,24 @@ def _has_padding(geometry) -> bool:
     return any(b or a for b, a in geometry.padding)
 
 
+def _padded_rows(size: int, before: int, after: int, mode: str):
+    """(padded position, the input sample it copies) along one axis, for the padding's
+    positions only: a mode copies samples into at most ``before + after`` positions."""
+    positions = np.concatenate([np.arange(before), np.arange(before + size, before + size + after)])
+    return zip(positions.tolist(), coordinate_source(positions - before, size, mode).tolist())
+
+
+def _at(axis: int, index: int):
+    """The index of one position (kept as an axis of length 1) along ``axis``."""
+    return (slice(None),) * axis + (slice(index, index + 1), ...)
+
+
 def pad(xp, x, geometry, mode, layout):
-    """The input padded to ``geometry.padded_size`` on its spatial axes."""
+    """The input padded to ``geometry.padded_size`` on its spatial axes.
+
+    Zero padding writes the input into a zero canvas; the other modes, axis by axis,
+    copy the interior and then each padded position's source sample (no index table
+    as long as the axis: a long signal's padding costs its width, not its length)."""
     if not _has_padding(geometry):
         return x
     if mode == "zeros":
@@ -64,18 +79,24 @@ def pad(xp, x, geometry, mode, layout):
         return out
     axes = layout.spatial_axes(geometry.nd)
     for axis, size, (before, after) in zip(axes, geometry.input_size, geometry.padding):
-        if before or after:
-            x = xp.take(x, index_array(xp, axis_source(size, before, after, mode), x), axis=axis)
+        if not (before or after):
+            continue
+        shape = list(x.shape)
+        shape[axis] = before + size + after
+        out = xp.empty(tuple(shape), dtype=x.dtype, device=device_of(x))
+        out[(slice(None),) * axis + (slice(before, before + size), ...)] = x
+        for position, source in _padded_rows(size, before, after, mode):
+            out[_at(axis, position)] = x[_at(axis, source)]
+        x = out
     return x
 
 
 def pad_adjoint(xp, g, geometry, mode, layout):
     """The transpose of ``pad``: each padded sample's value added back onto its source.
 
-    Zero padding is a crop.  Otherwise, per spatial axis, the rows of the
-    ``axis_source_adjoint`` table gather the (at most a few) padded positions
-    that copy each input sample, and are summed.
-    """
+    Zero padding is a crop.  Otherwise, axis by axis, the interior is copied and each
+    padded position's value added onto the sample it copies, in a fixed order (no
+    scatter, no atomics, nothing data-dependent)."""
     if not _has_padding(geometry):
         return g
     if mode == "zeros":
@@ -84,13 +105,10 @@ def pad_adjoint(xp, g, geometry, mode, layout):
     for axis, size, (before, after) in zip(axes, geometry.input_size, geometry.padding):
         if not (before or after):
             continue
-        zero_shape = list(g.shape)
-        zero_shape[axis] = 1
-        extended = xp.concat([g, xp.zeros(zero_shape, dtype=g.dtype, device=device_of(g))], axis=axis)
-        table = axis_source_adjoint(size, before, after, mode)
-        total = xp.take(extended, index_array(xp, table[0], g), axis=axis)
-        for row in table[1:]:
-            total = total + xp.take(extended, index_array(xp, row, g), axis=axis)
+        interior = g[(slice(None),) * axis + (slice(before, before + size), ...)]
+        total = xp.asarray(interior, copy=True)
+        for position, source in _padded_rows(size, before, after, mode):
+            total[_at(axis, source)] = total[_at(axis, source)] + g[_at(axis, position)]
         g = total
     return g
 

@@ -502,7 +502,8 @@ def _fft_beats_gemm(call, operation, setting):
     patch_bytes = in_channels * geometry.n_taps * n * geometry.n_positions * size
     complex_input = not call.xp.isdtype(call.weight.dtype, "real floating")
     blocks = fft_blocks(geometry, operation, n, in_channels, out_channels, call.groups, size,
-                        complex_input, fft_budget(call, operation, patch_bytes, size))
+                        complex_input, fft_budget(call, operation, patch_bytes, size),
+                        preferred=FFT_WORKSPACE_BYTES)
     if blocks.workspace_bytes > fft_budget(call, operation, patch_bytes, size):
         return False, ""
     rate = rates(call.weight.dtype, setting)
@@ -544,14 +545,15 @@ def _fft_plan(call, operation, rows, positions, patch_bytes, size, reason, setti
     complex_input = not call.xp.isdtype(call.weight.dtype, "real floating")
     budget = fft_budget(call, operation, patch_bytes, size)
     blocks = fft_blocks(geometry, operation, n, in_channels, out_channels, call.groups, size,
-                        complex_input, budget)
+                        complex_input, budget, preferred=FFT_WORKSPACE_BYTES)
     if blocks.workspace_bytes > budget:
+        lengths = "×".join(str(n) for n in blocks.lengths)
         raise ValueError(
-            f"method='fft' would need {blocks.workspace_bytes / 2 ** 20:.0f} MiB for one block "
-            f"of this call's {operation} map (the kernel's spectrum alone "
-            f"{blocks.spectrum_bytes / 2 ** 20:.0f} MiB: {out_channels}×"
-            f"{in_channels // call.groups} channel pairs at every frequency), over its limit "
-            f"of {budget / 2 ** 20:.0f} MiB; method='auto' takes a GEMM method")
+            f"method='fft' would need {blocks.workspace_bytes / 2 ** 20:.1f} MiB for the "
+            f"smallest block of this call's {operation} map (transforms of {lengths} points; "
+            f"the kernel's spectrum {blocks.spectrum_bytes / 2 ** 20:.1f} MiB of it, "
+            f"{out_channels}×{in_channels // call.groups} channel pairs at every frequency), "
+            f"over its limit of {budget / 2 ** 20:.1f} MiB; method='auto' takes a GEMM method")
     threads = 1
     if array_api_compat.is_numpy_array(call.weight):
         plan = fft_geometry(geometry)
