@@ -285,3 +285,47 @@ def test_the_operator_takes_the_fft_where_auto_would():
     bound = FFT_ERROR_FACTOR * np.finfo(np.float64).eps * math.log2(points)
     assert np.max(np.abs(op.matvec(v) - dense @ v)) <= bound * _max(v) * _row_sum(w) * 9
     assert np.max(np.abs(op.rmatvec(u) - dense.T @ u)) <= bound * _max(u) * _row_sum(w) * 9
+
+
+def test_auto_keeps_non_finite_and_huge_inputs_off_the_fft():
+    """One NaN or inf would spread over a whole transform (a GEMM keeps it to the outputs
+    it reaches), and values near float32's limit overflow the transforms' sums: where
+    ``auto`` chose the FFT, such inputs run by the GEMM methods instead."""
+    w = np.full((1, 1, 31, 31), 1 / 961, np.float32)
+    x = np.ones((1, 1, 256, 256), np.float32)
+    assert convmm.explain(convmm.conv, x, w, padding="same").startswith("conv: fft")
+    x[0, 0, 0, 0] = np.nan
+    assert np.isnan(convmm.conv(x, w, padding="same")).sum() == 16 * 16
+    x[0, 0, 0, 0] = np.inf
+    y = convmm.conv(x, w, padding="same")
+    assert np.isinf(y).sum() == 16 * 16 and not np.isnan(y).any()
+    big = np.full((1, 1, 256, 256), 1e34, np.float32)
+    np.testing.assert_allclose(convmm.conv(big, w, padding="same")[0, 0, 128, 128], 1e34,
+                               rtol=1e-5)
+    grads = convmm.conv_backward(np.ones((1, 1, 256, 256), np.float32), x, w, padding="same")
+    assert np.isinf(grads.weight).any() and np.isfinite(grads.input).all()
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "null", "{\"v3|x\": 1}", "corrupt"])
+def test_a_corrupt_calibration_cache_is_measured_again(tmp_path, content):
+    import subprocess
+    import sys
+
+    from convmm._engines.cpu import calibration
+
+    (tmp_path / "calibration.json").write_text(content)
+    code = ("import numpy as np, convmm; from convmm._engines.cpu import calibration; "
+            "key = calibration._key(np.dtype('float32'), convmm.get_num_threads()); "
+            "import json, pathlib; p = pathlib.Path(calibration.cache_path()); "
+            "d = json.loads(p.read_text()) if p.read_text().startswith('{') else {}; "
+            "d[key] = {'gemm': 0, 'fft': 'x', 'bandwidth': None, 'mix': -1, 'mix_small': 1}; "
+            "p.write_text(json.dumps(d)) if d else None; "
+            "print(convmm.explain(convmm.conv, np.ones((1, 1, 128, 128), np.float32), "
+            "np.ones((1, 1, 21, 21), np.float32))[:9])")
+    env = {**__import__("os").environ, "CONVMM_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("conv: "), done.stdout
+    assert calibration._valid({name: 1.0 for name in calibration.RATES})
+    assert not calibration._valid({name: float("nan") for name in calibration.RATES})

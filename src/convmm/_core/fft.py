@@ -370,6 +370,29 @@ def fft_blocks(geometry: ConvGeometry, operation: str, n: int, in_channels: int,
     return measure(1, 1)
 
 
+def transformable(xp, a, b, blocks: FFTBlocks) -> bool:
+    """Whether the FFT gives ``a`` ⊛ ``b`` to its normwise accuracy: both finite (one NaN
+    or inf would spread over a whole transform, where a GEMM keeps it to the outputs it
+    reaches) and small enough that no sum in the transforms overflows.
+
+    Every spectral value is at most n·max|a| (n the points of a transform), a product
+    summed over the channels at most C·n²·max|a|·max|b|, and an unnormalised inverse
+    sum n times that: the check asks n³·C·max|a|·max|b| to stay 16 times below the
+    dtype's largest value (float32: max|a|·max|b| up to about 10²⁰ for 576×576 points)."""
+    largest = []
+    for operand in (a, b):
+        top = float(xp.max(xp.abs(operand))) if math.prod(operand.shape) else 0.0
+        if not math.isfinite(top):
+            return False
+        largest.append(top)
+    points = math.prod(blocks.lengths)
+    dtype = xp.result_type(a.dtype, b.dtype)
+    real = xp.float32 if dtype in (xp.float32, xp.complex64) else xp.float64
+    limit = float(xp.finfo(real).max) / 16
+    channels = max(a.shape[1], a.shape[-1], b.shape[1], b.shape[-1])   # either layout
+    return largest[0] * largest[1] * float(points) ** 3 * channels <= limit
+
+
 # --------------------------------------------------------------------------- products per frequency
 def _grouped(xp, a, groups):
     """(B, G·C, *F) → (B, G, C, ∏F): channels split into groups, frequencies flattened."""

@@ -45,6 +45,17 @@ def _transforms(call, plan, like):
     return fft.Transforms(call.xp, like, workers=plan.threads)
 
 
+def _checked(call, plan, a, b):
+    """The plan to run on operands ``a`` and ``b``: an FFT plan that ``auto`` chose gives
+    way to its GEMM fallback where an operand is not finite or large enough to overflow
+    the transforms (``fft.transformable``)."""
+    if plan.method != "fft" or plan.fallback is None:
+        return plan
+    if fft.transformable(call.xp, a, b, plan.fft):
+        return plan
+    return plan.fallback
+
+
 def forward(call, plan, x, weight):
     """C·x without bias, by the plan's method (``weight`` stands in for the call's).
 
@@ -53,6 +64,7 @@ def forward(call, plan, x, weight):
         return _zeros(call, x, call.layout.image_shape(0, call.forward_channels[1],
                                                        call.geometry.output_size))
     weight = call.weight if weight is None else weight
+    plan = _checked(call, plan, x, weight)
     if plan.method == "fft":
         return fft.forward(call.xp, _transforms(call, plan, x), x, weight, call.geometry,
                            call.mode, call.groups, call.layout, plan.fft)
@@ -68,6 +80,7 @@ def adjoint(call, plan, y, weight):
     if y.shape[0] == 0:
         return _zeros(call, y, call.layout.image_shape(0, call.forward_channels[0],
                                                        call.geometry.input_size))
+    plan = _checked(call, plan, y, weight)
     if plan.flipped is not None:
         return forward(policy.flipped_call(call, weight), plan.flipped, y, None)
     if plan.method == "fft":
@@ -85,6 +98,7 @@ def weight_grad(call, plan, a, b):
     if a.shape[0] == 0:
         dtype = call.xp.result_type(a.dtype, b.dtype)
         return call.xp.zeros(call.weight.shape, dtype=dtype, device=array_api_compat.device(a))
+    plan = _checked(call, plan, a, b)
     if plan.method == "fft":
         return fft.weight_gradient(call.xp, _transforms(call, plan, a), a, b, call.geometry,
                                    call.mode, call.groups, call.layout, plan.fft)

@@ -92,6 +92,7 @@ class ConvPlan:
     winograd_tile: int = 0  # winograd: the largest output tile per axis (0: OUTPUT_TILE's)
     winograd_name: str = ""  # winograd: "F(4×4, 3×3)"
     fft: FFTBlocks | None = None  # fft: chunks, blocks and transform lengths
+    fallback: ConvPlan | None = None  # fft chosen by auto: the plan for inputs it cannot take
 
 
     def describe(self) -> str:
@@ -234,10 +235,10 @@ def check_method(call):
     )
 
 
-def _auto(call, operation, in_per_group, target, setting):
+def _auto(call, operation, in_per_group, target, setting, fft_allowed=True):
     """The method "auto" runs, and why (thresholds measured with ``python -m convmm bench``;
     the FFT against the GEMM methods by a cost model of this machine's rates)."""
-    if target == "cpu":
+    if target == "cpu" and fft_allowed:
         take, why = _fft_beats_gemm(call, operation, setting)
         if take:
             return "fft", why
@@ -316,8 +317,9 @@ def _planned(call, operation, setting):
     return chosen
 
 
-def _plan(call, operation, setting):
-    """``plan`` without the empty batch's note."""
+def _plan(call, operation, setting, fft_allowed=True):
+    """``plan`` without the empty batch's note (``fft_allowed``: whether ``auto`` may weigh
+    the FFT)."""
     geometry, layout = call.geometry, call.layout
     _, in_per_group, _ = layout.weight_parts(call.weight.shape, geometry.nd)
     rows = in_per_group * geometry.n_taps
@@ -328,7 +330,14 @@ def _plan(call, operation, setting):
     method, reason = call.method, ""
     target = device(call.weight)
     if method == "auto":
-        method, reason = _auto(call, operation, in_per_group, target, setting)
+        method, reason = _auto(call, operation, in_per_group, target, setting, fft_allowed)
+        if method == "fft":
+            # A NaN or inf would spread over a whole transform, and values near the
+            # dtype's limit overflow its sums: for such inputs the GEMM methods' plan.
+            chosen = _fft_plan(call, operation, rows, positions, patch_bytes, size, reason,
+                               setting)
+            return dataclasses.replace(chosen, fallback=_plan(call, operation, setting,
+                                                              fft_allowed=False))
     if method == "fft":
         return _fft_plan(call, operation, rows, positions, patch_bytes, size, reason, setting)
     if method == "zero_insertion" and operation != "adjoint":
@@ -336,7 +345,7 @@ def _plan(call, operation, setting):
     if method == "winograd":
         why = winograd_unserved(call, operation, target)
         if why:
-            method, _ = _auto(call, operation, in_per_group, target, setting)
+            method, _ = _auto(call, operation, in_per_group, target, setting, False)
             reason = f"winograd: {why}"
     if (method in ENGINE_METHODS and method != "direct" and operation == "adjoint"
             and _flippable(call)):

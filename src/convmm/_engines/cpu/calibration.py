@@ -108,6 +108,17 @@ def _measure(dtype: np.dtype, threads: int) -> dict:
             "mix_small": mix_small}
 
 
+RATES = ("gemm", "fft", "bandwidth", "mix", "mix_small")
+
+
+def _valid(found) -> bool:
+    """Whether a cache entry holds every rate as a positive, finite number (anything else,
+    a hand-edited or corrupted file, is measured again)."""
+    return (isinstance(found, dict) and set(found) == set(RATES)
+            and all(isinstance(found[name], (int, float)) and not isinstance(found[name], bool)
+                    and 0 < found[name] < float("inf") for name in RATES))
+
+
 def rates(dtype, threads: int) -> dict:
     """The cost model's rates for real ``dtype`` arrays on ``threads`` threads (see above)."""
     dtype = np.dtype(dtype)
@@ -121,9 +132,10 @@ def rates(dtype, threads: int) -> dict:
             stored = json.loads(path.read_text())
         except (OSError, ValueError):
             stored = {}
-        found = stored.get(key)
-        if not (isinstance(found, dict)
-                and set(found) == {"gemm", "fft", "bandwidth", "mix", "mix_small"}):
+        if not isinstance(stored, dict):
+            stored = {}
+        found: dict = stored.get(key)  # type: ignore[assignment]  # checked by _valid
+        if not _valid(found):
             found = _measure(dtype, threads)
             stored[key] = found
             try:
