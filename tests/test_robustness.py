@@ -492,3 +492,18 @@ def test_the_first_engine_call_leaves_every_blas_on_its_threads():
     assert done.returncode == 0, done.stderr
     counts = eval(done.stdout.strip().splitlines()[-1])   # [(path, threads), ...]
     assert counts and all(threads == 2 for _, threads in counts), counts
+
+
+def test_the_padded_grid_tables_of_a_long_signal_count_against_the_plan_limit():
+    """The engine's direct and implicit-GEMM paths map the padded grid with int64 tables
+    as long as the signal: over PLAN_BYTES, a method asked for by name is refused and
+    auto takes one that needs none (a 5-million-sample signal, 15 taps: below the FFT's
+    16)."""
+    x = np.ones((1, 1, 5_000_000), np.float32)
+    w = np.ones((1, 1, 15), np.float32)
+    with pytest.raises(ValueError, match=r"method='direct' would build a \d+ MiB index plan"):
+        convmm.conv(x, w, padding="same", method="direct")
+    plan = convmm.explain(convmm.conv, x, w, padding="same")
+    assert plan.startswith("conv: im2col") and "index plan" in plan, plan
+    y = convmm.conv(x, w, padding="same")
+    assert y.shape == x.shape and float(y[0, 0, 100]) == 15.0

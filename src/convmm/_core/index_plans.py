@@ -206,6 +206,21 @@ def padded_source(geometry: ConvGeometry, mode: str) -> tuple[np.ndarray, np.nda
     return _frozen(source), _frozen(adjoint)
 
 
+def padded_source_bytes(geometry: ConvGeometry, mode: str) -> int:
+    """Bytes of ``padded_source``'s two tables, from the geometry alone: the padded grid's
+    source map and the adjoint's R rows over the input, R the most padded positions that
+    copy one sample (per axis, one plus the padding positions that fold onto it)."""
+    folds = 1
+    for size, (before, after) in zip(geometry.input_size, geometry.padding):
+        positions = np.concatenate([np.arange(before),
+                                    np.arange(before + size, before + size + after)])
+        sources = coordinate_source(positions - before, size, mode)
+        sources = sources[sources >= 0]
+        folds *= 1 + (int(np.bincount(sources).max()) if sources.size else 0)
+    pixels = math.prod(geometry.input_size)
+    return 8 * (math.prod(geometry.padded_size) + folds * pixels)
+
+
 @lru_cache(maxsize=64)
 def direct_rows(geometry: ConvGeometry) -> np.ndarray:
     """Where each (output row, leading tap) starts in the flat padded input: (R, T_lead).

@@ -52,7 +52,7 @@ import numpy as np
 from .._core.algorithms import PATCH_BYTES, transposed_method
 from .._core.fft import FFTBlocks, fft_blocks, fft_geometry, transforms_shape, uses_matmul
 from .._core.geometry import ConvGeometry
-from .._core.index_plans import pairs_per_sample
+from .._core.index_plans import pairs_per_sample, padded_source_bytes
 from .._core.params import ENGINE_METHODS
 from .._core.validation import itemsize
 from .._core.winograd import applies as winograd_applies, tiling as winograd_tiling
@@ -670,19 +670,26 @@ def _index_plan_bytes(call, method, operation, target):
     The im2col plan of ``index_plans.gather_index`` is T × L (taps × output
     positions); col2im's inverse 2 × R × P, R the most (tap, position) pairs
     reading one sample (``index_plans.pairs_per_sample`` bounds it).  The CPU
-    forward map by ``implicit_gemm`` and the ``direct`` kernels need neither
-    (their plans are per row and per tap).
+    engine's ``direct`` kernels and its implicit GEMM read the padded grid through
+    ``index_plans.padded_source`` (a map of the padded grid and its adjoint) and,
+    on the padded grid, ``wide_plan``'s L window starts: tables as long as the image,
+    which a long signal or a large volume makes large.
     """
     geometry = call.geometry
     taps, positions = geometry.n_taps, geometry.n_positions
     pixels = math.prod(geometry.input_size)
-    if method in ("direct", "winograd") or (method == "tiled_blas" and _pointwise(geometry)):
+    if method == "winograd" or (method == "tiled_blas" and _pointwise(geometry)):
         return 0
+    grid = (padded_source_bytes(geometry, call.mode) + 8 * positions) if target == "cpu" else 0
+    if method == "direct":
+        return grid
     if method == "implicit_gemm" and operation == "forward" and target == "cpu":
-        return 0
+        return grid
     needed = taps * positions * 8
     if operation == "adjoint":
         needed += 2 * pairs_per_sample(geometry, call.mode) * pixels * 8
+    if method == "implicit_gemm" and operation == "weight_grad":
+        needed += grid
     return needed
 
 
@@ -693,7 +700,8 @@ def _without_index_plan(call, method, operation, target, needed):
     The forward map on the CPU: ``implicit_gemm`` (patches read in place); the adjoint:
     zero insertion as a sub-pixel convolution (no patch matrix at all); the weight
     gradient: the array-API path in pieces."""
-    if operation == "forward" and target == "cpu" and np.dtype(call.weight.dtype).kind == "f":
+    if (operation == "forward" and target == "cpu" and np.dtype(call.weight.dtype).kind == "f"
+            and _index_plan_bytes(call, "implicit_gemm", operation, target) <= PLAN_BYTES):
         alternative = "implicit_gemm"
     elif operation == "adjoint":
         alternative = "zero_insertion"
