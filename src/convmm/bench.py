@@ -857,10 +857,11 @@ def _worker(library, config):
             reply = dict(seconds=median_call_seconds(small_built[name]))
         elif op == "large":
             key = (request["name"], request.get("method", "auto"))
-            if key not in large_built:
-                large_built.clear()         # one case's arrays at a time
-                large_built[key] = large_call(library, *key)
             try:
+                if key not in large_built:
+                    large_built.clear()     # one case's arrays at a time
+                    large_built[key] = large_call(library, *key)
+                    large_built[key]()      # warm: plans, caches, first-call costs
                 reply = dict(seconds=_wall_seconds(large_built[key]))
             except ValueError as error:     # a GEMM method refusing a kernel this large
                 if library != "convmm":
