@@ -56,7 +56,7 @@ def test_documentation_page_examples(page):
 # The modules that define public functions (each of which has an example), then internal
 # modules whose docstrings have examples of their own.
 DOCTEST_MODULES = ["_api", "_operator.toeplitz", "_operator.conv_operator", "_operator.bilinear",
-                   "_engines.cpu.threads", "reference"]
+                   "_engines.cpu.threads", "reference", "plot"]
 INTERNAL_DOCTEST_MODULES = ["_core.geometry", "_core.index_plans", "_core.lowering",
                             "_core.algorithms", "_core.layout", "_core.validation"]
 
@@ -72,7 +72,10 @@ def test_docstring_examples(module):
 def _public():
     """(dotted name, object) for every public function, class, method and property."""
     found = []
-    for prefix, module in (("convmm", convmm), ("convmm.reference", convmm.reference)):
+    import convmm.plot
+
+    for prefix, module in (("convmm", convmm), ("convmm.reference", convmm.reference),
+                           ("convmm.plot", convmm.plot)):
         for name in module.__all__:
             obj = getattr(module, name)
             if inspect.isfunction(obj) or inspect.isclass(obj):

@@ -40,6 +40,16 @@ import numba as _numba  # noqa: E402,F401
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """``convmm.plot``, imported on first use: matplotlib is an optional extra, and importing
+    convmm never imports it."""
+    if name == "plot":
+        import importlib
+
+        return importlib.import_module(".plot", __name__)
+    raise AttributeError(f"module 'convmm' has no attribute {name!r}")
+
 __all__ = [
     "ConvGrads",
     "ConvOperator",

@@ -1,0 +1,335 @@
+"""Pictures of the lowering, drawn from the same index plans the engines run on.
+
+Each function takes the arguments of the function it pictures and returns a
+``matplotlib.figure.Figure`` (nothing is shown or saved: ``fig.savefig(...)``).
+matplotlib is an optional extra (``pip install "convmm[plot]"``); importing
+convmm never imports it, and importing this module without it raises an
+ImportError that says how to install it.
+
+The drawn data are convmm's own results: the coloured cells of ``toeplitz`` are
+the non-zeros of ``convmm.toeplitz``, the columns of ``im2col`` are
+``convmm.im2col``'s columns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+try:
+    import matplotlib
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch, Rectangle
+except ImportError as error:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        "convmm.plot draws with matplotlib, which is not installed: "
+        "pip install 'convmm[plot]' (or pip install matplotlib)") from error
+
+from . import _api
+from ._core.index_plans import coordinate_source
+from ._core.params import int_tuple
+from ._core.params import padding_mode as padding_mode_name
+from ._core.types import Array, DataFormat, Int, IntOrTuple, Padding, PaddingMode
+from ._operator.toeplitz import toeplitz as _toeplitz
+
+__all__ = ["im2col", "toeplitz"]
+
+DENSE_CELLS = 40_000
+"""The largest matrix (rows × columns) the pictures draw cell by cell."""
+
+VALUE_CELLS = 600
+"""Matrices up to this many cells get each entry's value written in its cell."""
+
+TAP_COLOURS = 20
+"""Kernels of up to this many taps get one colour each (matplotlib's tab20); larger
+ones a continuous colour map."""
+
+
+def _tap_colours(taps: int):
+    """One colour per tap, then black for cells where several taps fold together."""
+    if taps <= TAP_COLOURS:
+        base = [matplotlib.colormaps["tab20"](i / 20) for i in range(taps)]
+    else:
+        base = [matplotlib.colormaps["viridis"](i / max(taps - 1, 1)) for i in range(taps)]
+    return base
+
+
+def _tap_name(index: int, kernel: Sequence[int]) -> str:
+    return "tap " + ",".join(str(i) for i in np.unravel_index(index, tuple(kernel)))
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(min(max(width, 7.0), 16.0), min(max(height, 3.0), 12.0)),
+                  layout="constrained")
+
+
+def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
+             padding: Padding = 0, dilation: IntOrTuple = 1, groups: Int = 1,
+             padding_mode: PaddingMode = "zeros",
+             data_format: DataFormat = "channels_first") -> Figure:
+    """The matrix C of ``conv`` on one sample, each non-zero coloured by the tap it carries.
+
+    Rows are the output (channel, position) pairs and columns the input (channel,
+    sample) pairs, both flattened in the data format's order, as
+    ``convmm.toeplitz`` builds C.  A cell that several taps fold onto (reflect,
+    replicate, circular and symmetric padding copy samples into the padding) is
+    black.  Thick lines outline the channel blocks (channels-first) or the
+    position blocks (channels-last); small matrices carry each entry's value.
+
+    Parameters
+    ----------
+    weight : array
+        ``conv``'s weight, ``(C_out, C_in/groups, *K)`` or ``(*K, C_in/groups, C_out)``, any
+        namespace (drawn from a NumPy copy).
+    input_shape : sequence of ints
+        One sample's shape: ``(C_in, *S)`` channels-first, ``(*S, C_in)`` channels-last.
+    stride, padding, dilation, groups, padding_mode, data_format
+        As ``conv``'s.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes; its image's array holds each cell's code: 0 empty, t + 1 for tap t,
+        ∏K + 1 where taps fold together.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``convmm.toeplitz``; a ValueError for a matrix over ``DENSE_CELLS`` cells.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmm import plot
+    >>> fig = plot.toeplitz(np.arange(1., 10).reshape(1, 1, 3, 3), (1, 4, 4))
+    >>> fig.axes[0].get_title().splitlines()[0]
+    'C of conv: 4×16 (1 output channel × 2×2 positions, 1 input channel × 4×4 samples)'
+    """
+    keywords: dict[str, Any] = dict(stride=stride, padding=padding, dilation=dilation,
+                                    groups=groups, padding_mode=padding_mode,
+                                    data_format=data_format)
+    values = np.asarray(_numpy(_toeplitz(weight, input_shape, format="dense", **keywords)))
+    rows, columns = values.shape
+    if rows * columns > DENSE_CELLS:
+        raise ValueError(f"plot.toeplitz draws matrices of at most {DENSE_CELLS} cells, this "
+                         f"one has {rows}×{columns}; take a smaller input_shape")
+    w = _numpy(weight)
+    nd = w.ndim - 2
+    first = data_format == "channels_first"
+    kernel = w.shape[2:] if first else w.shape[:nd]
+    taps = math.prod(kernel)
+    codes = np.zeros((rows, columns), dtype=int)
+    count = np.zeros((rows, columns), dtype=int)
+    for tap in range(taps):
+        indicator = np.zeros_like(w, dtype=float)
+        index = tuple(int(i) for i in np.unravel_index(tap, kernel))
+        where: tuple[Any, ...] = (slice(None), slice(None), *index) if first else (*index, ...)
+        indicator[where] = 1.0
+        carries = np.asarray(_toeplitz(indicator, input_shape, format="dense",
+                                       **keywords)) != 0
+        codes[carries] = tap + 1
+        count += carries
+    codes[count > 1] = taps + 1
+    colours = ["white", *_tap_colours(taps), "black"]
+    figure = _figure(columns * 0.3 + 3, rows * 0.3 + 1.5)
+    axes = figure.add_subplot()
+    axes.imshow(codes, cmap=ListedColormap(colours), vmin=0, vmax=taps + 1,
+                interpolation="nearest", aspect="equal")
+    out_shape = _api.conv_output_shape(tuple(input_shape[1:] if first else input_shape[:-1]),
+                                       tuple(kernel), stride=stride, padding=padding,
+                                       dilation=dilation)
+    in_channels = input_shape[0] if first else input_shape[-1]
+    out_channels = w.shape[0] if first else w.shape[-1]
+    spatial_in = tuple(input_shape[1:] if first else input_shape[:-1])
+    _outline(axes, rows, columns, out_channels, in_channels, math.prod(out_shape),
+             math.prod(spatial_in), first)
+    if rows * columns <= VALUE_CELLS:
+        for r, c in zip(*np.nonzero(values)):
+            colour = "white" if codes[r, c] == taps + 1 else "black"
+            axes.text(c, r, f"{values[r, c]:.3g}", ha="center", va="center", fontsize=7,
+                      color=colour)
+    join = "×".join
+    axes.set_title(
+        f"C of conv: {rows}×{columns} ({out_channels} output channel"
+        f"{'s' if out_channels > 1 else ''} × {join(map(str, out_shape))} positions, "
+        f"{in_channels} input channel{'s' if in_channels > 1 else ''} × "
+        f"{join(map(str, spatial_in))} samples)\n"
+        f"kernel {join(map(str, kernel))}, stride {stride}, padding {padding!r}, dilation "
+        f"{dilation}, groups {groups}, {padding_mode}, {data_format}", fontsize=9)
+    axes.set_xlabel(f"input sample ({'channel, position' if first else 'position, channel'}), "
+                    f"flattened")
+    axes.set_ylabel(f"output ({'channel, position' if first else 'position, channel'}), "
+                    f"flattened")
+    handles = [Patch(color=colours[t + 1], label=_tap_name(t, kernel))
+               for t in range(min(taps, TAP_COLOURS))]
+    if int((codes == taps + 1).sum()):
+        handles.append(Patch(color="black", label="several taps folded"))
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
+                frameon=False)
+    return figure
+
+
+def _outline(axes, rows, columns, out_channels, in_channels, positions, samples, first):
+    """Lines between the channel blocks (channels-first) or position blocks (channels-last)."""
+    if first:
+        row_block, column_block = positions, samples
+    else:
+        row_block, column_block = out_channels, in_channels
+    for r in range(row_block, rows, row_block):
+        axes.axhline(r - 0.5, color="0.3", linewidth=1.2)
+    for c in range(column_block, columns, column_block):
+        axes.axvline(c - 0.5, color="0.3", linewidth=1.2)
+    axes.set_xticks(range(0, columns, max(1, columns // 16)))
+    axes.set_yticks(range(0, rows, max(1, rows // 16)))
+
+
+def im2col(input_shape: Sequence[int], kernel_size: IntOrTuple, *, stride: IntOrTuple = 1,
+           padding: Padding = 0, dilation: IntOrTuple = 1, padding_mode: PaddingMode = "zeros",
+           data_format: DataFormat = "channels_first", highlight: int = 3) -> Figure:
+    """The patch matrix of one sample beside the padded input it reads.
+
+    Left: the input, each sample numbered, with the first ``highlight`` patches
+    outlined (their taps marked).  Right: ``convmm.im2col`` of that numbered input,
+    one column per output position, the outlined patches' columns coloured as
+    their outlines; each entry is the number of the sample it copies (or a zero of
+    the padding).  The title gives the element strides of the strided view that
+    builds the channels-last patch matrix without a copy.
+
+    Parameters
+    ----------
+    input_shape : sequence of ints
+        One sample's shape: ``(C, *S)`` channels-first, ``(*S, C)`` channels-last, 1 or 2
+        spatial dims.
+    kernel_size : int or sequence of ints
+        K, per spatial dim.
+    stride, padding, dilation, padding_mode, data_format
+        As ``im2col``'s.
+    highlight : int
+        How many patches to outline (the first ones, row-major).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes: the input (its image the sample numbers) and the patch matrix (its
+        image ``convmm.im2col`` of the numbered input, −1 for a zero of the padding).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``convmm.im2col``; a ValueError for 3 spatial dims or a matrix over
+        ``DENSE_CELLS`` cells.
+
+    Examples
+    --------
+    >>> from convmm import plot
+    >>> fig = plot.im2col((1, 4, 4), 3)
+    >>> fig.axes[1].images[0].get_array().shape
+    (9, 4)
+    """
+    first = data_format == "channels_first"
+    spatial = tuple(input_shape[1:] if first else input_shape[:-1])
+    channels = input_shape[0] if first else input_shape[-1]
+    if len(spatial) not in (1, 2):
+        raise ValueError(f"plot.im2col draws 1 or 2 spatial dims, got input_shape "
+                         f"{tuple(input_shape)} ({len(spatial)} spatial dims)")
+    numbered = np.arange(math.prod(input_shape), dtype=float).reshape(tuple(input_shape)) + 1
+    keywords: dict[str, Any] = dict(stride=stride, padding=padding, dilation=dilation,
+                                    padding_mode=padding_mode, data_format=data_format)
+    kernel = kernel_size if isinstance(kernel_size, Sequence) else (kernel_size,) * len(spatial)
+    cols = np.asarray(_api.im2col(numbered, tuple(kernel), **keywords)) - 1
+    rows, columns = cols.shape
+    if rows * columns > DENSE_CELLS:
+        raise ValueError(f"plot.im2col draws matrices of at most {DENSE_CELLS} cells, this "
+                         f"one has {rows}×{columns}; take a smaller input_shape")
+    positions = columns if first else rows
+    matrix = cols if first else cols.T          # one column per position, in the picture
+    figure = _figure(spatial[-1] * 0.5 + matrix.shape[1] * 0.45 + 3,
+                     max(matrix.shape[0] * 0.35, (spatial[0] if len(spatial) > 1 else 1) * 0.5)
+                     + 2)
+    left, right = figure.subplots(1, 2, width_ratios=[max(spatial[-1], 2),
+                                                      max(matrix.shape[1], 2)])
+    plane = numbered[0] if first else np.moveaxis(numbered, -1, 0)[0]
+    plane = plane.reshape((1, -1)) if plane.ndim == 1 else plane
+    left.imshow(np.zeros_like(plane), cmap=ListedColormap(["0.95"]), aspect="equal")
+    for (i, j), value in np.ndenumerate(plane):
+        left.text(j, i, f"{int(value) - 1}", ha="center", va="center", fontsize=7)
+    colours = [matplotlib.colormaps["tab10"](k) for k in range(10)]
+    out = _api.conv_output_shape(spatial, tuple(kernel), stride=stride, padding=padding,
+                                 dilation=dilation)
+    pairs = _api.resolve_padding(spatial, tuple(kernel), stride=stride, padding=padding,
+                                 dilation=dilation)
+    steps = int_tuple(stride, len(spatial), "stride", minimum=1)
+    gaps = int_tuple(dilation, len(spatial), "dilation", minimum=1)
+    for k in range(min(highlight, positions)):
+        where = np.unravel_index(k, out)
+        starts = [w * s - b for w, s, (b, _) in zip(where, steps, pairs)]
+        for tap in np.ndindex(*kernel):
+            at = [st + t * d for st, t, d in zip(starts, tap, gaps)]
+            y, x = (0, at[0]) if len(at) == 1 else (at[0], at[1])
+            left.add_patch(Rectangle((x - 0.45, y - 0.45), 0.9, 0.9, fill=False,
+                                     edgecolor=colours[k % 10], linewidth=2 - 0.4 * k))
+    # The padding: each padded cell labelled with the sample it copies (grey), or 0.
+    grid = [np.arange(-b, n + a) for n, (b, a) in zip(spatial, pairs)]
+    sources = [coordinate_source(g, n, padding_mode_name(padding_mode))
+               for g, n in zip(grid, spatial)]
+    if len(spatial) == 1:
+        grid, sources = [np.zeros(1, dtype=int), grid[0]], [np.zeros(1, dtype=int), sources[0]]
+    for i, row_source in zip(grid[0], sources[0]):
+        for j, column_source in zip(grid[1], sources[1]):
+            if 0 <= i < plane.shape[0] and 0 <= j < plane.shape[1]:
+                continue
+            copied = (row_source >= 0 and column_source >= 0)
+            label = f"{int(plane[row_source, column_source]) - 1}" if copied else "0"
+            left.add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False,
+                                     edgecolor="0.7", linestyle=":", linewidth=0.8))
+            left.text(j, i, label, ha="center", va="center", fontsize=7, color="0.55",
+                      style="italic")
+    left.set_xlim(-0.5 - pairs[-1][0], plane.shape[1] - 0.5 + pairs[-1][1])
+    if len(spatial) > 1:
+        left.set_ylim(plane.shape[0] - 0.5 + pairs[0][1], -0.5 - pairs[0][0])
+    left.set_title(f"input (channel 0 of {channels}), samples numbered;\n"
+                   f"dotted: {padding_mode} padding, the sample it copies", fontsize=9)
+    left.set_yticks(range(-pairs[0][0], plane.shape[0] + pairs[0][1]) if len(spatial) > 1
+                    else [])
+    right.imshow(matrix, cmap=ListedColormap(["0.95"]), aspect="equal",
+                 interpolation="nearest")          # the drawn data: im2col's entries
+    for k in range(min(highlight, positions)):
+        right.add_patch(Rectangle((k - 0.5, -0.5), 1, matrix.shape[0], facecolor=colours[k % 10],
+                                  alpha=0.35, edgecolor=colours[k % 10], linewidth=2))
+    if matrix.size <= 4 * VALUE_CELLS:
+        for (i, j), value in np.ndenumerate(matrix):
+            right.text(j, i, "·" if value < 0 else f"{int(value)}", ha="center", va="center",
+                       fontsize=7, color="0.5" if value < 0 else "black")
+    right.set_xlabel("output position (one patch per column)")
+    right.set_xticks(range(0, matrix.shape[1], max(1, matrix.shape[1] // 16)))
+    right.set_yticks(range(0, matrix.shape[0], max(1, matrix.shape[0] // 16)))
+    right.set_ylabel("(channel, tap)" if first else "(tap, channel)")
+    padded = tuple(n + b + a for n, (b, a) in zip(spatial, pairs))
+    strides = _strides(padded, channels, steps, gaps)
+    zeros = ", · a zero of the padding" if (matrix < 0).any() else ""
+    right.set_title(f"im2col: {rows}×{columns}" + ("" if first else " (shown transposed)") +
+                    f"{zeros}\nas a strided view of the padded input (channels-last):\n"
+                    f"element strides {strides}", fontsize=9)
+    return figure
+
+
+def _strides(size, channels, steps, gaps):
+    """The element strides of the channels-last patch view (N, *O, *K, C) of the padded
+    input: (H·W·C, s·W·C, s·C, d·W·C, d·C, 1) in 2-d, H and W the padded sizes."""
+    inner = [math.prod(size[i + 1:]) * channels for i in range(len(size))]
+    return (math.prod(size) * channels, *(s * v for s, v in zip(steps, inner)),
+            *(d * v for d, v in zip(gaps, inner)), 1)
+
+
+def _numpy(a: Any) -> np.ndarray:
+    """A NumPy copy of an array of any namespace (host memory)."""
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        return np.from_dlpack(a)
+    except (TypeError, AttributeError, RuntimeError, BufferError):
+        return np.asarray(a.get() if hasattr(a, "get") else a)

@@ -1,0 +1,108 @@
+"""The pictures of the lowering (convmm.plot), rendered headless: what they draw is
+convmm's own result, and bad input gets the pictured function's errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import convmm
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+from convmm import plot  # noqa: E402
+
+TOEPLITZ_CASES = [
+    (np.arange(1., 10).reshape(1, 1, 3, 3), (1, 4, 4), {}),
+    (np.array([[[1., 2, 3]], [[-1, -2, -3]]]), (1, 6), dict(padding=2, padding_mode="reflect")),
+    (np.ones((2, 2, 2, 2)), (2, 3, 3), dict(stride=2, padding=1, padding_mode="circular")),
+    (np.ones((3, 2, 1, 2)), (4, 3, 1), dict(data_format="channels_last", padding=1,
+                                            padding_mode="symmetric")),
+    (np.arange(1., 7).reshape(2, 1, 3), (2, 7), dict(groups=2, dilation=2, padding="same")),
+]
+
+
+@pytest.mark.parametrize("weight, shape, keywords", TOEPLITZ_CASES)
+def test_toeplitz_colours_exactly_the_non_zeros_by_tap(weight, shape, keywords):
+    figure = plot.toeplitz(weight, shape, **keywords)
+    codes = np.asarray(figure.axes[0].images[0].get_array())
+    dense = convmm.toeplitz(weight, shape, format="dense", **keywords)
+    assert codes.shape == dense.shape
+    np.testing.assert_array_equal(codes != 0, dense != 0)
+    taps = int(np.prod(weight.shape[2:] if keywords.get("data_format") != "channels_last"
+                       else weight.shape[:-2]))
+    assert codes.min() >= 0 and codes.max() <= taps + 1
+    figure.canvas.draw()                     # renders without error
+
+
+def test_toeplitz_marks_folded_taps_and_each_tap_once():
+    """Reflect padding folds two taps onto one sample at each end (the black cells);
+    elsewhere each coloured cell is the one tap that reads it."""
+    weight, shape, keywords = TOEPLITZ_CASES[1]
+    codes = np.asarray(plot.toeplitz(weight, shape, **keywords).axes[0].images[0].get_array())
+    assert (codes == 4).sum() == 2 * 2          # two folded cells per output channel
+    row = codes[3]                              # an interior output: taps 1, 2, 3 in order
+    assert list(row[row > 0]) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("shape, kernel, keywords", [
+    ((1, 5, 5), 3, dict(stride=2, padding=1)),
+    ((2, 6), (3,), dict(dilation=2, padding="same", padding_mode="reflect")),
+    ((4, 4, 3), (2, 2), dict(data_format="channels_last", padding=1, padding_mode="replicate")),
+])
+def test_im2col_draws_im2cols_columns_and_outlines_their_patches(shape, kernel, keywords):
+    figure = plot.im2col(shape, kernel, **keywords)
+    drawn = np.asarray(figure.axes[1].images[0].get_array())
+    numbered = np.arange(np.prod(shape), dtype=float).reshape(shape) + 1
+    kernel = kernel if isinstance(kernel, tuple) else (kernel,) * (len(shape) - 1)
+    cols = convmm.im2col(numbered, kernel, **keywords) - 1
+    first = keywords.get("data_format", "channels_first") == "channels_first"
+    np.testing.assert_array_equal(drawn, cols if first else cols.T)
+    # The first outlined patch on the left, tap by tap, reads the samples of column 0.
+    from matplotlib.colors import to_rgba
+
+    from convmm._core.index_plans import coordinate_source
+
+    outline = to_rgba(matplotlib.colormaps["tab10"](0))
+    centres = [(p.get_x() + p.get_width() / 2, p.get_y() + p.get_height() / 2)
+               for p in figure.axes[0].patches
+               if p.get_linestyle() == "solid" and np.allclose(to_rgba(p.get_edgecolor()), outline)]
+    taps = int(np.prod(kernel))
+    assert len(centres) == taps
+    spatial = shape[1:] if first else shape[:-1]
+    mode = keywords.get("padding_mode", "zeros").replace("edge", "replicate")
+    channels = shape[0] if first else shape[-1]
+    plane = (numbered[0] if first else np.moveaxis(numbered, -1, 0)[0]).reshape(-1)
+    read = []
+    for x, y in centres:
+        at = [round(y), round(x)] if len(spatial) == 2 else [round(x)]
+        src = [int(coordinate_source(np.array([a]), n, mode)[0]) for a, n in zip(at, spatial)]
+        flat = int(np.ravel_multi_index(src, spatial)) if min(src) >= 0 else None
+        read.append(-1 if flat is None else plane[flat] - 1)
+    column = drawn[:taps, 0] if first else drawn[0::channels, 0][:taps]
+    np.testing.assert_array_equal(read, column)
+    figure.canvas.draw()
+
+
+def test_pictures_raise_what_the_pictured_function_raises():
+    with pytest.raises(ValueError, match="padding_mode"):
+        plot.toeplitz(np.ones((1, 1, 3)), (1, 6), padding_mode="mirror")
+    with pytest.raises(ValueError, match="kernel"):
+        plot.im2col((1, 2, 2), 5)
+    with pytest.raises(ValueError, match="1 or 2 spatial dims"):
+        plot.im2col((1, 3, 3, 3), 2)
+    with pytest.raises(ValueError, match="at most"):
+        plot.toeplitz(np.ones((8, 8, 3, 3)), (8, 32, 32), padding=1)
+
+
+def test_importing_convmm_imports_no_matplotlib_and_plot_says_how_to_get_it():
+    code = "import sys, convmm; print('matplotlib' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+    blocked = ("import sys; sys.modules['matplotlib'] = None\n"
+               "try:\n    import convmm.plot\nexcept ImportError as e:\n    print(e)")
+    done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True,
+                          timeout=60)
+    assert "pip install 'convmm[plot]'" in done.stdout, done.stdout + done.stderr
