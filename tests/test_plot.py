@@ -106,3 +106,36 @@ def test_importing_convmm_imports_no_matplotlib_and_plot_says_how_to_get_it():
     done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True,
                           timeout=60)
     assert "pip install 'convmm[plot]'" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("x, weight, keywords", [
+    (np.array([[[1., 2], [3, 4]]]), np.array([[[[1., 0], [0, -1]]]]), dict(stride=2)),
+    (np.array([[1., 2, 3]]), np.array([[[1., 2, 3]]]), dict(stride=2, padding=1,
+                                                            output_padding=1)),
+    (np.arange(12.).reshape(1, 1, 3, 4), np.ones((1, 1, 2, 3)),
+     dict(stride=(2, 1), padding=((1, 0), (2, 1)), dilation=(1, 2))),
+    (np.array([[1., -1, 2, 0, 3]]), np.array([[[2., 1]]]), dict(stride=3, padding=2)),
+])
+def test_conv_transpose_steps_follow_the_recipe_and_agree_with_conv_transpose(x, weight,
+                                                                             keywords):
+    figure = plot.conv_transpose_steps(x, weight, **keywords)
+    panels = [np.asarray(axes.images[0].get_array()) for axes in figure.axes[:6]]
+    want = convmm.conv_transpose(x, weight, **keywords)
+    want = want.reshape(want.shape[-(weight.ndim - 2):])
+    np.testing.assert_array_equal(panels[5].reshape(want.shape), want)
+    np.testing.assert_allclose(panels[4].reshape(want.shape), want, atol=1e-12)
+    steps = keywords["stride"] if isinstance(keywords["stride"], tuple) else (
+        (keywords["stride"],) * (weight.ndim - 2))
+    inserted = panels[1].reshape(tuple((n - 1) * s + 1 for n, s in zip(
+        x.shape[-(weight.ndim - 2):], steps)))
+    np.testing.assert_array_equal(inserted[tuple(slice(None, None, s) for s in steps)],
+                                  x.reshape(x.shape[-(weight.ndim - 2):]))
+    assert inserted.sum() == x.sum()            # only zeros were inserted
+    assert "differ by at most 0" in figure._suptitle.get_text()
+
+
+def test_conv_transpose_steps_draws_one_channel_and_explicit_padding():
+    with pytest.raises(ValueError, match="one channel in and out"):
+        plot.conv_transpose_steps(np.ones((1, 2, 3)), np.ones((2, 1, 2)))
+    with pytest.raises(ValueError, match="explicit padding"):
+        plot.conv_transpose_steps(np.ones((1, 1, 3)), np.ones((1, 1, 2)), padding="same")

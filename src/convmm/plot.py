@@ -36,7 +36,7 @@ from ._core.params import padding_mode as padding_mode_name
 from ._core.types import Array, DataFormat, Int, IntOrTuple, Padding, PaddingMode
 from ._operator.toeplitz import toeplitz as _toeplitz
 
-__all__ = ["im2col", "toeplitz"]
+__all__ = ["conv_transpose_steps", "im2col", "toeplitz"]
 
 DENSE_CELLS = 40_000
 """The largest matrix (rows × columns) the pictures draw cell by cell."""
@@ -314,6 +314,114 @@ def im2col(input_shape: Sequence[int], kernel_size: IntOrTuple, *, stride: IntOr
     right.set_title(f"im2col: {rows}×{columns}" + ("" if first else " (shown transposed)") +
                     f"{zeros}\nas a strided view of the padded input (channels-last):\n"
                     f"element strides {strides}", fontsize=9)
+    return figure
+
+
+def conv_transpose_steps(x: Array, weight: Array, *, stride: IntOrTuple = 1,
+                         padding: Padding = 0, output_padding: IntOrTuple = 0,
+                         dilation: IntOrTuple = 1) -> Figure:
+    """The transposed convolution by zero insertion, step by step, beside ``conv_transpose``.
+
+    The recipe (Dumoulin & Visin, "A guide to convolution arithmetic for deep
+    learning", 2016): insert s − 1 zeros between the input's samples, pad
+    d·(K − 1) − p on each side (and the output padding at the end; a negative
+    amount crops), flip the (dilated) kernel, and convolve at stride 1.  The last
+    panel is ``convmm.conv_transpose`` itself, which computes Cᵀ·x without any of
+    these zeros; the title gives their largest difference.
+
+    Parameters
+    ----------
+    x : array
+        The transposed convolution's input, ``(N, 1, *S)`` or ``(1, *S)`` with 1 or 2
+        spatial dims (the first image is drawn).
+    weight : array
+        The forward convolution's weight, ``(1, 1, *K)``: one channel in and out.
+    stride, padding, output_padding, dilation
+        As ``conv_transpose``'s (zero padding; explicit padding or "valid").
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Six axes: the input, the zeros inserted, the padded canvas, the flipped
+        kernel, the stride-1 convolution and ``conv_transpose``'s result (each
+        image's array the values drawn).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``conv_transpose``; a ValueError for more than one channel, 3 spatial
+        dims, or "same" padding.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convmm import plot
+    >>> fig = plot.conv_transpose_steps(np.array([[[1., 2], [3, 4]]]),
+    ...                                 np.array([[[[1., 0], [0, -1]]]]), stride=2)
+    >>> fig.axes[5].images[0].get_array().shape
+    (4, 4)
+    """
+    images, w = _numpy(x), _numpy(weight)
+    if w.ndim not in (3, 4) or w.shape[:2] != (1, 1):
+        raise ValueError(f"plot.conv_transpose_steps draws one channel in and out with 1 or 2 "
+                         f"spatial dims: weight (1, 1, *K), got shape {w.shape}")
+    if isinstance(padding, str) and padding != "valid":
+        raise ValueError(f"plot.conv_transpose_steps draws explicit padding, got {padding!r}")
+    nd = w.ndim - 2
+    result = np.asarray(_api.conv_transpose(images, w, stride=stride, padding=padding,
+                                            output_padding=output_padding, dilation=dilation))
+    plane = images.reshape(images.shape[-nd:]) if images.size == math.prod(
+        images.shape[-nd:]) else images.reshape((-1, *images.shape[-nd:]))[0]
+    kernel = w.reshape(w.shape[2:])
+    taps: tuple[int, ...] = tuple(int(size) for size in list(w.shape)[2:])
+    steps = int_tuple(stride, nd, "stride", minimum=1)
+    gaps = int_tuple(dilation, nd, "dilation", minimum=1)
+    extra = int_tuple(output_padding, nd, "output_padding", minimum=0)
+    pairs = _api.resolve_padding(tuple((n - 1) * s + 1 for n, s in zip(plane.shape, steps)),
+                                 taps, padding=padding, dilation=gaps)
+    inserted = np.zeros(tuple((n - 1) * s + 1 for n, s in zip(plane.shape, steps)))
+    inserted[tuple(slice(None, None, s) for s in steps)] = plane
+    canvas = inserted
+    for axis, (k, d, (before, after), a) in enumerate(zip(taps, gaps, pairs, extra)):
+        width = [(0, 0)] * nd
+        low, high = d * (k - 1) - before, d * (k - 1) - after + a
+        width[axis] = (max(low, 0), max(high, 0))
+        canvas = np.pad(canvas, width)
+        crop = [slice(None)] * nd
+        crop[axis] = slice(max(-low, 0), canvas.shape[axis] - max(-high, 0))
+        canvas = canvas[tuple(crop)]
+    dilated = np.zeros(tuple(d * (k - 1) + 1 for k, d in zip(taps, gaps)))
+    dilated[tuple(slice(None, None, d) for d in gaps)] = kernel
+    flipped = np.flip(dilated)
+    stepped = np.asarray(_api.conv(canvas[None, None], flipped[None, None].copy()))[0, 0]
+    shown = result.reshape(result.shape[-nd:]) if result.size == math.prod(
+        result.shape[-nd:]) else result.reshape((-1, *result.shape[-nd:]))[0]
+    difference = float(np.max(np.abs(stepped - shown))) if stepped.shape == shown.shape \
+        else float("nan")
+    panels = [("input x", plane),
+              (f"1) s − 1 = {', '.join(str(s - 1) for s in steps)} zero(s) inserted between "
+               f"samples", inserted),
+              ("2) padded by d·(K − 1) − p (+ output padding)", canvas),
+              ("3) the kernel, dilated and flipped", flipped),
+              ("4) stride-1 convolution of 2) with 3)", stepped),
+              ("conv_transpose(x, weight): Cᵀ·x", shown)]
+    figure = _figure(12, 6 if nd == 2 else 3.5)
+    for axes, (title, values) in zip(figure.subplots(2, 3).reshape(-1), panels):
+        grid = values.reshape((1, -1)) if values.ndim == 1 else values
+        axes.imshow(grid, cmap="RdBu_r", vmin=-np.max(np.abs(grid)) or -1,
+                    vmax=np.max(np.abs(grid)) or 1, interpolation="nearest")
+        axes.images[0].set_array(values if values.ndim > 1 else grid)
+        if grid.size <= 100:
+            top = float(np.max(np.abs(grid))) or 1.0
+            for (i, j), value in np.ndenumerate(grid):
+                axes.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=8,
+                          color="white" if abs(value) > 0.6 * top else "black")
+        axes.set_title(title, fontsize=9)
+        axes.set_xticks([])
+        axes.set_yticks([])
+    figure.suptitle(f"transposed convolution by zero insertion: stride {stride}, padding "
+                    f"{padding!r}, output padding {output_padding}, dilation {dilation}; "
+                    f"4) and Cᵀ·x differ by at most {difference:.2g}", fontsize=10)
     return figure
 
 
