@@ -139,3 +139,27 @@ def test_conv_transpose_steps_draws_one_channel_and_explicit_padding():
         plot.conv_transpose_steps(np.ones((1, 2, 3)), np.ones((2, 1, 2)))
     with pytest.raises(ValueError, match="explicit padding"):
         plot.conv_transpose_steps(np.ones((1, 1, 3)), np.ones((1, 1, 2)), padding="same")
+
+
+@pytest.mark.parametrize("weight, shape, keywords", [
+    (np.ones((1, 1, 3, 3)) / 9, (1, 8, 8), dict(padding=1, padding_mode="circular")),
+    (np.random.default_rng(0).standard_normal((3, 2, 3, 3)), (2, 6, 5),
+     dict(padding=1, padding_mode="circular")),
+    (np.random.default_rng(1).standard_normal((2, 2, 3)), (2, 9), dict(stride=2, padding=1)),
+])
+def test_spectrum_draws_the_operators_singular_values_and_gains(weight, shape, keywords):
+    op = convmm.ConvOperator(weight, shape, **keywords)
+    figure = plot.spectrum(op)
+    drawn = np.asarray(figure.axes[0].lines[0].get_ydata())
+    np.testing.assert_allclose(drawn, np.sort(op.singular_values())[::-1], atol=1e-12)
+    if len(shape) == 3:
+        gain = np.asarray(figure.axes[1].images[0].get_array())
+        assert gain.shape == shape[1:]
+        # A circular convolution's norm is its largest gain over the frequencies.
+        np.testing.assert_allclose(gain.max(), op.norm(), rtol=1e-10)
+    figure.canvas.draw()
+
+
+def test_spectrum_takes_an_operator():
+    with pytest.raises(TypeError, match="ConvOperator"):
+        plot.spectrum(np.ones((3, 3)))

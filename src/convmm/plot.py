@@ -36,7 +36,7 @@ from ._core.params import padding_mode as padding_mode_name
 from ._core.types import Array, DataFormat, Int, IntOrTuple, Padding, PaddingMode
 from ._operator.toeplitz import toeplitz as _toeplitz
 
-__all__ = ["conv_transpose_steps", "im2col", "toeplitz"]
+__all__ = ["conv_transpose_steps", "im2col", "spectrum", "toeplitz"]
 
 DENSE_CELLS = 40_000
 """The largest matrix (rows × columns) the pictures draw cell by cell."""
@@ -422,6 +422,84 @@ def conv_transpose_steps(x: Array, weight: Array, *, stride: IntOrTuple = 1,
     figure.suptitle(f"transposed convolution by zero insertion: stride {stride}, padding "
                     f"{padding!r}, output padding {output_padding}, dilation {dilation}; "
                     f"4) and Cᵀ·x differ by at most {difference:.2g}", fontsize=10)
+    return figure
+
+
+def spectrum(op: Any) -> Figure:
+    """A ``ConvOperator``'s singular values and, in 2-d, its gain per frequency.
+
+    Left: every singular value of C, largest first (``op.singular_values()``: exact
+    from the transfer matrices for a circular convolution with stride 1, else a
+    dense SVD), with ``op.norm()`` marked.  Right, for 2 spatial dims: the gain of
+    the circular convolution with the same weight on the input's grid at each
+    frequency f, σ_max(Ŵ(f)) of its C_out × C_in/groups transfer matrix (Sedghi,
+    Gupta & Long, "The Singular Values of Convolutional Layers", ICLR 2019), zero
+    frequency in the centre; its largest value is C's norm where C is circulant.
+
+    Parameters
+    ----------
+    op : ConvOperator
+        The operator (any weight namespace; drawn from NumPy copies).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes (two in 2-d); the first's line holds the singular values, the
+        second's image the gain per frequency.
+
+    Raises
+    ------
+    TypeError
+        ``op`` is not a ``ConvOperator``.
+    ValueError
+        As ``op.singular_values()`` (an operator too large for a dense SVD that is
+        not circulant).
+
+    Examples
+    --------
+    >>> import numpy as np, convmm
+    >>> from convmm import plot
+    >>> op = convmm.ConvOperator(np.ones((1, 1, 3, 3)) / 9, (1, 8, 8), padding=1,
+    ...                          padding_mode="circular")
+    >>> plot.spectrum(op).axes[0].lines[0].get_ydata()[0]
+    np.float64(1.0)
+    """
+    from ._operator.conv_operator import ConvOperator, _transfer_matrices
+
+    if not isinstance(op, ConvOperator):
+        raise TypeError(f"op must be a ConvOperator, got {type(op).__name__}")
+    values = np.sort(_numpy(op.singular_values()).astype(float))[::-1]
+    norm = op.norm()
+    call = op._call
+    two_d = call.geometry.nd == 2
+    figure = _figure(12 if two_d else 7, 4.5)
+    axes = figure.subplots(1, 2 if two_d else 1, squeeze=False).reshape(-1)
+    axes[0].plot(np.arange(values.size), values, marker="." if values.size <= 200 else None,
+                 linewidth=1)
+    axes[0].axhline(norm, color="0.4", linestyle="--", linewidth=0.8,
+                    label=f"norm() = {norm:.4g}")
+    axes[0].set_xlabel("index (largest first)")
+    axes[0].set_ylabel("singular value")
+    exact = ("exact, from the transfer matrices (circulant)" if op._circulant()
+             else "dense SVD")
+    axes[0].set_title(f"singular values of C ({op.shape[0]}×{op.shape[1]}), {exact}",
+                      fontsize=9)
+    axes[0].legend(fontsize=8, frameon=False)
+    if two_d:
+        size = call.geometry.input_size
+        complex_dtype = np.complex128
+        transfer = _numpy(_transfer_matrices(call, size, call.xp.complex128
+                                             if hasattr(call.xp, "complex128") else complex_dtype))
+        gain = np.linalg.svd(transfer, compute_uv=False).max(axis=(-1, -2))
+        gain = np.fft.fftshift(gain)
+        extent = (-(size[1] // 2) - 0.5, (size[1] - 1) // 2 + 0.5,
+                  (size[0] - 1) // 2 + 0.5, -(size[0] // 2) - 0.5)
+        image = axes[1].imshow(gain, cmap="magma", extent=extent, interpolation="nearest")
+        figure.colorbar(image, ax=axes[1], label="σ_max of the transfer matrix")
+        axes[1].set_xlabel("frequency along the last axis (cycles per grid)")
+        axes[1].set_ylabel("frequency along the first axis")
+        axes[1].set_title(f"gain per frequency of the circular convolution on {size[0]}×"
+                          f"{size[1]} (max {gain.max():.4g})", fontsize=9)
     return figure
 
 
