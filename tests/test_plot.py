@@ -163,3 +163,51 @@ def test_spectrum_draws_the_operators_singular_values_and_gains(weight, shape, k
 def test_spectrum_takes_an_operator():
     with pytest.raises(TypeError, match="ConvOperator"):
         plot.spectrum(np.ones((3, 3)))
+
+
+@pytest.mark.parametrize("size, kernel, keywords", [
+    (5, 3, dict(stride=2, padding=1)),
+    ((6, 5), (3, 2), dict(stride=(1, 2), padding=((1, 0), (0, 1)), dilation=(2, 1))),
+    (4, 3, dict(padding="full")),
+])
+def test_arithmetic_frames_cover_the_samples_each_output_reads(size, kernel, keywords):
+    """Each frame's taps, where they fall on the input, are the samples convmm's own
+    matrix C reads for that output (the non-zeros of its row)."""
+    animation = plot.arithmetic(size, kernel, **keywords)
+    size = size if isinstance(size, tuple) else (size, size)
+    kernel = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+    C = convmm.toeplitz(np.ones((1, 1, *kernel)), (1, *size), format="dense", **keywords)
+    pairs = convmm.resolve_padding(size, kernel, **keywords)
+    assert len(animation.frames) == C.shape[0]
+    for k, cells in enumerate(animation.frames):
+        read = {(i - pairs[0][0]) * size[1] + (j - pairs[1][0]) for i, j in cells
+                if 0 <= i - pairs[0][0] < size[0] and 0 <= j - pairs[1][0] < size[1]}
+        assert read == set(np.flatnonzero(C[k])), k
+
+
+def test_arithmetic_of_a_transposed_convolution_and_its_gif(tmp_path):
+    """Transposed: frame k covers the inserted input samples whose forward window holds
+    output k (column k of the forward C), and the animation saves as a GIF."""
+    size, kernel, stride, padding = (3, 3), (3, 3), (2, 2), (1, 1)
+    animation = plot.arithmetic(size, kernel, stride=stride, padding=padding,
+                                transposed=True, output_padding=1)
+    out = convmm.conv_transpose_output_shape(size, kernel, stride=stride, padding=padding,
+                                             output_padding=1)
+    C = convmm.toeplitz(np.ones((1, 1, *kernel)), (1, *out), stride=stride, padding=padding,
+                        format="dense")
+    before = [k - 1 - p for k, p in zip(kernel, padding)]
+    assert len(animation.frames) == C.shape[1]
+    for k, cells in enumerate(animation.frames):
+        read = set()
+        for i, j in cells:
+            a, b = i - before[0], j - before[1]
+            if a % stride[0] == 0 and b % stride[1] == 0 and 0 <= a // stride[0] < size[0] \
+                    and 0 <= b // stride[1] < size[1]:
+                read.add(a // stride[0] * size[1] + b // stride[1])
+        assert read == set(np.flatnonzero(C[:, k])), k
+    path = tmp_path / "transposed.gif"
+    animation.save(path, dpi=40)
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.n_frames == len(animation.frames)

@@ -36,7 +36,7 @@ from ._core.params import padding_mode as padding_mode_name
 from ._core.types import Array, DataFormat, Int, IntOrTuple, Padding, PaddingMode
 from ._operator.toeplitz import toeplitz as _toeplitz
 
-__all__ = ["conv_transpose_steps", "im2col", "spectrum", "toeplitz"]
+__all__ = ["Arithmetic", "arithmetic", "conv_transpose_steps", "im2col", "spectrum", "toeplitz"]
 
 DENSE_CELLS = 40_000
 """The largest matrix (rows × columns) the pictures draw cell by cell."""
@@ -501,6 +501,203 @@ def spectrum(op: Any) -> Figure:
         axes[1].set_title(f"gain per frequency of the circular convolution on {size[0]}×"
                           f"{size[1]} (max {gain.max():.4g})", fontsize=9)
     return figure
+
+
+def arithmetic(input_size: IntOrTuple, kernel_size: IntOrTuple, stride: IntOrTuple = 1,
+               padding: Padding = 0, dilation: IntOrTuple = 1, transposed: bool = False,
+               output_padding: IntOrTuple = 0, *, interval: int = 400) -> Any:
+    """The sliding window of a 2-d convolution as an animation, one frame per output.
+
+    In the manner of Dumoulin & Visin's convolution-arithmetic animations ("A guide
+    to convolution arithmetic for deep learning", 2016): the input (blue) inside its
+    padding (white), the kernel's taps (dark, d apart) at each output position in
+    turn, and the output (green) filling in.  A transposed convolution is drawn as
+    the stride-1 convolution it equals: s − 1 zeros inserted between the input's
+    samples, padded by d·(K − 1) − p (the output padding added at the end).  Any
+    stride, padding (pairs, "valid", "same", "full"), dilation and output padding.
+
+    Parameters
+    ----------
+    input_size : int or sequence of two ints
+        The (transposed) convolution's input size; an int means a square.
+    kernel_size : int or sequence of two ints
+        K.
+    stride, padding, dilation, output_padding
+        As ``conv``'s (``conv_transpose``'s where ``transposed``).
+    transposed : bool
+        Draw the transposed convolution.
+    interval : int
+        Milliseconds per frame.
+
+    Returns
+    -------
+    Arithmetic
+        ``.save("conv.gif")`` writes the animation (Pillow; an MP4 where ffmpeg is
+        installed), ``.animation()`` gives matplotlib's ``FuncAnimation`` (to show in
+        a notebook), ``.figure`` is the figure at the first frame and ``.frames``
+        lists, per output position, the grid cells its taps cover.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As ``conv_output_shape`` (``conv_transpose_output_shape`` where
+        ``transposed``) for these sizes and keywords.
+
+    Examples
+    --------
+    >>> from convmm import plot
+    >>> animation = plot.arithmetic(5, 3, stride=2, padding=1)
+    >>> len(animation.frames)
+    9
+    """
+    size = int_tuple(input_size, 2, "input_size", minimum=1)
+    kernel = int_tuple(kernel_size, 2, "kernel_size", minimum=1)
+    steps = int_tuple(stride, 2, "stride", minimum=1)
+    gaps = int_tuple(dilation, 2, "dilation", minimum=1)
+    if transposed:
+        out = _api.conv_transpose_output_shape(size, kernel, stride=steps, padding=padding,
+                                               output_padding=output_padding, dilation=gaps)
+        pairs = _api.resolve_padding(out, kernel, stride=steps, padding=padding,
+                                     dilation=gaps)
+        extra = int_tuple(output_padding, 2, "output_padding", minimum=0)
+        before = [d * (k - 1) - b for k, d, (b, _) in zip(kernel, gaps, pairs)]
+        grid = [o + d * (k - 1) for o, k, d in zip(out, kernel, gaps)]
+        inputs = {(before[0] + i * steps[0], before[1] + j * steps[1])
+                  for i in range(size[0]) for j in range(size[1])}
+        window_step: tuple[int, ...] = (1, 1)
+        del extra                     # the grid's size already holds it
+    else:
+        out = _api.conv_output_shape(size, kernel, stride=steps, padding=padding,
+                                     dilation=gaps)
+        pairs = _api.resolve_padding(size, kernel, stride=steps, padding=padding,
+                                     dilation=gaps)
+        grid = [n + b + a for n, (b, a) in zip(size, pairs)]
+        inputs = {(pairs[0][0] + i, pairs[1][0] + j)
+                  for i in range(size[0]) for j in range(size[1])}
+        window_step = steps
+    frames = []
+    for r, c in np.ndindex(*out):
+        frames.append({(r * window_step[0] + a * gaps[0], c * window_step[1] + b * gaps[1])
+                       for a in range(kernel[0]) for b in range(kernel[1])})
+    figure = _figure(grid[1] * 0.45 + out[1] * 0.45 + 1.5, max(grid[0], out[0]) * 0.45 + 1.2)
+    left, right = figure.subplots(1, 2, width_ratios=[grid[1], max(out[1], 1)])
+    cells = {}
+    for i, j in np.ndindex(*grid):
+        inside = (i, j) in inputs
+        cells[i, j] = Rectangle((j, grid[0] - 1 - i), 0.95, 0.95,
+                                facecolor="#9ecae1" if inside else "white",
+                                edgecolor="0.6", linestyle="-" if inside else ":")
+        left.add_patch(cells[i, j])
+    outputs = {}
+    for i, j in np.ndindex(*out):
+        outputs[i, j] = Rectangle((j, out[0] - 1 - i), 0.95, 0.95, facecolor="white",
+                                  edgecolor="0.6")
+        right.add_patch(outputs[i, j])
+    for axes, shape in ((left, grid), (right, out)):
+        axes.set_xlim(-0.2, shape[1] + 0.2)
+        axes.set_ylim(-0.2, shape[0] + 0.2)
+        axes.set_aspect("equal")
+        axes.axis("off")
+    kind = "transposed convolution" if transposed else "convolution"
+    inserted = (f"s − 1 = {steps[0] - 1}, {steps[1] - 1} zeros inserted, "
+                if transposed else "")
+    left.set_title(f"{kind} input {size[0]}×{size[1]}\n{inserted}padded to "
+                   f"{grid[0]}×{grid[1]}", fontsize=9)
+    right.set_title(f"output {out[0]}×{out[1]}", fontsize=9)
+    figure.suptitle(f"kernel {kernel[0]}×{kernel[1]}, stride {stride}, padding {padding!r}, "
+                    f"dilation {dilation}" +
+                    (f", output padding {output_padding}" if transposed else ""), fontsize=10)
+
+    def draw(k):
+        for (i, j), cell in cells.items():
+            inside = (i, j) in inputs
+            cell.set_facecolor(("#08519c" if inside else "#6baed6") if (i, j) in frames[k]
+                               else ("#9ecae1" if inside else "white"))
+        for index, cell in enumerate(outputs.values()):
+            cell.set_facecolor("#006d2c" if index == k else ("#a1d99b" if index < k
+                                                             else "white"))
+        return [*cells.values(), *outputs.values()]
+
+    draw(0)
+    return Arithmetic(figure, frames, draw, interval)
+
+
+class Arithmetic:
+    """``arithmetic``'s picture: the figure, its frames, and the animation made on demand.
+
+    matplotlib warns about an animation dropped unsaved, so none exists until
+    ``animation()`` or ``save()`` asks for one.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure
+        The figure, drawn at the first frame.
+    frames : list of set of (int, int)
+        Per output position, the (row, column) grid cells its taps cover.
+    draw : callable
+        ``draw(k)`` redraws the figure at frame k.
+    interval : int
+        Milliseconds per frame.
+
+    Examples
+    --------
+    >>> from convmm import plot
+    >>> picture = plot.arithmetic(4, 3)
+    >>> sorted(picture.frames[0])[:3]
+    [(0, 0), (0, 1), (0, 2)]
+    """
+
+    def __init__(self, figure: Figure, frames: list, draw: Any, interval: int) -> None:
+        self.figure, self.frames, self._draw, self.interval = figure, frames, draw, interval
+
+    def animation(self) -> Any:
+        """matplotlib's animation of the frames (keep a reference while it shows).
+
+        Returns
+        -------
+        matplotlib.animation.FuncAnimation
+            One frame per output position, ``interval`` milliseconds apart.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from convmm import plot
+        >>> animation = plot.arithmetic(3, 2).animation()
+        >>> animation.save(os.path.join(tempfile.mkdtemp(), "conv.gif"), writer="pillow", dpi=30)
+        """
+        from matplotlib.animation import FuncAnimation
+
+        return FuncAnimation(self.figure, self._draw, frames=len(self.frames),
+                             interval=self.interval, blit=False)
+
+    def save(self, path: Any, *, dpi: int = 80, writer: str | None = None) -> None:
+        """Write the animation to ``path``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file; a ".gif" is written by Pillow unless ``writer`` says otherwise.
+        dpi : int
+            Resolution, dots per inch of the figure.
+        writer : str, optional
+            A matplotlib animation writer ("pillow", "ffmpeg" for an MP4, ...).
+
+        Raises
+        ------
+        ValueError, RuntimeError
+            As matplotlib's ``Animation.save`` (e.g. a writer that is not installed).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from convmm import plot
+        >>> path = os.path.join(tempfile.mkdtemp(), "conv.gif")
+        >>> plot.arithmetic(3, 2).save(path, dpi=30)
+        >>> os.path.getsize(path) > 0
+        True
+        """
+        chosen = writer or ("pillow" if str(path).lower().endswith(".gif") else None)
+        self.animation().save(path, writer=chosen, dpi=dpi)
 
 
 def _strides(size, channels, steps, gaps):
