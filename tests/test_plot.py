@@ -211,3 +211,28 @@ def test_arithmetic_of_a_transposed_convolution_and_its_gif(tmp_path):
 
     with Image.open(path) as image:
         assert image.n_frames == len(animation.frames)
+
+
+def test_the_gallery_command_writes_every_picture_and_an_index(tmp_path):
+    from convmm import gallery
+
+    done = subprocess.run([sys.executable, "-m", "convmm", "show", "--out", str(tmp_path),
+                           "--format", "svg"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    stems = [stem for stem, _, _ in gallery.pictures()]
+    index = (tmp_path / "index.html").read_text()
+    for stem in stems:
+        names = [p.name for p in tmp_path.glob(f"{stem}.*")]
+        assert len(names) == 1 and names[0].endswith((".svg", ".gif")), (stem, names)
+        assert (tmp_path / names[0]).stat().st_size > 1000
+        assert f'src="{names[0]}"' in index
+    assert f"{len(stems) + 1} files written" in done.stdout
+
+
+def test_the_gallery_says_how_to_install_matplotlib_without_it(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from convmm.__main__ import main\n"
+            f"sys.exit(main(['show', '--out', {str(tmp_path)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1 and "pip install 'convmm[plot]'" in done.stdout

@@ -16,6 +16,15 @@ def main(argv: list[str] | None = None) -> int:
                         + " (a few seconds).")
     from .bench import add_arguments
 
+    show = commands.add_parser(
+        "show", help="draw the pictures of the lowering for the worked examples",
+        description="Draw the pictures of the lowering (convmm.plot) for the worked examples "
+                    "into a folder, with an index.html that shows them. Needs the plot "
+                    "extra (matplotlib).")
+    show.add_argument("--out", default="convmm-gallery",
+                      help="the folder to write into (default convmm-gallery)")
+    show.add_argument("--format", dest="image_format", default="png", choices=("png", "svg"),
+                      help="the format of the still pictures (the animations are GIFs)")
     bench_help = "time the layer suite against PyTorch"
     add_arguments(commands.add_parser(
         "bench", help=bench_help,
@@ -31,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo
 
         return demo()
+    if args.command == "show":
+        from .gallery import main as show_gallery
+
+        return show_gallery(args.out, args.image_format)
     if args.command == "bench":
         from .bench import run
 

@@ -63,7 +63,7 @@ def _tap_name(index: int, kernel: Sequence[int]) -> str:
 
 
 def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(min(max(width, 7.0), 16.0), min(max(height, 3.0), 12.0)),
+    return Figure(figsize=(min(max(width, 7.0), 16.0), min(max(height, 3.5), 12.0)),
                   layout="constrained")
 
 
@@ -147,6 +147,11 @@ def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 
     spatial_in = tuple(input_shape[1:] if first else input_shape[:-1])
     _outline(axes, rows, columns, out_channels, in_channels, math.prod(out_shape),
              math.prod(spatial_in), first)
+    if first and len(out_shape) > 1:      # the doubly blocked structure: rows of the image
+        for r in range(out_shape[-1], rows, out_shape[-1]):
+            axes.axhline(r - 0.5, color="0.75", linewidth=0.6)
+        for c in range(spatial_in[-1], columns, spatial_in[-1]):
+            axes.axvline(c - 0.5, color="0.75", linewidth=0.6)
     if rows * columns <= VALUE_CELLS:
         for r, c in zip(*np.nonzero(values)):
             colour = "white" if codes[r, c] == taps + 1 else "black"
@@ -160,10 +165,8 @@ def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 
         f"{join(map(str, spatial_in))} samples)\n"
         f"kernel {join(map(str, kernel))}, stride {stride}, padding {padding!r}, dilation "
         f"{dilation}, groups {groups}, {padding_mode}, {data_format}", fontsize=9)
-    axes.set_xlabel(f"input sample ({'channel, position' if first else 'position, channel'}), "
-                    f"flattened")
-    axes.set_ylabel(f"output ({'channel, position' if first else 'position, channel'}), "
-                    f"flattened")
+    axes.set_xlabel(f"input ({'channel, sample' if first else 'sample, channel'}), flattened")
+    axes.set_ylabel(f"output ({'channel, position' if first else 'position, channel'})")
     handles = [Patch(color=colours[t + 1], label=_tap_name(t, kernel))
                for t in range(min(taps, TAP_COLOURS))]
     if int((codes == taps + 1).sum()):
