@@ -85,7 +85,7 @@ def render(out: str, image_format: str = "png") -> list[str]:
         picture = draw()
         if isinstance(picture, Arithmetic):
             name = f"{stem}.gif"
-            picture.save(os.path.join(out, name), dpi=60)
+            picture.save(os.path.join(out, name), dpi=80)
         else:
             name = f"{stem}.{image_format}"
             picture.savefig(os.path.join(out, name), dpi=110)
