@@ -236,3 +236,39 @@ def test_the_gallery_says_how_to_install_matplotlib_without_it(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 1 and "pip install 'convmm[plot]'" in done.stdout
+
+
+def test_the_readmes_pictures_are_what_show_draws_now(tmp_path):
+    """The README's pictures, committed under docs/pictures, against a fresh drawing by
+    ``python -m convmm show`` (matplotlib's image comparison, a small RMS tolerance for
+    anti-aliasing).  To update them: python -m convmm show --out docs/pictures --only
+    matrix_4x16 transposed_stride2 full_convolution."""
+    from pathlib import Path
+
+    from matplotlib.testing.compare import compare_images
+
+    from convmm import gallery
+
+    committed = Path(__file__).resolve().parent.parent / "docs" / "pictures"
+    gallery.render(str(tmp_path), "png", gallery.README_PICTURES)
+    for stem in gallery.README_PICTURES:
+        difference = compare_images(str(committed / f"{stem}.png"), str(tmp_path / f"{stem}.png"),
+                                    tol=2)
+        assert difference is None, (f"docs/pictures/{stem}.png is out of date ({difference}); "
+                                    "regenerate it as this test's docstring says")
+
+
+def test_the_bench_chart_draws_each_ratio(tmp_path):
+    from convmm.bench import plot_report
+
+    report = dict(peer="torch", backend="numpy", dtype="float32", date="2026-11-30",
+                  results=[dict(layer="a", which="forward", ratio=0.5),
+                           dict(layer="a", which="backward", ratio=1.5),
+                           dict(layer="b", which="forward", ratio=2.0),
+                           dict(layer="b", which="backward", ratio=None, refused="no")],
+                  large=[dict(case="blur", peer="scipy", ratio=0.9, target=1.0)])
+    figure = plot_report(report, tmp_path / "chart.png")
+    heights = [round(p.get_height(), 6) for p in figure.axes[0].patches]
+    assert heights == [0.5, 2.0, 1.5, 0.0]        # forward a, b; backward a, (b refused)
+    assert [p.get_height() for p in figure.axes[1].patches] == [0.9]
+    assert (tmp_path / "chart.png").stat().st_size > 1000

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="the folder to write into (default convmm-gallery)")
     show.add_argument("--format", dest="image_format", default="png", choices=("png", "svg"),
                       help="the format of the still pictures (the animations are GIFs)")
+    show.add_argument("--only", nargs="+", default=(), metavar="NAME",
+                      help="draw only these pictures (file names without extension), and no "
+                           "index.html")
     bench_help = "time the layer suite against PyTorch"
     add_arguments(commands.add_parser(
         "bench", help=bench_help,
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show":
         from .gallery import main as show_gallery
 
-        return show_gallery(args.out, args.image_format)
+        return show_gallery(args.out, args.image_format, tuple(args.only))
     if args.command == "bench":
         from .bench import run
 

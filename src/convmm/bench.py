@@ -638,6 +638,9 @@ def run(args):
             report["startup_cold"] = startup(cold, backend.name)
             report["startup_warm"] = startup(cold, backend.name)
     print(format_report(report, args.passes))
+    if args.plot:
+        plot_report(report, args.plot)
+        print(f"chart written to {args.plot}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(report, out, indent=1)
@@ -1007,6 +1010,52 @@ def geometric_mean(values):
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
 
 
+def plot_report(report, path):
+    """A bar chart of convmm/peer ratios: per layer and pass (one colour per pass), and
+    the large-kernel cases against their targets; 1.0 marked (below it convmm is faster)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("bench --plot draws with matplotlib: pip install 'convmm[plot]'") \
+            from None
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    rows = [r for r in report["results"] if r.get("ratio") is not None]
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    passes = list(dict.fromkeys(r["which"] for r in rows))
+    large = [r for r in report.get("large") or [] if r.get("ratio") is not None]
+    figure = Figure(figsize=(max(8, 0.6 * len(layers) * max(len(passes), 1) / 2 + 3), 8 if large
+                             else 5), layout="constrained")
+    panels = figure.subplots(2 if large else 1, 1, squeeze=False).reshape(-1)
+    width = 0.8 / max(len(passes), 1)
+    for k, which in enumerate(passes):
+        heights = [next((r["ratio"] for r in rows if r["layer"] == layer and r["which"] == which),
+                        0.0) for layer in layers]
+        panels[0].bar([i + k * width for i in range(len(layers))], heights, width, label=which)
+    panels[0].axhline(1.0, color="black", linewidth=0.8)
+    panels[0].set_xticks([i + width * (len(passes) - 1) / 2 for i in range(len(layers))],
+                         layers, rotation=45, ha="right", fontsize=8)
+    panels[0].set_ylabel(f"time convmm / {report['peer']}")
+    panels[0].set_title(f"convmm against {report['peer']} ({report['backend']}, {report['dtype']},"
+                        f" {report['date']}): below 1, convmm is faster", fontsize=10)
+    panels[0].legend(fontsize=8, frameon=False)
+    if large:
+        names = [r["case"] for r in large]
+        panels[1].bar(range(len(large)), [r["ratio"] for r in large], 0.6, label="convmm / peer")
+        panels[1].scatter(range(len(large)), [r["target"] for r in large], marker="_", s=400,
+                          color="red", label="target", zorder=3)
+        panels[1].axhline(1.0, color="black", linewidth=0.8)
+        panels[1].set_xticks(range(len(large)),
+                             [f"{n}\n({r['peer']})" for n, r in zip(names, large)],
+                             rotation=30, ha="right", fontsize=8)
+        panels[1].set_ylabel("time convmm / peer")
+        panels[1].set_title("large kernels (auto, the FFT lowering)", fontsize=10)
+        panels[1].legend(fontsize=8, frameon=False)
+    figure.savefig(path, dpi=110)
+    return figure
+
+
 def format_report(report, passes):
     peer = report["peer"]
     lines = [f"convmm bench ({report['backend']}, {report['date']}): {report['dtype']}, "
@@ -1096,6 +1145,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed rounds per layer and pass, alternating between the two "
                              "libraries; the report gives medians (default 7)")
     parser.add_argument("--json", help="write the figures to this JSON file")
+    parser.add_argument("--plot", metavar="FILE",
+                        help="draw a bar chart of the ratios into this image file (PNG, SVG, "
+                             "...; needs the plot extra, matplotlib)")
     parser.add_argument("--no-torch", action="store_true", help="time convmm alone")
     parser.add_argument("--no-gemm", dest="gemm", action="store_false",
                         help="skip the GEMM kernel against numpy.matmul (cupy.matmul on the GPU)")

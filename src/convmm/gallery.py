@@ -71,9 +71,15 @@ def pictures() -> list[tuple[str, str, Callable]]:
     ]
 
 
-def render(out: str, image_format: str = "png") -> list[str]:
-    """Write every picture into ``out`` (``image_format`` for figures, GIF for the
-    animations) and an ``index.html``; the file names written."""
+README_PICTURES = ("matrix_4x16", "transposed_stride2", "full_convolution")
+"""The gallery's pictures the README shows, committed under ``docs/pictures`` (a test
+checks they are what ``show`` draws now)."""
+
+
+def render(out: str, image_format: str = "png", only: tuple[str, ...] = ()) -> list[str]:
+    """Write every picture (or those named in ``only``, then without an index) into
+    ``out`` (``image_format`` for figures, GIF for the animations) and an
+    ``index.html``; the file names written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,7 +87,14 @@ def render(out: str, image_format: str = "png") -> list[str]:
 
     os.makedirs(out, exist_ok=True)
     written, items = [], []
+    known = [stem for stem, _, _ in pictures()]
+    unknown = [name for name in only if name not in known]
+    if unknown:
+        raise SystemExit(f"show --only: no picture named {', '.join(unknown)}; the gallery has "
+                         f"{', '.join(known)}")
     for stem, caption, draw in pictures():
+        if only and stem not in only:
+            continue
         picture = draw()
         if isinstance(picture, Arithmetic):
             name = f"{stem}.gif"
@@ -92,6 +105,8 @@ def render(out: str, image_format: str = "png") -> list[str]:
         written.append(name)
         items.append(f'<figure><img src="{html.escape(name)}" alt="{html.escape(stem)}">'
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    if only:
+        return written
     with open(os.path.join(out, "index.html"), "w", encoding="utf-8") as page:
         page.write("<!doctype html>\n<meta charset=\"utf-8\">\n<title>convmm: pictures of "
                    "the lowering</title>\n<style>body{font-family:sans-serif;max-width:72em;"
@@ -100,12 +115,12 @@ def render(out: str, image_format: str = "png") -> list[str]:
     return [*written, "index.html"]
 
 
-def main(out: str, image_format: str) -> int:
+def main(out: str, image_format: str, only: tuple[str, ...] = ()) -> int:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         print(INSTALL)
         return 1
-    names = render(out, image_format)
+    names = render(out, image_format, only)
     print(f"{len(names)} files written to {out}: {', '.join(names)}")
     return 0
