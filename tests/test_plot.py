@@ -119,7 +119,7 @@ def test_importing_convmm_imports_no_matplotlib_and_plot_says_how_to_get_it():
 def test_conv_transpose_steps_follow_the_recipe_and_agree_with_conv_transpose(x, weight,
                                                                              keywords):
     figure = plot.conv_transpose_steps(x, weight, **keywords)
-    panels = [np.asarray(axes.images[0].get_array()) for axes in figure.axes[:6]]
+    panels = [np.asarray(axes.images[0].get_array()) for axes in figure.axes[:8]]
     want = convmm.conv_transpose(x, weight, **keywords)
     want = want.reshape(want.shape[-(weight.ndim - 2):])
     np.testing.assert_array_equal(panels[5].reshape(want.shape), want)
@@ -131,6 +131,12 @@ def test_conv_transpose_steps_follow_the_recipe_and_agree_with_conv_transpose(x,
     np.testing.assert_array_equal(inserted[tuple(slice(None, None, s) for s in steps)],
                                   x.reshape(x.shape[-(weight.ndim - 2):]))
     assert inserted.sum() == x.sum()            # only zeros were inserted
+    # The Cᵀ view: toeplitz's matrix of the forward convolution, transposed, times x.
+    forward = {k: v for k, v in keywords.items() if k != "output_padding"}
+    C = convmm.toeplitz(weight, (1, *want.shape), format="dense", **forward)
+    np.testing.assert_array_equal(panels[6], C.T)
+    np.testing.assert_allclose(panels[7].reshape(want.shape),
+                               (C.T @ x.reshape(-1)).reshape(want.shape), atol=1e-12)
     assert "differ by at most 0" in figure._suptitle.get_text()
 
 

@@ -330,7 +330,8 @@ def conv_transpose_steps(x: Array, weight: Array, *, stride: IntOrTuple = 1,
     d·(K − 1) − p on each side (and the output padding at the end; a negative
     amount crops), flip the (dilated) kernel, and convolve at stride 1.  The last
     panel is ``convmm.conv_transpose`` itself, which computes Cᵀ·x without any of
-    these zeros; the title gives their largest difference.
+    these zeros, and beside it the Cᵀ view: the forward convolution's matrix,
+    transposed, applied to x; the title gives the largest difference.
 
     Parameters
     ----------
@@ -345,9 +346,10 @@ def conv_transpose_steps(x: Array, weight: Array, *, stride: IntOrTuple = 1,
     Returns
     -------
     matplotlib.figure.Figure
-        Six axes: the input, the zeros inserted, the padded canvas, the flipped
-        kernel, the stride-1 convolution and ``conv_transpose``'s result (each
-        image's array the values drawn).
+        Eight axes: the input, the zeros inserted, the padded canvas, the flipped
+        kernel, the stride-1 convolution, ``conv_transpose``'s result, the matrix
+        Cᵀ (``toeplitz``'s, transposed) and Cᵀ·x (each image's array the values
+        drawn).
 
     Raises
     ------
@@ -408,13 +410,22 @@ def conv_transpose_steps(x: Array, weight: Array, *, stride: IntOrTuple = 1,
               ("3) the kernel, dilated and flipped", flipped),
               ("4) stride-1 convolution of 2) with 3)", stepped),
               ("conv_transpose(x, weight): Cᵀ·x", shown)]
-    figure = _figure(12, 6 if nd == 2 else 3.5)
-    for axes, (title, values) in zip(figure.subplots(2, 3).reshape(-1), panels):
+    # The Cᵀ view: the forward convolution's matrix C (from the output's size to x's),
+    # transposed, applied to x flattened.
+    matrix = np.asarray(_toeplitz(w, (1, *shown.shape), stride=stride, padding=padding,
+                                  dilation=dilation, format="dense")).T
+    product = (matrix @ plane.reshape(-1)).reshape(shown.shape)
+    difference = max(difference, float(np.max(np.abs(product - shown))))
+    panels += [(f"Cᵀ ({matrix.shape[0]}×{matrix.shape[1]}), C the forward convolution's "
+                f"matrix", matrix), ("Cᵀ · x, reshaped", product)]
+    figure = _figure(16, 6 if nd == 2 else 3.5)
+    for axes, (title, values) in zip(figure.subplots(2, 4).reshape(-1), panels):
         grid = values.reshape((1, -1)) if values.ndim == 1 else values
         axes.imshow(grid, cmap="RdBu_r", vmin=-np.max(np.abs(grid)) or -1,
-                    vmax=np.max(np.abs(grid)) or 1, interpolation="nearest")
+                    vmax=np.max(np.abs(grid)) or 1, interpolation="nearest",
+                    aspect="auto" if values is matrix else "equal")
         axes.images[0].set_array(values if values.ndim > 1 else grid)
-        if grid.size <= 100:
+        if grid.size <= 100 and values is not matrix:
             top = float(np.max(np.abs(grid))) or 1.0
             for (i, j), value in np.ndenumerate(grid):
                 axes.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=8,
@@ -424,7 +435,8 @@ def conv_transpose_steps(x: Array, weight: Array, *, stride: IntOrTuple = 1,
         axes.set_yticks([])
     figure.suptitle(f"transposed convolution by zero insertion: stride {stride}, padding "
                     f"{padding!r}, output padding {output_padding}, dilation {dilation}; "
-                    f"4) and Cᵀ·x differ by at most {difference:.2g}", fontsize=10)
+                    f"4), conv_transpose and Cᵀ·x differ by at most {difference:.2g}",
+                    fontsize=10)
     return figure
 
 
