@@ -76,11 +76,6 @@ class FFTGeometry:
     def n_phases(self) -> int:
         return math.prod(self.phases)
 
-    @property
-    def spectrum_points(self) -> int:
-        """Frequencies a real transform keeps: ∏L with the last axis halved (L/2 + 1)."""
-        *lead, last = self.length
-        return math.prod(lead) * (last // 2 + 1)
 
 
 def next_fast_length(n: int, real: bool = True) -> int:
@@ -113,7 +108,6 @@ class Transforms:
 
     def __init__(self, xp, like, workers: int = 1):
         self.xp = xp
-        self.workers = workers
         if is_numpy_array(like):
             import scipy.fft
 
@@ -435,11 +429,6 @@ def channel_products(xp, a, b):
 def transforms_shape(lengths, real):
     """The spectrum's shape for transforms of ``lengths``: the last axis halved where real."""
     return (*lengths[:-1], lengths[-1] // 2 + 1) if real else tuple(lengths)
-
-
-def _window(starts, sizes):
-    """The index of a spatial window of a channels-first batch."""
-    return (slice(None), slice(None), *(slice(s, s + n) for s, n in zip(starts, sizes)))
 
 
 def _rows(a, start, stop):

@@ -206,15 +206,20 @@ def padded_source(geometry: ConvGeometry, mode: str) -> tuple[np.ndarray, np.nda
     return _frozen(source), _frozen(adjoint)
 
 
+def padding_sources(size: int, before: int, after: int, mode: str):
+    """(padded positions, the input sample each copies, −1 for a zero) along one axis, for
+    the padding's positions only: a mode copies samples into ``before + after`` of them."""
+    positions = np.concatenate([np.arange(before), np.arange(before + size, before + size + after)])
+    return positions, coordinate_source(positions - before, size, mode)
+
+
 def padded_source_bytes(geometry: ConvGeometry, mode: str) -> int:
     """Bytes of ``padded_source``'s two tables, from the geometry alone: the padded grid's
     source map and the adjoint's R rows over the input, R the most padded positions that
     copy one sample (per axis, one plus the padding positions that fold onto it)."""
     folds = 1
     for size, (before, after) in zip(geometry.input_size, geometry.padding):
-        positions = np.concatenate([np.arange(before),
-                                    np.arange(before + size, before + size + after)])
-        sources = coordinate_source(positions - before, size, mode)
+        _, sources = padding_sources(size, before, after, mode)
         sources = sources[sources >= 0]
         folds *= 1 + (int(np.bincount(sources).max()) if sources.size else 0)
     pixels = math.prod(geometry.input_size)

@@ -29,7 +29,7 @@ import numpy as np
 from array_api_compat import device as device_of
 from array_api_compat import is_cupy_array, is_numpy_array
 
-from .index_plans import coordinate_source, gather_index, gather_index_adjoint, pairs_per_sample
+from .index_plans import gather_index, gather_index_adjoint, padding_sources, pairs_per_sample
 
 
 def index_array(xp, plan: np.ndarray, like):
@@ -53,10 +53,9 @@ def _has_padding(geometry) -> bool:
 
 
 def _padded_rows(size: int, before: int, after: int, mode: str):
-    """(padded position, the input sample it copies) along one axis, for the padding's
-    positions only: a mode copies samples into at most ``before + after`` positions."""
-    positions = np.concatenate([np.arange(before), np.arange(before + size, before + size + after)])
-    return zip(positions.tolist(), coordinate_source(positions - before, size, mode).tolist())
+    """(padded position, the input sample it copies) pairs along one axis."""
+    positions, sources = padding_sources(size, before, after, mode)
+    return zip(positions.tolist(), sources.tolist())
 
 
 def _at(axis: int, index: int):

@@ -334,12 +334,11 @@ def _plan(call, operation, setting, fft_allowed=True):
         if method == "fft":
             # A NaN or inf would spread over a whole transform, and values near the
             # dtype's limit overflow its sums: for such inputs the GEMM methods' plan.
-            chosen = _fft_plan(call, operation, rows, positions, patch_bytes, size, reason,
-                               setting)
+            chosen = _fft_plan(call, operation, rows, positions, patch_bytes, reason, setting)
             return dataclasses.replace(chosen, fallback=_plan(call, operation, setting,
                                                               fft_allowed=False))
     if method == "fft":
-        return _fft_plan(call, operation, rows, positions, patch_bytes, size, reason, setting)
+        return _fft_plan(call, operation, rows, positions, patch_bytes, reason, setting)
     if method == "zero_insertion" and operation != "adjoint":
         method, reason = "im2col", "zero insertion serves the adjoint only"
     if method == "winograd":
@@ -504,16 +503,12 @@ def _fft_beats_gemm(call, operation, setting):
         return False, ""
     from .cpu.calibration import rates
 
-    size = itemsize(call.xp, call.weight.dtype)
     in_channels, out_channels = call.forward_channels
     per_group = in_channels // call.groups * (out_channels // call.groups)
     n = call.x.shape[0] if call.x is not None else 1
-    patch_bytes = in_channels * geometry.n_taps * n * geometry.n_positions * size
     complex_input = not call.xp.isdtype(call.weight.dtype, "real floating")
-    blocks = fft_blocks(geometry, operation, n, in_channels, out_channels, call.groups, size,
-                        complex_input, fft_budget(call, operation, patch_bytes, size),
-                        preferred=FFT_WORKSPACE_BYTES)
-    if blocks.workspace_bytes > fft_budget(call, operation, patch_bytes, size):
+    blocks, budget = _fft_cut(call, operation)
+    if blocks.workspace_bytes > budget:
         return False, ""
     rate = rates(call.weight.dtype, setting)
     macs = n * geometry.n_positions * out_channels * in_channels // call.groups * geometry.n_taps
@@ -545,18 +540,26 @@ def fft_budget(call, operation, patch_bytes, size):
     return max(FFT_WORKSPACE_BYTES, min(patch_bytes // 8, 4 * data))
 
 
-def _fft_plan(call, operation, rows, positions, patch_bytes, size, reason, setting):
-    """The FFT lowering's plan: its chunks or blocks within ``fft_budget``; a ValueError
-    where even one block's transforms (the kernel's spectrum) would not fit."""
-    geometry = call.geometry
+def _fft_cut(call, operation):
+    """(the chunks or blocks of one map's FFT, the budget they must fit): ``fft_blocks``
+    cut to ``FFT_WORKSPACE_BYTES`` where one block can be, else to ``fft_budget``."""
     n = call.x.shape[0] if call.x is not None else 1
     in_channels, out_channels = call.forward_channels
+    size = itemsize(call.xp, call.weight.dtype)
+    patch_bytes = in_channels * call.geometry.n_taps * n * call.geometry.n_positions * size
     complex_input = not call.xp.isdtype(call.weight.dtype, "real floating")
     budget = fft_budget(call, operation, patch_bytes, size)
-    blocks = fft_blocks(geometry, operation, n, in_channels, out_channels, call.groups, size,
-                        complex_input, budget, preferred=FFT_WORKSPACE_BYTES)
+    return fft_blocks(call.geometry, operation, n, in_channels, out_channels, call.groups,
+                      size, complex_input, budget, preferred=FFT_WORKSPACE_BYTES), budget
+
+
+def _fft_plan(call, operation, rows, positions, patch_bytes, reason, setting):
+    """The FFT lowering's plan: its chunks or blocks within ``fft_budget``; a ValueError
+    where even one block's transforms (the kernel's spectrum) would not fit."""
+    in_channels, out_channels = call.forward_channels
+    blocks, budget = _fft_cut(call, operation)
     if blocks.workspace_bytes > budget:
-        lengths = "×".join(str(n) for n in blocks.lengths)
+        lengths = "×".join(str(length) for length in blocks.lengths)
         raise ValueError(
             f"method='fft' would need {blocks.workspace_bytes / 2 ** 20:.1f} MiB for the "
             f"smallest block of this call's {operation} map (transforms of {lengths} points; "
@@ -565,7 +568,7 @@ def _fft_plan(call, operation, rows, positions, patch_bytes, size, reason, setti
             f"over its limit of {budget / 2 ** 20:.1f} MiB; method='auto' takes a GEMM method")
     threads = 1
     if array_api_compat.is_numpy_array(call.weight):
-        plan = fft_geometry(geometry)
+        plan = fft_geometry(call.geometry)
         signals = blocks.images * max(in_channels * plan.n_phases, out_channels)
         points = signals * math.prod(blocks.lengths)
         threads = max(1, min(setting, points // FFT_POINTS_PER_WORKER))
