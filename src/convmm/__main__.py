@@ -1,5 +1,5 @@
-"""convmm's command line: worked examples of the lowering (demo) and benchmarks against
-PyTorch (bench)."""
+"""convmm's command line: worked examples of the lowering (demo), their pictures (show) and
+benchmarks against PyTorch (bench)."""
 
 import argparse
 import sys

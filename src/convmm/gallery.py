@@ -51,7 +51,8 @@ def pictures() -> list[tuple[str, str, Callable]]:
                                            convmm.bilinear_kernel(2, 1), stride=2,
                                            padding=1)),
         ("spectrum_blur", "A circular 3×3 box blur on 16×16: its singular values, and its "
-                          "gain per frequency (1 at zero frequency, small at high ones).",
+                          "gain per frequency (1 at zero frequency, falling away from it, "
+                          "zero where the box's transfer function vanishes).",
          lambda: plot.spectrum(convmm.ConvOperator(blur, (1, 16, 16), padding=1,
                                                    padding_mode="circular"))),
         ("arithmetic_padding_stride", "Convolution arithmetic: a 3×3 kernel over a 5×5 "
@@ -60,9 +61,9 @@ def pictures() -> list[tuple[str, str, Callable]]:
         ("arithmetic_dilation", "A 3×3 kernel with dilation 2 over a 7×7 input (3×3 "
                                 "outputs): the taps 2 apart.",
          lambda: plot.arithmetic(7, 3, dilation=2)),
-        ("arithmetic_same_stride2", "\"same\" padding at stride 2: ⌈5/2⌉ = 3 outputs per "
-                                    "axis, the odd padding sample at the end.",
-         lambda: plot.arithmetic(5, 3, stride=2, padding="same")),
+        ("arithmetic_same_stride2", "\"same\" padding at stride 2 on a 6×6 input: ⌈6/2⌉ = 3 "
+                                    "outputs per axis, the one padding sample at the end.",
+         lambda: plot.arithmetic(6, 3, stride=2, padding="same")),
         ("arithmetic_transposed", "A transposed convolution, 3×3 input, 3×3 kernel, stride "
                                   "2, padding 1, output padding 1: the stride-1 "
                                   "convolution over the zero-inserted input (6×6 outputs).",
@@ -85,13 +86,13 @@ def render(out: str, image_format: str = "png", only: tuple[str, ...] = ()) -> l
     matplotlib.use("Agg")
     from convmm.plot import Arithmetic
 
-    os.makedirs(out, exist_ok=True)
-    written, items = [], []
     known = [stem for stem, _, _ in pictures()]
     unknown = [name for name in only if name not in known]
     if unknown:
         raise SystemExit(f"show --only: no picture named {', '.join(unknown)}; the gallery has "
                          f"{', '.join(known)}")
+    os.makedirs(out, exist_ok=True)
+    written, items = [], []
     for stem, caption, draw in pictures():
         if only and stem not in only:
             continue

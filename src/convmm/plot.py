@@ -294,8 +294,10 @@ def im2col(input_shape: Sequence[int], kernel_size: IntOrTuple, *, stride: IntOr
     left.set_xlim(-0.5 - pairs[-1][0], plane.shape[1] - 0.5 + pairs[-1][1])
     if len(spatial) > 1:
         left.set_ylim(plane.shape[0] - 0.5 + pairs[0][1], -0.5 - pairs[0][0])
+    copies = ("zeros" if padding_mode_name(padding_mode) == "zeros"
+              else "the sample it copies")
     left.set_title(f"input (channel 0 of {channels}), samples numbered;\n"
-                   f"dotted: {padding_mode} padding, the sample it copies", fontsize=9)
+                   f"dotted: {padding_mode} padding, {copies}", fontsize=9)
     left.set_yticks(range(-pairs[0][0], plane.shape[0] + pairs[0][1]) if len(spatial) > 1
                     else [])
     right.imshow(matrix, cmap=ListedColormap(["0.95"]), aspect="equal",
@@ -614,7 +616,7 @@ def arithmetic(input_size: IntOrTuple, kernel_size: IntOrTuple, stride: IntOrTup
         axes.set_aspect("equal")
         axes.axis("off")
     kind = "transposed convolution" if transposed else "convolution"
-    inserted = (f"s − 1 = {steps[0] - 1}, {steps[1] - 1} zeros inserted, "
+    inserted = (f"s − 1 = {steps[0] - 1}, {steps[1] - 1} zero(s) inserted, "
                 if transposed else "")
     left.set_title(f"{kind} input {size[0]}×{size[1]}\n{inserted}padded to "
                    f"{grid[0]}×{grid[1]}", fontsize=9)
