@@ -122,3 +122,22 @@ def test_every_kernel_compiles_to_ptx(launches, monkeypatch):
             failures.append(f"{kernel.py_func.__name__}{types}: {type(error).__name__}: "
                             f"{str(error)[:300]}")
     assert not failures, "\n".join(failures)
+
+
+def test_launch_caps_every_grid_at_cudas_limits():
+    """A grid beyond CUDA's limits (65535 blocks in y and z) fails to launch on a GPU,
+    which the simulator does not check: ``_launch`` caps each dimension, and the kernels
+    loop over their grid (tests/test_cuda_engine.py runs them under tiny caps)."""
+    from convmm._engines.cuda import engine as cuda_engine
+
+    grids = []
+
+    class Kernel:
+        def __getitem__(self, configuration):
+            grids.append(configuration[0])
+            return lambda *args: None
+
+    cuda_engine._launch(Kernel(), (2 ** 40, 70000, 65535), (256, 1, 1), 0)
+    cuda_engine._launch(Kernel(), (5, 3), (256, 1), 0)
+    cuda_engine._launch(Kernel(), 2 ** 32, 256, 0)
+    assert grids == [(2 ** 31 - 1, 65535, 65535), (5, 3), (2 ** 31 - 1,)]

@@ -138,6 +138,21 @@ def test_every_map_by_every_method(on_cuda, method, seed):
         assert_close(actual, desired, xp, dtype=cfg.dtype)
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("seed", range(4))
+def test_every_kernel_covers_its_work_from_a_capped_grid(on_cuda, method, seed, monkeypatch):
+    """CUDA caps a grid at 65535 blocks in y and z (``engine.MAX_GRID``), where the
+    engine puts channels, images and groups: a deep layer or a large batch would
+    exceed it.  Under caps of two blocks per dimension every kernel must loop over
+    its grid and still write every element once."""
+    from convmm._engines.cuda import engine as cuda_engine
+
+    monkeypatch.setattr(cuda_engine, "MAX_GRID", (2, 2, 2))
+    test_every_map_by_every_method(on_cuda, method, 100 + seed)
+    if method == "tiled_blas":
+        test_gemm_kernel(on_cuda, (19, 9, 21), "float32")
+
+
 @pytest.mark.parametrize("dtype", ["float32", "complex128"])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (8, 4, 8), (13, 11, 19), (5, 9, 3)])
 def test_gemm_kernel(on_cuda, shape, dtype):
@@ -210,7 +225,7 @@ class _MemoryHook:
 # (where the engine takes NumPy arrays for CuPy's): it checks the command's plumbing,
 # not CuPy, and its times and memory mean nothing.
 _STAND_IN_CUPY = SimpleNamespace(
-    __version__="stand-in", asarray=np.asarray, empty=np.empty, matmul=np.matmul, abs=np.abs,
+    __version__="stand-in", ndarray=type("ndarray", (), {}), asarray=np.asarray, empty=np.empty, matmul=np.matmul, abs=np.abs,
     float32=np.float32, float64=np.float64, random=SimpleNamespace(default_rng=np.random.default_rng),
     cuda=SimpleNamespace(
         runtime=SimpleNamespace(getDeviceCount=lambda: 1,
@@ -230,6 +245,11 @@ def test_gpu_bench(on_cuda, tf32, tmp_path, monkeypatch, capsys):
     if SIMULATED:
         monkeypatch.setitem(sys.modules, "cupy", _STAND_IN_CUPY)
     monkeypatch.setattr(bench.Gpu, "GEMM_SIZE", 9)
+    monkeypatch.setattr(bench, "LARGE_KERNELS", (
+        dict(name="tiny_blur", dtype="float32", peer="torch", target=1.0,
+             x=(1, 1, 9, 8), w=(1, 1, 4, 3), padding="same"),
+        dict(name="tiny_fwd+bwd", dtype="float32", peer="torch", target=1.0,
+             x=(1, 2, 5, 4), w=(2, 2, 3, 3), padding="same", backward=True)))
     monkeypatch.delenv("CUPY_TF32", raising=False)
     layers = tmp_path / "layers.json"
     layers.write_text('{"layers": [{"name": "tiny", "N": 2, "C": 2, "spatial": [4, 3], "K": 2, '
@@ -242,6 +262,11 @@ def test_gpu_bench(on_cuda, tf32, tmp_path, monkeypatch, capsys):
     assert report["backend"] == "cupy" and report["batch"] == 1 and report["peer"] == "cuDNN"
     assert [r["which"] for r in report["results"]] == ["forward", "transpose", "backward"]
     assert all(r["seconds"] > 0 for r in report["results"])
+    assert all(r["repeatable"] is True for r in report["results"])
+    assert [(r["case"], r["method"]) for r in report["large"]] == [
+        ("tiny_blur", "fft"), ("tiny_blur", "direct"),      # auto: too few channels for a GEMM
+        ("tiny_fwd+bwd", "fft"), ("tiny_fwd+bwd", "direct")]
+    assert all(r["seconds"] > 0 and r["peer"] == "cuDNN" for r in report["large"])
     assert os.environ["CUPY_TF32"] == ("1" if tf32 else "0")
     (gemm,) = report["gemm"]
     assert gemm["size"] == 9 and gemm["peer"] == "cupy.matmul (cuBLAS)"
@@ -249,6 +274,8 @@ def test_gpu_bench(on_cuda, tf32, tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert f"TF32 {'allowed' if tf32 else 'off'} (CUPY_TF32={int(tf32)})" in printed
     assert "GEMM 9³ float32: convmm" in printed
+    assert "same bits on a second run: 1 of 1 layers" in printed
+    assert "large kernels (fft and auto against cuDNN)" in printed
 
 
 @pytest.mark.parametrize("groups", [1, 4])

@@ -31,6 +31,9 @@ False) unless ``--tf32`` allows it on both; convmm's own kernels always
 compute in strict float32.  Extra memory is the peak of CuPy's memory pool in
 use during the call (a memory hook), less the output.  The GEMM section times
 the CUDA engine's block-tiled GEMM against ``cupy.matmul`` (cuBLAS) at 4096³.
+Every pass is run twice more after its timing, and the report says whether the
+two results hold the same bits.  The large-kernel section times ``method="fft"``
+(cuFFT through CuPy) and ``auto`` (a GEMM method on the GPU) against cuDNN.
 
 The small-layer section (CPU only; ``--no-small`` skips it) times calls where
 per-call overhead decides: one 8×8 image, two layers of a batch of 32 28×28
@@ -55,6 +58,7 @@ import time
 import tracemalloc
 from importlib import resources
 
+import array_api_compat
 import numpy as np
 
 PASSES = ("forward", "transpose", "backward")
@@ -276,11 +280,12 @@ def large_cases():
     return [spec["name"] for spec in LARGE_KERNELS]
 
 
-def large_call(library, name, method="auto"):
+def large_call(library, name, method="auto", random=None):
     """A no-argument function running one large-kernel case with ``library`` ("convmm",
-    "torch" or "scipy"), on the same data in every process."""
+    "torch" or "scipy"), on the same data in every process; ``random(dtype, seed)``
+    makes the arrays (default ``Host.random``: NumPy's; ``Gpu.random``: CuPy's)."""
     spec = next(spec for spec in LARGE_KERNELS if spec["name"] == name)
-    random = Host.random(spec["dtype"], seed=7)
+    random = (random or Host.random)(spec["dtype"], seed=7)
     x, w = random(spec["x"]), random(spec["w"]) / math.prod(spec["w"][1:]) ** 0.5
     same = [((k - 1) // 2, k // 2) for k in spec["w"][2:]]      # convmm's "same", as pairs
     if library == "scipy":
@@ -314,7 +319,8 @@ def large_call(library, name, method="auto"):
 
     def forward_backward():
         y = convmm.conv(x, w, padding=same, method=method)
-        return convmm.conv_backward(np.ones_like(y), x, w, padding=same, method=method)
+        ones = array_api_compat.array_namespace(y).ones_like(y)
+        return convmm.conv_backward(ones, x, w, padding=same, method=method)
 
     return forward_backward
 
@@ -902,15 +908,59 @@ def _run_device(args, backend, layers, batch):
         results.append(dict(layer=layer.name, shape=layer.shape(), which=which,
                             seconds=t_ours, gflops=layer.flops(which) / t_ours / 1e9,
                             extra_bytes=extra, torch_seconds=t_torch,
-                            ratio=None if t_torch is None else t_ours / t_torch))
+                            ratio=None if t_torch is None else t_ours / t_torch,
+                            repeatable=same_bits(ours(), ours())))
         del ours, theirs, arrays, calls
     _progress(len(jobs), len(jobs), "done")
+    large = _large_kernels_device(args, backend, torch) if args.large else []
     gemm = backend.gemm(repeats=max(args.repeats, 5)) if args.gemm else []
     report = _report(args, backend, batch, results, gemm,
                      None if torch is None else torch.__version__, backend.describe())
+    report["large"] = large
     if torch is not None:
         report["cudnn"] = torch.backends.cudnn.version()
     return report
+
+
+def same_bits(first, second) -> bool:
+    """Whether two results of one call (an array, or a tuple of arrays and Nones) hold
+    the same bits: the repeatability the engines promise (no atomics, fixed orders)."""
+    if first is None or second is None:
+        return first is second
+    if isinstance(first, tuple):
+        return len(first) == len(second) and all(map(same_bits, first, second))
+    if first.shape != second.shape or first.dtype != second.dtype:
+        return False
+    module = np if array_api_compat.is_numpy_array(first) else __import__("cupy")
+    a, b = (module.ascontiguousarray(v).view(module.uint8) for v in (first, second))
+    return bool((a == b).all())
+
+
+def _large_kernels_device(args, backend, torch):
+    """The large-kernel section on the GPU: convmm's ``method="fft"`` (cuFFT through
+    CuPy) and ``auto`` (a GEMM method: ``auto`` takes the FFT on the CPU only), each
+    against PyTorch on cuDNN, timed in this process like the suite."""
+    import convmm
+
+    rows = []
+    for done, name in enumerate(large_cases()):
+        _progress(done, len(LARGE_KERNELS), name)
+        spec = next(spec for spec in LARGE_KERNELS if spec["name"] == name)
+        theirs = None if torch is None else large_call("torch", name, random=backend.random)
+        x = backend.random(spec["dtype"], seed=7)(spec["x"])
+        w = backend.random(spec["dtype"], seed=7)(spec["w"])
+        same = [((k - 1) // 2, k // 2) for k in spec["w"][2:]]
+        auto = convmm.explain(convmm.conv, x, w, padding=same).split(":")[1].split("(")[0].strip()
+        for method in ("fft", "auto"):
+            ours = large_call("convmm", name, method, random=backend.random)
+            t_ours, t_peer = timed_pair(ours, theirs, args.repeats, backend.seconds)
+            rows.append(dict(case=name, method=auto if method == "auto" else method,
+                             seconds=t_ours, peer=backend.peer, peer_seconds=t_peer,
+                             ratio=None if t_peer is None else t_ours / t_peer, target=None))
+            del ours
+        del theirs
+    _progress(len(LARGE_KERNELS), len(LARGE_KERNELS), "done")
+    return rows
 
 
 # --------------------------------------------------------------------------- every method's cost
@@ -1084,6 +1134,12 @@ def format_report(report, passes):
             worst = max(rows, key=lambda r: r["ratio"] or 0)
             lines.append(f"geometric mean convmm/{peer}: {mean:.2f}   worst: {worst['layer']} "
                          f"{worst['ratio']:.2f}")
+        checked = [r for r in rows if "repeatable" in r]
+        if checked:
+            differing = [r["layer"] for r in checked if not r["repeatable"]]
+            lines.append(f"same bits on a second run: {len(checked) - len(differing)} of "
+                         f"{len(checked)} layers" + (f" (differ: {', '.join(differing)})"
+                                                     if differing else ""))
     small = report.get("small") or []
     if small:
         lines += ["", f"small layers (per call, the median of {SMALL_CALLS} calls a round):",
@@ -1095,14 +1151,17 @@ def format_report(report, passes):
         lines.append("")
     large = report.get("large") or []
     if large:
-        lines += ["large kernels (auto against each case's peer):",
+        lines += [""] if lines[-1] else []
+        lines += ["large kernels (" + ("fft and auto against cuDNN" if report["backend"] == "cupy"
+                                       else "auto against each case's peer") + "):",
                   f"{'case':<28} {'method':<14} {'ms':>9} {'peer':<20} {'peer ms':>9} "
                   f"{'ratio':>6} {'target':>6}"]
         for r in large:
             peer_ms = "" if r["peer_seconds"] is None else f"{r['peer_seconds'] * 1e3:9.2f}"
             ratio = "" if r["ratio"] is None else f"{r['ratio']:6.2f}"
+            target = "" if r["target"] is None else f"{r['target']:6.2f}"
             lines.append(f"{r['case']:<28} {r['method']:<14} {r['seconds'] * 1e3:9.2f} "
-                         f"{r['peer']:<20} {peer_ms:>9} {ratio:>6} {r['target']:6.2f}")
+                         f"{r['peer']:<20} {peer_ms:>9} {ratio:>6} {target:>6}")
         lines.append("")
     for row in report.get("gemm", []):
         lines.append(f"GEMM {row['size']}³ float32: convmm {row['convmm_gflops']:.1f} GFLOP/s, "
@@ -1154,8 +1213,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-small", dest="small", action="store_false",
                         help="skip the small-layer section (per-call overhead; CPU only)")
     parser.add_argument("--no-large", dest="large", action="store_false",
-                        help="skip the large-kernel section (the FFT lowering against "
-                             "scipy.signal.fftconvolve, PyTorch and convmm's GEMM methods)")
+                        help="skip the large-kernel section (on the CPU, auto against "
+                             "scipy.signal.fftconvolve, PyTorch and convmm's GEMM methods; on "
+                             "the GPU, method='fft' on cuFFT and auto against cuDNN)")
     parser.add_argument("--no-startup", dest="startup", action="store_false",
                         help="skip the start-up and cold-compile timings")
     parser.add_argument("--scaling", action="store_true",

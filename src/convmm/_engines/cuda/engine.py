@@ -108,17 +108,42 @@ def _grid(size, block):
     return max(1, -(-size // block))
 
 
-def _launch(kernel, grid, block, stream, *args):
-    """``kernel[grid, block, stream](*args)``, without numba-cuda's small-grid warning.
+MAX_GRID = (2 ** 31 - 1, 65535, 65535)
+"""CUDA's limits on a grid's blocks in x, y and z (compute capability 3.0 onwards).
+``_launch`` caps every grid at them; the kernels loop over their grid, so a capped
+grid still covers every element (tests lower the caps to make the kernels loop)."""
 
-    numba-cuda warns (NumbaPerformanceWarning) whenever a grid has fewer than
-    128 blocks.  Here the grid follows the caller's array sizes: a small
-    convolution would warn on every call, with nothing the caller could change.
+
+def _launch(kernel, grid, block, stream, *args):
+    """``kernel[grid, block, stream](*args)``: the grid capped at ``MAX_GRID``, CuPy's
+    arrays handed over without a host round trip, no small-grid warning.
+
+    numba-cuda reads a CuPy array through its CUDA array interface, and by default
+    synchronises the stream the array names before every launch (the interface's
+    version 3 asks consumers to): a host wait per kernel.  The launch goes on that
+    same stream (``_stream``), which orders it after the array's producers, so the
+    arrays are taken as device views without that wait.  numba-cuda warns
+    (NumbaPerformanceWarning) whenever a grid has fewer than 128 blocks; here the grid
+    follows the caller's array sizes, and a small convolution would warn on every
+    call, with nothing the caller could change.
     """
+    grid = tuple(min(blocks, limit) for blocks, limit in
+                 zip(grid if isinstance(grid, tuple) else (grid,), MAX_GRID))
+    args = tuple(_device_view(a) for a in args)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Grid size", category=Warning)
         configured = kernel[grid, block, stream]
     configured(*args)
+
+
+def _device_view(a):
+    """A CuPy array as numba-cuda's device array over the same memory, without the
+    stream synchronisation of the CUDA array interface; anything else unchanged."""
+    if not array_api_compat.is_cupy_array(a):
+        return a
+    from numba import cuda
+
+    return cuda.as_cuda_array(a, sync=False)
 
 
 # --------------------------------------------------------------------------- operands

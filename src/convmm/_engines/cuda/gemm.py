@@ -86,31 +86,32 @@ def gemm_kernel(tiles: Tiles, dtype_name: str):
         n = b.shape[1]
         thread = cuda.threadIdx.x
         tx, ty = thread % columns, thread // columns
-        row0, col0 = cuda.blockIdx.y * bm, cuda.blockIdx.x * bn
-        for i in range(tm):
-            for j in range(tn):
-                acc[i, j] = 0
-        for k0 in range(0, k, bk):
-            load_a(a_tile, a, row0, k0, thread)
-            for e in range(thread, bk * bn, block):
-                kk, cc = e // bn, e % bn
-                if k0 + kk < k and col0 + cc < n:
-                    b_tile[kk, cc] = b[k0 + kk, col0 + cc]
-                else:
-                    b_tile[kk, cc] = 0
-            cuda.syncthreads()
-            multiply(a_tile, b_tile, acc, a_reg, b_reg, thread)
-            cuda.syncthreads()
-        for i in range(tm):
-            r = row0 + ty + i * rows
-            if r < m:
-                for j in range(tn):
-                    cc = col0 + tx + j * columns
-                    if cc < n:
-                        if accumulate:
-                            c[r, cc] += acc[i, j]
+        for row0 in range(cuda.blockIdx.y * bm, m, cuda.gridDim.y * bm):
+            for col0 in range(cuda.blockIdx.x * bn, n, cuda.gridDim.x * bn):
+                for i in range(tm):
+                    for j in range(tn):
+                        acc[i, j] = 0
+                for k0 in range(0, k, bk):
+                    load_a(a_tile, a, row0, k0, thread)
+                    for e in range(thread, bk * bn, block):
+                        kk, cc = e // bn, e % bn
+                        if k0 + kk < k and col0 + cc < n:
+                            b_tile[kk, cc] = b[k0 + kk, col0 + cc]
                         else:
-                            c[r, cc] = acc[i, j]
+                            b_tile[kk, cc] = 0
+                    cuda.syncthreads()
+                    multiply(a_tile, b_tile, acc, a_reg, b_reg, thread)
+                    cuda.syncthreads()
+                for i in range(tm):
+                    r = row0 + ty + i * rows
+                    if r < m:
+                        for j in range(tn):
+                            cc = col0 + tx + j * columns
+                            if cc < n:
+                                if accumulate:
+                                    c[r, cc] += acc[i, j]
+                                else:
+                                    c[r, cc] = acc[i, j]
 
     return gemm
 
@@ -140,38 +141,40 @@ def implicit_conv_kernel(tiles: Tiles, dtype_name: str):
         taps, positions = plan.shape
         pixels = x.shape[2] if cl == 0 else x.shape[1]
         in_per_group = k // taps
-        image, g = cuda.blockIdx.z // groups, cuda.blockIdx.z % groups
         thread = cuda.threadIdx.x
         tx, ty = thread % columns, thread // columns
-        row0, col0 = cuda.blockIdx.y * bm, cuda.blockIdx.x * bn
-        for i in range(tm):
-            for j in range(tn):
-                acc[i, j] = 0
-        for k0 in range(0, k, bk):
-            load_a(w_tile, w[g], row0, k0, thread)
-            for e in range(thread, bk * bn, block):
-                kk, cc = e // bn, e % bn
-                kr, l = k0 + kk, col0 + cc
-                value = zero(0)
-                if kr < k and l < positions:
-                    c, t = kr // taps, kr % taps
-                    s = plan[t, l]
-                    if s < pixels:
-                        channel = g * in_per_group + c
-                        value = x[image, channel, s] if cl == 0 else x[image, s, channel]
-                p_tile[kk, cc] = value
-            cuda.syncthreads()
-            multiply(w_tile, p_tile, acc, a_reg, b_reg, thread)
-            cuda.syncthreads()
-        for i in range(tm):
-            o = row0 + ty + i * rows
-            if o < per_group:
-                for j in range(tn):
-                    l = col0 + tx + j * columns
-                    if l < positions:
-                        if cl == 0:
-                            y[image, g * per_group + o, l] = acc[i, j]
-                        else:
-                            y[image, l, g * per_group + o] = acc[i, j]
+        for z in range(cuda.blockIdx.z, x.shape[0] * groups, cuda.gridDim.z):
+            image, g = z // groups, z % groups
+            for row0 in range(cuda.blockIdx.y * bm, per_group, cuda.gridDim.y * bm):
+                for col0 in range(cuda.blockIdx.x * bn, positions, cuda.gridDim.x * bn):
+                    for i in range(tm):
+                        for j in range(tn):
+                            acc[i, j] = 0
+                    for k0 in range(0, k, bk):
+                        load_a(w_tile, w[g], row0, k0, thread)
+                        for e in range(thread, bk * bn, block):
+                            kk, cc = e // bn, e % bn
+                            kr, l = k0 + kk, col0 + cc
+                            value = zero(0)
+                            if kr < k and l < positions:
+                                c, t = kr // taps, kr % taps
+                                s = plan[t, l]
+                                if s < pixels:
+                                    channel = g * in_per_group + c
+                                    value = x[image, channel, s] if cl == 0 else x[image, s, channel]
+                            p_tile[kk, cc] = value
+                        cuda.syncthreads()
+                        multiply(w_tile, p_tile, acc, a_reg, b_reg, thread)
+                        cuda.syncthreads()
+                    for i in range(tm):
+                        o = row0 + ty + i * rows
+                        if o < per_group:
+                            for j in range(tn):
+                                l = col0 + tx + j * columns
+                                if l < positions:
+                                    if cl == 0:
+                                        y[image, g * per_group + o, l] = acc[i, j]
+                                    else:
+                                        y[image, l, g * per_group + o] = acc[i, j]
 
     return conv

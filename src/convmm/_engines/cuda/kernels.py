@@ -14,6 +14,10 @@ arrays) and the element type, built once per pair.  The tests build them with
 tiny tiles under the CUDA simulator, so that grids of several blocks and
 partial edge tiles are exercised; the GPU runs the default tiles.
 
+Every kernel loops over its grid (grid-stride loops in x, block loops in y and z),
+so that ``engine._launch`` can cap a grid at CUDA's limits (``engine.MAX_GRID``:
+2³¹ − 1 blocks in x, 65535 in y and z) and the kernel still covers every element.
+
 No kernel uses atomics: each output element is written by one thread (the
 weight gradient's by one block, reduced in a fixed order), so results are the
 same bits on every run.
@@ -95,90 +99,87 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
 
     @cuda.jit
     def im2col(x, plan, cl, first_channel, start, cols):
-        j, row = cuda.grid(2)
         rows, count = cols.shape
         taps, positions = plan.shape
-        if j >= count or row >= rows:
-            return
         pixels = x.shape[2] if cl == 0 else x.shape[1]
-        q = start + j
-        image, l = q // positions, q % positions
-        c, t = row // taps, row % taps
-        s = plan[t, l]
-        value = zero(0)
-        if s < pixels:
-            value = x[image, first_channel + c, s] if cl == 0 else x[image, s, first_channel + c]
-        cols[row, j] = value
+        for row in range(cuda.blockIdx.y, rows, cuda.gridDim.y):
+            c, t = row // taps, row % taps
+            for j in range(cuda.grid(1), count, cuda.gridsize(1)):
+                q = start + j
+                image, l = q // positions, q % positions
+                s = plan[t, l]
+                value = zero(0)
+                if s < pixels:
+                    value = x[image, first_channel + c, s] if cl == 0 else x[image, s, first_channel + c]
+                cols[row, j] = value
 
     @cuda.jit
     def col2im(cols, inverse, taps, positions, cl, first_channel, first_image, out):
-        p, c, local = cuda.grid(3)
         ranks, pixels = inverse.shape[1], inverse.shape[2]
-        channels = cols.shape[0] // taps
-        if p >= pixels or c >= channels or local >= cols.shape[1] // positions:
-            return
-        total = zero(0)
-        for r in range(ranks):
-            t = inverse[0, r, p]
-            if t < taps:
-                total += cols[c * taps + t, local * positions + inverse[1, r, p]]
-        if cl == 0:
-            out[first_image + local, first_channel + c, p] = total
-        else:
-            out[first_image + local, p, first_channel + c] = total
+        channels, images = cols.shape[0] // taps, cols.shape[1] // positions
+        for local in range(cuda.blockIdx.z, images, cuda.gridDim.z):
+            for c in range(cuda.blockIdx.y, channels, cuda.gridDim.y):
+                for p in range(cuda.grid(1), pixels, cuda.gridsize(1)):
+                    total = zero(0)
+                    for r in range(ranks):
+                        t = inverse[0, r, p]
+                        if t < taps:
+                            total += cols[c * taps + t, local * positions + inverse[1, r, p]]
+                    if cl == 0:
+                        out[first_image + local, first_channel + c, p] = total
+                    else:
+                        out[first_image + local, p, first_channel + c] = total
 
     @cuda.jit
     def direct_forward(x, plan, w, cl, y):
-        l, o, image = cuda.grid(3)
         out_channels, k = w.shape
         taps, positions = plan.shape
-        if l >= positions or o >= out_channels or image >= y.shape[0]:
-            return
         pixels = x.shape[2] if cl == 0 else x.shape[1]
         in_channels = x.shape[1] if cl == 0 else x.shape[2]
         in_per_group = k // taps
         per_group = out_channels // (in_channels // in_per_group)
-        first = (o // per_group) * in_per_group
-        total = zero(0)
-        for t in range(taps):
-            s = plan[t, l]
-            if s < pixels:
-                for c in range(in_per_group):
-                    value = x[image, first + c, s] if cl == 0 else x[image, s, first + c]
-                    total += w[o, c * taps + t] * value
-        if cl == 0:
-            y[image, o, l] = total
-        else:
-            y[image, l, o] = total
+        for image in range(cuda.blockIdx.z, y.shape[0], cuda.gridDim.z):
+            for o in range(cuda.blockIdx.y, out_channels, cuda.gridDim.y):
+                first = (o // per_group) * in_per_group
+                for l in range(cuda.grid(1), positions, cuda.gridsize(1)):
+                    total = zero(0)
+                    for t in range(taps):
+                        s = plan[t, l]
+                        if s < pixels:
+                            for c in range(in_per_group):
+                                value = x[image, first + c, s] if cl == 0 else x[image, s, first + c]
+                                total += w[o, c * taps + t] * value
+                    if cl == 0:
+                        y[image, o, l] = total
+                    else:
+                        y[image, l, o] = total
 
     @cuda.jit
     def direct_adjoint(gy, inverse, taps, w, cl, out):
-        p, channel, image = cuda.grid(3)
         ranks, pixels = inverse.shape[1], inverse.shape[2]
         out_channels, k = w.shape
         in_channels = out.shape[1] if cl == 0 else out.shape[2]
-        if p >= pixels or channel >= in_channels or image >= out.shape[0]:
-            return
-        positions = gy.shape[2] if cl == 0 else gy.shape[1]
         in_per_group = k // taps
         per_group = out_channels // (in_channels // in_per_group)
-        g, c = channel // in_per_group, channel % in_per_group
-        total = zero(0)
-        for r in range(ranks):
-            t, position = inverse[0, r, p], inverse[1, r, p]
-            if t < taps:
-                for o in range(g * per_group, (g + 1) * per_group):
-                    value = gy[image, o, position] if cl == 0 else gy[image, position, o]
-                    total += w[o, c * taps + t] * value
-        if cl == 0:
-            out[image, channel, p] = total
-        else:
-            out[image, p, channel] = total
+        for image in range(cuda.blockIdx.z, out.shape[0], cuda.gridDim.z):
+            for channel in range(cuda.blockIdx.y, in_channels, cuda.gridDim.y):
+                g, c = channel // in_per_group, channel % in_per_group
+                for p in range(cuda.grid(1), pixels, cuda.gridsize(1)):
+                    total = zero(0)
+                    for r in range(ranks):
+                        t, position = inverse[0, r, p], inverse[1, r, p]
+                        if t < taps:
+                            for o in range(g * per_group, (g + 1) * per_group):
+                                value = gy[image, o, position] if cl == 0 else gy[image, position, o]
+                                total += w[o, c * taps + t] * value
+                    if cl == 0:
+                        out[image, channel, p] = total
+                    else:
+                        out[image, p, channel] = total
 
     @cuda.jit
     def direct_weight_grad(gy, x, plan, cl, dw):
         partial = cuda.shared.array(threads, dtype)
-        kr, o = cuda.blockIdx.x, cuda.blockIdx.y
         thread = cuda.threadIdx.x
         out_channels, k = dw.shape
         taps, positions = plan.shape
@@ -187,25 +188,27 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
         in_channels = x.shape[1] if cl == 0 else x.shape[2]
         in_per_group = k // taps
         per_group = out_channels // (in_channels // in_per_group)
-        channel = (o // per_group) * in_per_group + kr // taps
-        t = kr % taps
-        total = zero(0)
-        for q in range(thread, n * positions, threads):
-            image, l = q // positions, q % positions
-            s = plan[t, l]
-            if s < pixels:
-                value = x[image, channel, s] if cl == 0 else x[image, s, channel]
-                grad = gy[image, o, l] if cl == 0 else gy[image, l, o]
-                total += grad * value
-        partial[thread] = total
-        cuda.syncthreads()
-        half = threads // 2
-        while half > 0:
-            if thread < half:
-                partial[thread] += partial[thread + half]
-            cuda.syncthreads()
-            half //= 2
-        if thread == 0:
-            dw[o, kr] = partial[0]
+        for o in range(cuda.blockIdx.y, out_channels, cuda.gridDim.y):
+            for kr in range(cuda.blockIdx.x, k, cuda.gridDim.x):
+                channel = (o // per_group) * in_per_group + kr // taps
+                t = kr % taps
+                total = zero(0)
+                for q in range(thread, n * positions, threads):
+                    image, l = q // positions, q % positions
+                    s = plan[t, l]
+                    if s < pixels:
+                        value = x[image, channel, s] if cl == 0 else x[image, s, channel]
+                        grad = gy[image, o, l] if cl == 0 else gy[image, l, o]
+                        total += grad * value
+                partial[thread] = total
+                cuda.syncthreads()
+                half = threads // 2
+                while half > 0:
+                    if thread < half:
+                        partial[thread] += partial[thread + half]
+                    cuda.syncthreads()
+                    half //= 2
+                if thread == 0:
+                    dw[o, kr] = partial[0]
 
     return Elementwise(im2col, col2im, direct_forward, direct_adjoint, direct_weight_grad)
