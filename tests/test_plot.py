@@ -46,6 +46,57 @@ def test_toeplitz_marks_folded_taps_and_each_tap_once():
     assert list(row[row > 0]) == [1, 2, 3]
 
 
+SPARSITY_CASES = [
+    # One pixel per cell (288×288 cells, over DENSE_CELLS), then binned (1600×1600 and
+    # 3200×1800 into 512×512 pixels), every layout and a folding padding mode.
+    (np.ones((2, 2, 3, 3)), (2, 12, 12), dict(padding=1, padding_mode="reflect")),
+    (np.ones((1, 1, 3, 3)), (1, 40, 40), dict(padding="same", padding_mode="circular")),
+    (np.ones((2, 2, 1, 3)), (30, 20, 3), dict(data_format="channels_last", groups=3,
+                                               stride=(1, 2), padding=1,
+                                               padding_mode="symmetric")),
+    (np.ones((2, 1, 5)), (1, 1000), dict(dilation=3, padding=6, padding_mode="replicate")),
+]
+
+
+@pytest.mark.parametrize("weight, shape, keywords", SPARSITY_CASES)
+def test_toeplitz_draws_large_matrices_as_a_sparsity_picture(weight, shape, keywords):
+    """Every pixel holding a non-zero of convmm.toeplitz's C is coloured and no other;
+    its colour is the one tap its cells carry, black where taps fold, grey where the
+    cells of one pixel carry different taps."""
+    figure = plot.toeplitz(weight, shape, **keywords)
+    codes = np.asarray(figure.axes[0].images[0].get_array())
+    matrix = convmm.toeplitz(weight, shape, format="coo", **keywords)
+    rows, columns = matrix.shape
+    assert rows * columns > plot.DENSE_CELLS
+    height, width = min(rows, plot.SPARSITY_PIXELS), min(columns, plot.SPARSITY_PIXELS)
+    assert codes.shape == (height, width)
+    occupied = np.zeros((height, width), dtype=bool)
+    occupied[matrix.row * height // rows, matrix.col * width // columns] = True
+    np.testing.assert_array_equal(codes != 0, occupied)
+    # Each cell's own code, from the matrices of one tap at a time.
+    kernel = weight.shape[2:] if keywords.get("data_format") != "channels_last" else weight.shape[:-2]
+    taps = int(np.prod(kernel))
+    cells = {}
+    for t in range(taps):
+        indicator = np.zeros(weight.shape)
+        index = np.unravel_index(t, kernel)
+        if keywords.get("data_format") == "channels_last":
+            indicator[index] = 1
+        else:
+            indicator[(slice(None), slice(None), *index)] = 1
+        carries = convmm.toeplitz(indicator, shape, format="coo", **keywords)
+        for r, c in zip(*(index[carries.data != 0] for index in carries.coords)):
+            cells.setdefault((r * height // rows, c * width // columns), {}).setdefault(
+                (r, c), set()).add(t + 1)
+    for (i, j), by_cell in cells.items():
+        per_cell = {next(iter(t)) if len(t) == 1 else taps + 1 for t in by_cell.values()}
+        assert codes[i, j] == (per_cell.pop() if len(per_cell) == 1 else taps + 2), (i, j)
+    title = figure.axes[0].get_title()
+    assert f"{matrix.nnz} non-zeros" in title
+    assert ("one pixel per cell" in title) == ((height, width) == (rows, columns))
+    figure.canvas.draw()
+
+
 @pytest.mark.parametrize("shape, kernel, keywords", [
     ((1, 5, 5), 3, dict(stride=2, padding=1)),
     ((2, 6), (3,), dict(dilation=2, padding="same", padding_mode="reflect")),
@@ -92,8 +143,8 @@ def test_pictures_raise_what_the_pictured_function_raises():
         plot.im2col((1, 2, 2), 5)
     with pytest.raises(ValueError, match="1 or 2 spatial dims"):
         plot.im2col((1, 3, 3, 3), 2)
-    with pytest.raises(ValueError, match="at most"):
-        plot.toeplitz(np.ones((8, 8, 3, 3)), (8, 32, 32), padding=1)
+    with pytest.raises(ValueError, match="at most 4000000 non-zeros.*has 8667136"):
+        plot.toeplitz(np.ones((64, 64, 3, 3)), (64, 16, 16), padding=1)
 
 
 def test_importing_convmm_imports_no_matplotlib_and_plot_says_how_to_get_it():

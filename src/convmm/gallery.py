@@ -45,6 +45,11 @@ def pictures() -> list[tuple[str, str, Callable]]:
                              "convolution of a 3×3 input with a 2×2 kernel: blocks of "
                              "Toeplitz blocks.",
          lambda: plot.toeplitz(flipped, (1, 3, 3), padding="full")),
+        ("layer_sparsity", "A layer's matrix too large to draw cell by cell (2 to 4 "
+                           "channels, 32×32, 3×3, reflect padding): its sparsity, one "
+                           "banded block per channel pair, folded taps at the edges.",
+         lambda: plot.toeplitz(np.random.default_rng(0).standard_normal((4, 2, 3, 3)),
+                               (2, 32, 32), padding=1, padding_mode="reflect")),
         ("bilinear_upsampling", "Bilinear upsampling by 2 as a transposed convolution with "
                                 "the tent kernel, stride 2, padding 1.",
          lambda: plot.conv_transpose_steps(np.array([[[0.0, 1, 2], [3, 4, 5]]]),

@@ -24,22 +24,32 @@ try:
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch, Rectangle
+    from matplotlib.ticker import MaxNLocator
 except ImportError as error:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "convmm.plot draws with matplotlib, which is not installed: "
         "pip install 'convmm[plot]' (or pip install matplotlib)") from error
 
 from . import _api
-from ._core.index_plans import coordinate_source
+from ._core.index_plans import coordinate_source, toeplitz_pairs
 from ._core.params import int_tuple
 from ._core.params import padding_mode as padding_mode_name
 from ._core.types import Array, DataFormat, Int, IntOrTuple, Padding, PaddingMode
+from ._core.validation import prepare_operator
 from ._operator.toeplitz import toeplitz as _toeplitz
 
 __all__ = ["Arithmetic", "arithmetic", "conv_transpose_steps", "im2col", "spectrum", "toeplitz"]
 
 DENSE_CELLS = 40_000
-"""The largest matrix (rows × columns) the pictures draw cell by cell."""
+"""The largest matrix (rows × columns) the pictures draw cell by cell; ``toeplitz``
+draws larger ones as a sparsity picture."""
+
+SPARSITY_PIXELS = 512
+"""A sparsity picture's pixels along each side at most: one pixel per cell up to this
+many rows (columns), else one per run of ⌈rows/512⌉ (⌈columns/512⌉) cells."""
+
+SPARSITY_ENTRIES = 4_000_000
+"""The most structural non-zeros a sparsity picture places (larger matrices are refused)."""
 
 VALUE_CELLS = 600
 """Matrices up to this many cells get each entry's value written in its cell."""
@@ -56,6 +66,13 @@ def _tap_colours(taps: int):
     else:
         base = [matplotlib.colormaps["viridis"](i / max(taps - 1, 1)) for i in range(taps)]
     return base
+
+
+def _ink(background) -> str:
+    """Black or white text, whichever reads better on ``background`` (by its luma,
+    ITU-R BT.601 weights)."""
+    red, green, blue, _ = matplotlib.colors.to_rgba(background)
+    return "white" if 0.299 * red + 0.587 * green + 0.114 * blue < 0.5 else "black"
 
 
 def _tap_name(index: int, kernel: Sequence[int]) -> str:
@@ -79,6 +96,11 @@ def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 
     replicate, circular and symmetric padding copy samples into the padding) is
     black.  Thick lines outline the channel blocks (channels-first) or the
     position blocks (channels-last); small matrices carry each entry's value.
+    Matrices over ``DENSE_CELLS`` cells are drawn as a sparsity picture: one pixel
+    per cell up to ``SPARSITY_PIXELS`` rows and columns, beyond that one pixel per
+    run of cells, coloured by its taps (grey where cells of different taps share
+    a pixel).  Each cell's taps come from the index plan the engines run on
+    (``index_plans.toeplitz_pairs``, the non-zero pattern of every channel block).
 
     Parameters
     ----------
@@ -93,13 +115,15 @@ def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 
     Returns
     -------
     matplotlib.figure.Figure
-        One axes; its image's array holds each cell's code: 0 empty, t + 1 for tap t,
-        ∏K + 1 where taps fold together.
+        One axes; its image's array holds each cell's (pixel's) code: 0 empty, t + 1
+        for tap t, ∏K + 1 where taps fold together, ∏K + 2 for a pixel of a sparsity
+        picture whose cells carry different codes.
 
     Raises
     ------
     TypeError, ValueError
-        As ``convmm.toeplitz``; a ValueError for a matrix over ``DENSE_CELLS`` cells.
+        As ``convmm.toeplitz``; a ValueError for a matrix of more than
+        ``SPARSITY_ENTRIES`` structural non-zeros.
 
     Examples
     --------
@@ -112,39 +136,26 @@ def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 
     keywords: dict[str, Any] = dict(stride=stride, padding=padding, dilation=dilation,
                                     groups=groups, padding_mode=padding_mode,
                                     data_format=data_format)
-    values = np.asarray(_numpy(_toeplitz(weight, input_shape, format="dense", **keywords)))
-    rows, columns = values.shape
-    if rows * columns > DENSE_CELLS:
-        raise ValueError(f"plot.toeplitz draws matrices of at most {DENSE_CELLS} cells, this "
-                         f"one has {rows}×{columns}; take a smaller input_shape")
+    call = prepare_operator(weight, input_shape, **keywords)
+    cell_rows, cell_columns, cell_codes, (rows, columns) = _cell_codes(call)
     w = _numpy(weight)
     nd = w.ndim - 2
     first = data_format == "channels_first"
     kernel = w.shape[2:] if first else w.shape[:nd]
     taps = math.prod(kernel)
+    if rows * columns > DENSE_CELLS:
+        return _sparsity_picture(call, cell_rows, cell_columns, cell_codes, (rows, columns),
+                                 kernel, _toeplitz_title(call, rows, columns, kernel, keywords))
+    values = np.asarray(_numpy(_toeplitz(weight, input_shape, format="dense", **keywords)))
     codes = np.zeros((rows, columns), dtype=int)
-    count = np.zeros((rows, columns), dtype=int)
-    for tap in range(taps):
-        indicator = np.zeros_like(w, dtype=float)
-        index = tuple(int(i) for i in np.unravel_index(tap, kernel))
-        where: tuple[Any, ...] = (slice(None), slice(None), *index) if first else (*index, ...)
-        indicator[where] = 1.0
-        carries = np.asarray(_toeplitz(indicator, input_shape, format="dense",
-                                       **keywords)) != 0
-        codes[carries] = tap + 1
-        count += carries
-    codes[count > 1] = taps + 1
+    codes[cell_rows, cell_columns] = cell_codes
     colours = ["white", *_tap_colours(taps), "black"]
     figure = _figure(columns * 0.3 + 3, rows * 0.3 + 1.5)
     axes = figure.add_subplot()
     axes.imshow(codes, cmap=ListedColormap(colours), vmin=0, vmax=taps + 1,
                 interpolation="nearest", aspect="equal")
-    out_shape = _api.conv_output_shape(tuple(input_shape[1:] if first else input_shape[:-1]),
-                                       tuple(kernel), stride=stride, padding=padding,
-                                       dilation=dilation)
-    in_channels = input_shape[0] if first else input_shape[-1]
-    out_channels = w.shape[0] if first else w.shape[-1]
-    spatial_in = tuple(input_shape[1:] if first else input_shape[:-1])
+    out_shape, spatial_in = call.geometry.output_size, call.geometry.input_size
+    in_channels, out_channels = call.forward_channels
     _outline(axes, rows, columns, out_channels, in_channels, math.prod(out_shape),
              math.prod(spatial_in), first)
     if first and len(out_shape) > 1:      # the doubly blocked structure: rows of the image
@@ -154,38 +165,124 @@ def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 
             axes.axvline(c - 0.5, color="0.75", linewidth=0.6)
     if rows * columns <= VALUE_CELLS:
         for r, c in zip(*np.nonzero(values)):
-            colour = "white" if codes[r, c] == taps + 1 else "black"
+            colour = _ink(colours[codes[r, c]])
             axes.text(c, r, f"{values[r, c]:.3g}", ha="center", va="center", fontsize=7,
                       color=colour)
+    axes.set_title(_toeplitz_title(call, rows, columns, kernel, keywords), fontsize=9)
+    _toeplitz_labels(axes, first, colours, kernel, codes)
+    return figure
+
+
+def _cell_codes(call):
+    """(rows, columns, codes, shape) of C's structural non-zeros: code t + 1 for a cell
+    that tap t alone reads, ∏K + 1 where several taps fold onto it.
+
+    Every (output channel, input channel) block of one group has the non-zero
+    pattern ``toeplitz_pairs`` (the engines' im2col plan, sorted by cell); the
+    blocks are placed as ``convmm.toeplitz`` places them.
+    """
+    geometry, groups = call.geometry, call.groups
+    position, pixel, taps = toeplitz_pairs(geometry, call.mode)
+    n_taps = geometry.n_taps
+    code = np.where((taps[1:] == n_taps).all(axis=0), taps[0] + 1, n_taps + 1)
+    in_channels, out_channels = call.forward_channels
+    in_per_group, per_group = in_channels // groups, out_channels // groups
+    positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
+    shape = (out_channels * positions, in_channels * pixels)
+    entries = out_channels * in_per_group * code.size
+    if entries > SPARSITY_ENTRIES:
+        raise ValueError(f"plot.toeplitz places at most {SPARSITY_ENTRIES} non-zeros, C of "
+                         f"this call ({shape[0]}×{shape[1]}) has {entries}; take a smaller "
+                         f"input_shape or fewer channels")
+    o = np.arange(out_channels)[:, None, None]
+    c = (o // per_group) * in_per_group + np.arange(in_per_group)[None, :, None]
+    if call.layout.name == "channels_first":
+        row, column = o * positions + position, c * pixels + pixel
+    else:
+        row, column = position * out_channels + o, pixel * in_channels + c
+    full = (out_channels, in_per_group, code.size)
+    return (np.broadcast_to(row, full).ravel(), np.broadcast_to(column, full).ravel(),
+            np.broadcast_to(code, full).ravel(), shape)
+
+
+def _toeplitz_title(call, rows, columns, kernel, keywords):
+    geometry = call.geometry
+    in_channels, out_channels = call.forward_channels
     join = "×".join
-    axes.set_title(
-        f"C of conv: {rows}×{columns} ({out_channels} output channel"
-        f"{'s' if out_channels > 1 else ''} × {join(map(str, out_shape))} positions, "
-        f"{in_channels} input channel{'s' if in_channels > 1 else ''} × "
-        f"{join(map(str, spatial_in))} samples)\n"
-        f"kernel {join(map(str, kernel))}, stride {stride}, padding {padding!r}, dilation "
-        f"{dilation}, groups {groups}, {padding_mode}, {data_format}", fontsize=9)
+    return (f"C of conv: {rows}×{columns} ({out_channels} output channel"
+            f"{'s' if out_channels > 1 else ''} × {join(map(str, geometry.output_size))} "
+            f"positions, {in_channels} input channel{'s' if in_channels > 1 else ''} × "
+            f"{join(map(str, geometry.input_size))} samples)\n"
+            f"kernel {join(map(str, kernel))}, stride {keywords['stride']}, padding "
+            f"{keywords['padding']!r}, dilation {keywords['dilation']}, groups "
+            f"{keywords['groups']}, {keywords['padding_mode']}, {keywords['data_format']}")
+
+
+def _toeplitz_labels(axes, first, colours, kernel, codes):
+    """Axis labels and the legend: the taps' colours, black (folded) and grey (mixed) if drawn."""
+    taps = math.prod(kernel)
     axes.set_xlabel(f"input ({'channel, sample' if first else 'sample, channel'}), flattened")
     axes.set_ylabel(f"output ({'channel, position' if first else 'position, channel'})")
     handles = [Patch(color=colours[t + 1], label=_tap_name(t, kernel))
                for t in range(min(taps, TAP_COLOURS))]
     if int((codes == taps + 1).sum()):
         handles.append(Patch(color="black", label="several taps folded"))
+    if int((codes == taps + 2).sum()):
+        handles.append(Patch(color=colours[taps + 2], label="cells of several taps\nin one pixel"))
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
                 frameon=False)
+
+
+def _sparsity_picture(call, cell_rows, cell_columns, cell_codes, shape, kernel, title):
+    """C over ``DENSE_CELLS`` cells: its cells binned into at most ``SPARSITY_PIXELS`` pixels
+    a side, each pixel coloured by the code its cells share (``_cell_codes``), grey where
+    they differ, white where it holds no non-zero."""
+    rows, columns = shape
+    taps = math.prod(kernel)
+    height, width = min(rows, SPARSITY_PIXELS), min(columns, SPARSITY_PIXELS)
+    pixel = (cell_rows * height // rows) * width + cell_columns * width // columns
+    empty = taps + 3
+    low = np.full(height * width, empty)
+    high = np.zeros(height * width, dtype=int)
+    np.minimum.at(low, pixel, cell_codes)
+    np.maximum.at(high, pixel, cell_codes)
+    codes = np.where(low == empty, 0, np.where(low == high, low, taps + 2)).reshape(height, width)
+    colours = ["white", *_tap_colours(taps), "black", "0.6"]
+    tall = rows / columns
+    figure = _figure(9.0 / tall + 3.0, 9.0) if tall >= 1 else _figure(10.0, 7.0 * tall + 2.0)
+    axes = figure.add_subplot()
+    aspect = "equal" if 1 / 20 <= rows / columns <= 20 else "auto"
+    axes.imshow(codes, cmap=ListedColormap(colours), vmin=0, vmax=taps + 2,
+                interpolation="nearest", aspect=aspect,
+                extent=(-0.5, columns - 0.5, rows - 0.5, -0.5))
+    in_channels, out_channels = call.forward_channels
+    first = call.layout.name == "channels_first"
+    _outline(axes, rows, columns, out_channels, in_channels, call.geometry.n_positions,
+             math.prod(call.geometry.input_size), first, max_lines=32)
+    for axis in (axes.xaxis, axes.yaxis):      # a few round indices, not one per block
+        axis.set_major_locator(MaxNLocator(8, integer=True))
+    binned = ("one pixel per cell" if (height, width) == (rows, columns) else
+              f"one pixel per {-(-rows // height)}×{-(-columns // width)} cells")
+    axes.set_title(f"{title}\nsparsity picture, {binned}: {cell_codes.size} non-zeros, "
+                   f"{cell_codes.size / (rows * columns):.2%} of the cells", fontsize=9)
+    _toeplitz_labels(axes, first, colours, kernel, codes)
     return figure
 
 
-def _outline(axes, rows, columns, out_channels, in_channels, positions, samples, first):
-    """Lines between the channel blocks (channels-first) or position blocks (channels-last)."""
+def _outline(axes, rows, columns, out_channels, in_channels, positions, samples, first,
+             max_lines=None):
+    """Lines between the channel blocks (channels-first) or position blocks (channels-last),
+    none in a direction that would take more than ``max_lines``."""
     if first:
         row_block, column_block = positions, samples
     else:
         row_block, column_block = out_channels, in_channels
-    for r in range(row_block, rows, row_block):
-        axes.axhline(r - 0.5, color="0.3", linewidth=1.2)
-    for c in range(column_block, columns, column_block):
-        axes.axvline(c - 0.5, color="0.3", linewidth=1.2)
+    if max_lines is None or rows // row_block <= max_lines:
+        for r in range(row_block, rows, row_block):
+            axes.axhline(r - 0.5, color="0.3", linewidth=1.2)
+    if max_lines is None or columns // column_block <= max_lines:
+        for c in range(column_block, columns, column_block):
+            axes.axvline(c - 0.5, color="0.3", linewidth=1.2)
     axes.set_xticks(range(0, columns, max(1, columns // 16)))
     axes.set_yticks(range(0, rows, max(1, rows // 16)))
 
@@ -387,31 +484,39 @@ def conv_transpose_steps(x: Array, weight: Array, *, stride: IntOrTuple = 1,
     pairs = _api.resolve_padding(tuple((n - 1) * s + 1 for n, s in zip(plane.shape, steps)),
                                  taps, padding=padding, dilation=gaps)
     inserted = np.zeros(tuple((n - 1) * s + 1 for n, s in zip(plane.shape, steps)))
-    inserted[tuple(slice(None, None, s) for s in steps)] = plane
-    canvas = inserted
+    samples = tuple(slice(None, None, s) for s in steps)
+    inserted[samples] = plane
+    # Which cells hold x's samples (the rest are the recipe's zeros, drawn as dots, so
+    # that a sample of value 0 is not taken for one of them).
+    from_x = np.zeros(inserted.shape, dtype=bool)
+    from_x[samples] = True
+    canvas, canvas_from_x = inserted, from_x
     for axis, (k, d, (before, after), a) in enumerate(zip(taps, gaps, pairs, extra)):
         width = [(0, 0)] * nd
         low, high = d * (k - 1) - before, d * (k - 1) - after + a
         width[axis] = (max(low, 0), max(high, 0))
-        canvas = np.pad(canvas, width)
         crop = [slice(None)] * nd
-        crop[axis] = slice(max(-low, 0), canvas.shape[axis] - max(-high, 0))
-        canvas = canvas[tuple(crop)]
+        crop[axis] = slice(max(-low, 0), canvas.shape[axis] + sum(width[axis]) - max(-high, 0))
+        canvas = np.pad(canvas, width)[tuple(crop)]
+        canvas_from_x = np.pad(canvas_from_x, width)[tuple(crop)]
     dilated = np.zeros(tuple(d * (k - 1) + 1 for k, d in zip(taps, gaps)))
-    dilated[tuple(slice(None, None, d) for d in gaps)] = kernel
+    kernel_taps = tuple(slice(None, None, d) for d in gaps)
+    dilated[kernel_taps] = kernel
+    from_weight = np.zeros(dilated.shape, dtype=bool)
+    from_weight[kernel_taps] = True
     flipped = np.flip(dilated)
     stepped = np.asarray(_api.conv(canvas[None, None], flipped[None, None].copy()))[0, 0]
     shown = result.reshape(result.shape[-nd:]) if result.size == math.prod(
         result.shape[-nd:]) else result.reshape((-1, *result.shape[-nd:]))[0]
     difference = float(np.max(np.abs(stepped - shown))) if stepped.shape == shown.shape \
         else float("nan")
-    panels = [("input x", plane),
+    panels = [("input x", plane, None),
               (f"1) s − 1 = {', '.join(str(s - 1) for s in steps)} zero(s) inserted between "
-               f"samples", inserted),
-              ("2) padded by d·(K − 1) − p (+ output padding)", canvas),
-              ("3) the kernel, dilated and flipped", flipped),
-              ("4) stride-1 convolution of 2) with 3)", stepped),
-              ("conv_transpose(x, weight): Cᵀ·x", shown)]
+               f"samples (dots)", inserted, from_x),
+              ("2) padded by d·(K − 1) − p (+ output padding)", canvas, canvas_from_x),
+              ("3) the kernel, dilated and flipped", flipped, np.flip(from_weight)),
+              ("4) stride-1 convolution of 2) with 3)", stepped, None),
+              ("conv_transpose(x, weight): Cᵀ·x", shown, None)]
     # The Cᵀ view: the forward convolution's matrix C (from the output's size to x's),
     # transposed, applied to x flattened.
     matrix = np.asarray(_toeplitz(w, (1, *shown.shape), stride=stride, padding=padding,
@@ -419,19 +524,23 @@ def conv_transpose_steps(x: Array, weight: Array, *, stride: IntOrTuple = 1,
     product = (matrix @ plane.reshape(-1)).reshape(shown.shape)
     difference = max(difference, float(np.max(np.abs(product - shown))))
     panels += [(f"Cᵀ ({matrix.shape[0]}×{matrix.shape[1]}), C the forward convolution's "
-                f"matrix", matrix), ("Cᵀ · x, reshaped", product)]
+                f"matrix", matrix, matrix != 0), ("Cᵀ · x, reshaped", product, None)]
     figure = _figure(16, 6 if nd == 2 else 3.5)
-    for axes, (title, values) in zip(figure.subplots(2, 4).reshape(-1), panels):
+    for axes, (title, values, written) in zip(figure.subplots(2, 4).reshape(-1), panels):
         grid = values.reshape((1, -1)) if values.ndim == 1 else values
         axes.imshow(grid, cmap="RdBu_r", vmin=-np.max(np.abs(grid)) or -1,
                     vmax=np.max(np.abs(grid)) or 1, interpolation="nearest",
                     aspect="auto" if values is matrix else "equal")
         axes.images[0].set_array(values if values.ndim > 1 else grid)
-        if grid.size <= 100 and values is not matrix:
+        if grid.size <= (160 if values is matrix else 100):
             top = float(np.max(np.abs(grid))) or 1.0
+            shown_values = np.ones(grid.shape, bool) if written is None else \
+                written.reshape(grid.shape)
             for (i, j), value in np.ndenumerate(grid):
-                axes.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=8,
-                          color="white" if abs(value) > 0.6 * top else "black")
+                axes.text(j, i, f"{value:.3g}" if shown_values[i, j] else "·", ha="center",
+                          va="center", fontsize=6 if values is matrix else 8,
+                          color="white" if abs(value) > 0.6 * top else
+                          ("black" if shown_values[i, j] else "0.5"))
         axes.set_title(title, fontsize=9)
         axes.set_xticks([])
         axes.set_yticks([])
