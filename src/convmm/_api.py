@@ -25,7 +25,7 @@ from ._core.params import DATA_FORMATS, GRADIENT_NAMES, choice, int_tuple, paddi
 from ._core.validation import (check_dtype, checked_grad_output, gradient_needs,
                                lowering_geometry, namespace, prepare, rank_from, shape_args,
                                spatial_rank, unbatch, with_batch_axis)
-from ._engines import dispatch, policy
+from ._engines import dask_blocks as _dask, dispatch, policy
 from ._core.types import (Array, DataFormat, Int, IntOrTuple, Method, Needs, Padding,
                           PaddingMode, PaddingPairs, Shape, SignalMode, TransposeMethod)
 
@@ -161,6 +161,10 @@ def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTup
     >>> convmm.conv(np.array([[[1., 2, 4, 5, 3, 0]]]), np.array([[[5., 4]]]))
     array([[[13., 26., 40., 37., 15.]]])
     """
+    if _dask.is_dask(x, weight, bias):
+        return _dask.conv(x, weight, bias, stride=stride, padding=padding, dilation=dilation,
+                          groups=groups, padding_mode=padding_mode, data_format=data_format,
+                          method=method)
     call = _prepare(x, weight, bias, None, transposed=False, stride=stride,
                     padding=padding, dilation=dilation, groups=groups,
                     padding_mode=padding_mode, data_format=data_format, method=method)
@@ -251,6 +255,11 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, *,
            [ 3.,  0.,  4.,  0.],
            [ 0., -3.,  0., -4.]])
     """
+    if _dask.is_dask(x, weight, bias):
+        return _dask.conv_transpose(x, weight, bias, stride=stride, padding=padding,
+                                    dilation=dilation, groups=groups, padding_mode=padding_mode,
+                                    data_format=data_format, method=method,
+                                    output_padding=output_padding, output_size=output_size)
     call = _prepare(x, weight, bias, None, transposed=True, stride=stride,
                     padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                     data_format=data_format, method=method, output_padding=output_padding,
@@ -312,6 +321,10 @@ def conv_backward(grad_output: Array, x: Array, weight: Array, *,
     >>> convmm.conv_backward(np.ones((1, 1, 4)), x, w).weight
     array([[[ 6., 10.]]])
     """
+    if _dask.is_dask(grad_output, x, weight):
+        return ConvGrads(*_dask.conv_backward(
+            grad_output, x, weight, needs, stride=stride, padding=padding, dilation=dilation,
+            groups=groups, padding_mode=padding_mode, data_format=data_format, method=method))
     call = _prepare(x, weight, None, grad_output, transposed=False, stride=stride,
                     padding=padding, dilation=dilation, groups=groups,
                     padding_mode=padding_mode, data_format=data_format, method=method)
@@ -372,6 +385,11 @@ def conv_transpose_backward(grad_output: Array, x: Array, weight: Array, *,
     >>> convmm.conv_transpose_backward(np.arange(3.).reshape(1, 1, 3), x, w).input
     array([[[2., 5.]]])
     """
+    if _dask.is_dask(grad_output, x, weight):
+        return ConvGrads(*_dask.conv_transpose_backward(
+            grad_output, x, weight, needs, stride=stride, padding=padding, dilation=dilation,
+            groups=groups, padding_mode=padding_mode, data_format=data_format, method=method,
+            output_padding=output_padding, output_size=output_size))
     call = _prepare(x, weight, None, grad_output, transposed=True, stride=stride,
                     padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                     data_format=data_format, method=method, output_padding=output_padding,
@@ -468,7 +486,11 @@ SIGNAL_MODES = ("full", "valid", "same")
 
 
 def _plain_pair(in1, in2):
-    """(namespace, in1, in2) checked as two plain 1-3-d arrays of one rank."""
+    """(namespace, in1, in2) checked as two plain 1-3-d arrays of one rank (both as Dask
+    arrays where either is one)."""
+    if _dask.is_dask(in1, in2):
+        namespace(in1=_dask.stand_in(in1), in2=_dask.stand_in(in2))
+        in1, in2 = _dask.as_dask(in1), _dask.as_dask(in2)
     xp = namespace(in1=in1, in2=in2)
     for name, a in (("in1", in1), ("in2", in2)):
         if a.ndim not in (1, 2, 3):

@@ -12,7 +12,7 @@ from array_api_compat import device as device_of
 from .._core.layout import LAYOUTS
 from .._core.params import DATA_FORMATS, as_int, choice, int_tuple
 from .._core.validation import check_dtype, namespace, prepare, rank_from, with_batch_axis
-from .._engines import dispatch
+from .._engines import dask_blocks as _dask, dispatch
 from .._core.types import Array, DataFormat, Int, IntOrTuple
 
 
@@ -150,17 +150,21 @@ def upsample_bilinear(x: Array, factor: IntOrTuple, *,
     >>> convmm.upsample_bilinear(np.array([[[0., 3., 6.]]]), 3)
     array([[[0., 1., 2., 3., 4., 5., 6.]]])
     """
-    xp = namespace(x=x)
-    check_dtype(xp, x, "x")
+    chunk = _dask.stand_in(x)           # a Dask array's checks see its chunks' kind
+    xp = namespace(x=chunk)
+    check_dtype(xp, chunk, "x")
     nd = rank_from(factor, x.ndim - 2, "factor", x.shape)
     factors = _factors(factor, nd)
     layout = LAYOUTS[choice(data_format, DATA_FORMATS, "data_format")]
-    batched, _ = with_batch_axis(xp, x, nd, "x")
+    batched, _ = with_batch_axis(xp, chunk, nd, "x")
     channels = layout.channels(batched.shape)
     real = xp.float32 if x.dtype in (xp.float32, xp.complex64) else xp.float64
     weight = bilinear_kernel(factors, channels, dtype=real, data_format=data_format, xp=xp,
-                             device=device_of(x))
-    call = prepare(x, weight, None, None, transposed=True, stride=factors,
-                   padding=[f - 1 for f in factors], dilation=1, groups=channels,
-                   padding_mode="zeros", data_format=data_format, method="auto")
+                             device=device_of(chunk))
+    keywords = dict(stride=factors, padding=[f - 1 for f in factors], dilation=1,
+                    groups=channels, padding_mode="zeros", data_format=data_format,
+                    method="auto")
+    if _dask.is_dask(x):
+        return _dask.conv_transpose(x, weight, None, **keywords)
+    call = prepare(x, weight, None, None, transposed=True, **keywords)
     return dispatch.conv_transpose(call)

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import array_api_compat
 import numpy as np
 from array_api_compat import device as device_of
 from array_api_compat import is_cupy_array, is_numpy_array
@@ -23,7 +24,7 @@ from .._core.algorithms import conj
 from .._core.index_plans import axis_source, gather_index
 from .._core.params import as_int, choice
 from .._core.validation import check_dtype, namespace, prepare_operator
-from .._engines import dispatch, policy
+from .._engines import dask_blocks as _dask, dispatch, policy
 from .._core.types import (Array, DataFormat, Int, IntOrTuple, Method, Padding, PaddingMode,
                           Shape)
 from .toeplitz import TOEPLITZ_FORMATS, gather_taps, toeplitz_matrix
@@ -187,20 +188,29 @@ class ConvOperator:
             self._weights[key] = conj(xp, weight) if self._conjugate else weight
         return self._weights[key]
 
+    def _namespace(self, v):
+        """The namespace of v's own shape operations: Dask's for a Dask array, else the
+        weight's."""
+        return array_api_compat.array_namespace(v) if _dask.is_dask(v) else self._call.xp
+
     def _apply(self, columns):
         """The operator applied to each row of ``columns`` (k, N) → (k, M)."""
-        xp = self._call.xp
+        xp = self._namespace(columns)
         k = columns.shape[0]
         images = xp.reshape(columns, (k, *self.input_shape))
+        if _dask.is_dask(columns):      # block by block, each by the engine
+            apply = _dask.adjoint if self._adjoint else _dask.forward
+            return xp.reshape(apply(self._call, images, self._weight(columns.dtype)),
+                              (k, self.shape[0]))
         call = dataclasses.replace(self._call, x=images, weight=self._weight(columns.dtype))
         result = dispatch.conv_transpose(call) if self._adjoint else dispatch.conv(call)
         return xp.reshape(result, (k, self.shape[0]))
 
     def _operand(self, v, name, matrix):
         """v checked: in the weight's namespace, a float or complex dtype, N rows."""
-        namespace(**{name: v, "weight": self._call.weight})
+        namespace(**{name: _dask.stand_in(v), "weight": self._call.weight})
         xp = self._call.xp
-        check_dtype(xp, v, name)
+        check_dtype(xp, _dask.stand_in(v), name)
         n = self.shape[1]
         ok = (v.ndim == 2 and v.shape[0] == n) if matrix else (
             tuple(v.shape) in ((n,), (n, 1)))
@@ -209,7 +219,7 @@ class ConvOperator:
             raise ValueError(f"{name} must have shape {wanted} for an operator of shape "
                              f"{self.shape}, got {tuple(v.shape)}")
         dtype = xp.result_type(v.dtype, self.dtype)
-        return v if v.dtype == dtype else xp.astype(v, dtype)
+        return v if v.dtype == dtype else self._namespace(v).astype(v, dtype)
 
     def matvec(self, x: Array) -> Array:
         """C·x: the convolution of one flattened sample.
@@ -239,8 +249,9 @@ class ConvOperator:
         array([13., 26., 40.])
         """
         x = self._operand(x, "x", matrix=False)
-        y = self._apply(self._call.xp.reshape(x, (1, -1)))
-        return self._call.xp.reshape(y, (self.shape[0], *x.shape[1:]))
+        xp = self._namespace(x)
+        y = self._apply(xp.reshape(x, (1, -1)))
+        return xp.reshape(y, (self.shape[0], *x.shape[1:]))
 
     def matmat(self, X: Array) -> Array:
         """C·X: ``matvec`` on each of X's k columns, as one batch of k samples.
@@ -268,8 +279,8 @@ class ConvOperator:
         array([[-1.,  0.],
                [-2., -1.]])
         """
-        xp = self._call.xp
         X = self._operand(X, "X", matrix=True)
+        xp = self._namespace(X)
         return xp.permute_dims(self._apply(xp.permute_dims(X, (1, 0))), (1, 0))
 
     def rmatvec(self, y: Array) -> Array:

@@ -109,8 +109,28 @@ def get_num_threads() -> int:
     >>> convmm.get_num_threads() >= 1
     True
     """
+    local = getattr(_calling_thread, "setting", None)
+    if local is not None:
+        return local
     configured = _configured
     return configured if configured is not None else _default_threads()
+
+
+_calling_thread = threading.local()
+
+
+@contextmanager
+def calling_thread_setting(n: int):
+    """Within the block, calls from this thread plan for ``n`` threads (and hold at most
+    ``n`` of the shared slots), whatever the process-wide setting: a Dask block task
+    in a ``distributed`` worker plans for the worker's ``nthreads``, and the worker's
+    tasks side by side compute on at most that many threads (they share the slots)."""
+    previous = getattr(_calling_thread, "setting", None)
+    _calling_thread.setting = n
+    try:
+        yield
+    finally:
+        _calling_thread.setting = previous
 
 
 def set_num_threads(n: SupportsIndex | None) -> int | None:
@@ -257,7 +277,7 @@ _busy = 0          # slots taken: at most get_num_threads() of convmm's threads 
 @contextmanager
 def _slot(limit):
     """Hold one of ``limit`` slots shared by all callers (a holder never waits for another,
-    so nothing deadlocks; ``limit`` is read per slot, so a new setting applies at once)."""
+    so nothing deadlocks; ``limit`` is the calling thread's setting when its call began)."""
     global _busy
     with _slots:
         while _busy >= limit:
@@ -319,8 +339,8 @@ def _shared_pool(size):
         return _pool
 
 
-def _in_slot(work, k):
-    with _slot(get_num_threads()):
+def _in_slot(work, k, limit):
+    with _slot(limit):
         work(k)
 
 
@@ -334,15 +354,16 @@ def run_workers(work, threads, blas=True):
     ran at the speed of one (res2's 3×3 layer: 5 → 10 ms); setting BLAS to one
     thread sends them to sleep.  One worker on the caller's thread leaves them be.
     """
+    limit = get_num_threads()       # the caller's setting: pool threads have none of their own
     with _blas_hold if blas or threads > 1 else nullcontext(), slp_vectorising:
         if threads == 1:
-            _in_slot(work, 0)
+            _in_slot(work, 0, limit)
             return
         # Every worker a pool thread, each pinned to a CPU of its own (``_pin_worker``):
         # with the caller as worker 0, the caller (whose affinity is the user's) often
         # shared a core with the pinned worker after the cores had idled.
         pool = _shared_pool(threads)
-        for future in [pool.submit(_in_slot, work, k) for k in range(threads)]:
+        for future in [pool.submit(_in_slot, work, k, limit) for k in range(threads)]:
             future.result()
 
 

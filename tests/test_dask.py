@@ -1,0 +1,185 @@
+"""Convolutions of Dask arrays against the NumPy path: lazy results, irregular chunks
+(chunks of one sample, chunks not multiples of the stride, chunks smaller than the
+halo, channel chunks), every padding form and mode, both layouts, real and complex."""
+
+import numpy as np
+import pytest
+
+import convmm
+
+da = pytest.importorskip("dask.array")
+import dask  # noqa: E402
+
+from helpers import (assert_close, make_conv_inputs, random_array, random_config,  # noqa: E402
+                     random_transpose_case)
+
+
+def _irregular(rng, size):
+    """A random cut of ``size`` samples: whole, or pieces of 1 … ⌈size/2⌉ samples."""
+    if size <= 1 or rng.random() < 0.25:
+        return (size,)
+    pieces, left = [], size
+    while left:
+        piece = int(rng.integers(1, max(2, size // 2 + 1)))
+        pieces.append(min(piece, left))
+        left -= pieces[-1]
+    return tuple(pieces)
+
+
+def chunked(rng, a):
+    """``a`` as a Dask array with an irregular cut along every axis."""
+    return da.from_array(a, chunks=tuple(_irregular(rng, n) for n in a.shape))
+
+
+def _compare(got, want, dtype):
+    assert isinstance(got, da.Array)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert_close(got.compute(), want, np, dtype=dtype)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_conv_and_its_gradients_equal_the_numpy_path(seed):
+    rng = np.random.default_rng(9100 + seed)
+    cfg = random_config(rng)
+    x, w, b = make_conv_inputs(rng, cfg)
+    kw = cfg.kwargs(padding_mode=cfg.padding_mode)
+    kept = x.copy()
+    want = convmm.conv(x, w, b, **kw)
+    dx = chunked(rng, x)
+    _compare(convmm.conv(dx, w, b, **kw), want, cfg.dtype)
+    g = random_array(rng, want.shape, cfg.dtype)
+    dg = chunked(rng, g)
+    weight = chunked(rng, w) if rng.random() < 0.3 else w       # a Dask weight too
+    got = convmm.conv_backward(dg, dx, weight, **kw)
+    for actual, desired in zip(got, convmm.conv_backward(g, x, w, **kw)):
+        _compare(actual, desired, cfg.dtype)
+    np.testing.assert_array_equal(x, kept)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_conv_transpose_and_its_gradients_equal_the_numpy_path(seed):
+    rng = np.random.default_rng(9300 + seed)
+    cfg, x, w, b, kw = random_transpose_case(rng)
+    want = convmm.conv_transpose(x, w, b, **kw)
+    dx = chunked(rng, x)
+    _compare(convmm.conv_transpose(dx, w, b, **kw), want, cfg.dtype)
+    g = random_array(rng, want.shape, cfg.dtype)
+    got = convmm.conv_transpose_backward(chunked(rng, g), dx, w, **kw)
+    for actual, desired in zip(got, convmm.conv_transpose_backward(g, x, w, **kw)):
+        _compare(actual, desired, cfg.dtype)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular", "symmetric"])
+def test_the_padding_reads_across_the_global_edges(mode):
+    """Chunks of one sample, a stride of 3 across them and padding wider than a chunk:
+    the padding is the whole array's, not each chunk's."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 11, 10))
+    w = rng.standard_normal((4, 3, 3, 4))
+    kw = dict(stride=(3, 2), padding=((2, 1), (3, 2)), dilation=(2, 1), padding_mode=mode)
+    dx = da.from_array(x, chunks=(1, 1, 1, (3, 1, 4, 2)))
+    want = convmm.conv(x, w, **kw)
+    y = convmm.conv(dx, w, **kw)
+    _compare(y, want, "float64")
+    gi = convmm.conv_backward(da.from_array(want, chunks=(1, 2, 1, 1)), dx, w, **kw).input
+    _compare(gi, convmm.conv_backward(want, x, w, **kw).input, "float64")
+
+
+def test_output_chunks_follow_the_input_and_the_stride():
+    """Output o goes with the input chunk holding sample o·s: boundaries ⌈b/s⌉."""
+    x = da.zeros((1, 1, 20), chunks=(1, 1, (6, 7, 7)))
+    y = convmm.conv(x, np.ones((1, 1, 3)), stride=2, padding=1)
+    # input boundaries 6, 13 → outputs ⌈6/2⌉ = 3, ⌈13/2⌉ = 7; 10 outputs in all
+    assert y.chunks[2] == (3, 4, 3)
+    # chunks of a multiple of the stride: output chunks as regular as the input's
+    volume = da.zeros((1, 1, 64, 48), chunks=(1, 1, 16, 12))
+    y = convmm.conv(volume, np.ones((2, 1, 3, 3)), stride=(2, 3), padding=1,
+                    padding_mode="reflect")
+    assert y.chunks[2:] == ((8,) * 4, (4,) * 4)
+
+
+@pytest.mark.parametrize("method", ["direct", "tiled_blas", "implicit_gemm"])
+def test_without_a_channel_reduction_the_engines_bits_are_the_numpy_paths(method):
+    """The CPU engine's blocks along the batch and space run the same per-element sums
+    as the whole array (its order does not depend on the block's size); a split of the
+    input channels adds partial sums in another order, and the array-API im2col path
+    leaves the order to BLAS, which may choose it by the matrices' sizes."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 3, 16, 15)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    kw = dict(stride=2, padding=1, padding_mode="reflect", method=method)
+    for chunks in [(2, 3, 5, 7), (1, 3, 1, 15), (3, 3, 16, 2)]:
+        y = convmm.conv(da.from_array(x, chunks=chunks), w, **kw).compute()
+        np.testing.assert_array_equal(y, convmm.conv(x, w, **kw))
+
+
+def test_results_repeat_bit_for_bit():
+    rng = np.random.default_rng(12)
+    x = da.from_array(rng.standard_normal((4, 6, 9, 9)), chunks=(1, 2, 4, 3))
+    g = da.from_array(rng.standard_normal((4, 4, 9, 9)), chunks=(3, 4, 2, 5))
+    w = rng.standard_normal((4, 6, 3, 3))
+    first = dask.compute(*convmm.conv_backward(g, x, w, padding=1), convmm.conv(x, w, padding=1))
+    second = dask.compute(*convmm.conv_backward(g, x, w, padding=1), convmm.conv(x, w, padding=1),
+                          scheduler="synchronous")
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_results_stay_lazy_and_plain_functions_built_on_conv_take_dask():
+    rng = np.random.default_rng(13)
+    image = rng.standard_normal((30, 24))
+    kernel = rng.standard_normal((5, 4))
+    lazy = convmm.correlate(da.from_array(image, chunks=(7, 11)), kernel, mode="same",
+                            boundary="symmetric")
+    assert isinstance(lazy, da.Array)
+    np.testing.assert_allclose(lazy.compute(), convmm.correlate(image, kernel, mode="same",
+                                                                 boundary="symmetric"))
+    up = convmm.upsample_bilinear(da.from_array(image[None, None], chunks=(1, 1, 8, 5)), 2)
+    assert isinstance(up, da.Array)
+    np.testing.assert_allclose(up.compute(), convmm.upsample_bilinear(image[None, None], 2))
+
+
+def test_bad_input_gets_the_numpy_paths_errors_before_anything_runs():
+    x = da.zeros((2, 3, 8, 8), chunks=2)
+    with pytest.raises(ValueError, match="x has 3 channels"):
+        convmm.conv(x, np.ones((4, 2, 3, 3)))
+    with pytest.raises(ValueError, match="padding_mode"):
+        convmm.conv(x, np.ones((4, 3, 3, 3)), padding_mode="mirror")
+    with pytest.raises(ValueError, match="grad_output must have the output's shape"):
+        convmm.conv_backward(da.zeros((2, 4, 5, 5)), x, np.ones((4, 3, 3, 3)))
+    with pytest.raises(TypeError):
+        convmm.conv(da.zeros((2, 3, 8, 8), dtype=int, chunks=2), np.ones((4, 3, 3, 3), int))
+
+
+def test_a_distributed_cluster_of_two_workers_computes_the_same():
+    distributed = pytest.importorskip("distributed")
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 2, 24, 20))
+    w = rng.standard_normal((3, 2, 3, 3))
+    kw = dict(stride=2, padding=1, padding_mode="circular")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        dx = da.from_array(x, chunks=(1, 2, 7, 9))
+        y, grads = client.compute([convmm.conv(dx, w, **kw),
+                                   convmm.conv_backward(da.ones((2, 3, 12, 10), chunks=5), dx,
+                                                        w, **kw)], sync=True)
+    np.testing.assert_allclose(y, convmm.conv(x, w, **kw))
+    for actual, desired in zip(grads, convmm.conv_backward(np.ones((2, 3, 12, 10)), x, w, **kw)):
+        np.testing.assert_allclose(actual, desired)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "circular"])
+def test_conv_operator_applies_to_dask_arrays(mode):
+    rng = np.random.default_rng(15)
+    w = rng.standard_normal((3, 2, 3, 3)) + 1j * rng.standard_normal((3, 2, 3, 3))
+    op = convmm.ConvOperator(w, (2, 9, 8), stride=2, padding=1, padding_mode=mode)
+    x = rng.standard_normal(op.shape[1])
+    X = rng.standard_normal((op.shape[1], 3))
+    y = rng.standard_normal(op.shape[0])
+    for got, want in ((op.matvec(da.from_array(x, chunks=40)), op.matvec(x)),
+                      (op @ da.from_array(X, chunks=(50, 2)), op @ X),
+                      (op.rmatvec(da.from_array(y, chunks=7)), op.rmatvec(y)),
+                      (op.T.matvec(da.from_array(y, chunks=7)), op.T.matvec(y))):
+        assert isinstance(got, da.Array)
+        np.testing.assert_allclose(got.compute(), want, rtol=1e-12, atol=1e-12)
