@@ -158,7 +158,7 @@ def test_a_distributed_cluster_of_two_workers_computes_the_same():
     w = rng.standard_normal((3, 2, 3, 3))
     kw = dict(stride=2, padding=1, padding_mode="circular")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         dx = da.from_array(x, chunks=(1, 2, 7, 9))
         y, grads = client.compute([convmm.conv(dx, w, **kw),
@@ -183,3 +183,39 @@ def test_conv_operator_applies_to_dask_arrays(mode):
                       (op.T.matvec(da.from_array(y, chunks=7)), op.T.matvec(y))):
         assert isinstance(got, da.Array)
         np.testing.assert_allclose(got.compute(), want, rtol=1e-12, atol=1e-12)
+
+
+def test_explain_says_how_the_graph_is_cut():
+    x = da.zeros((4, 6, 64, 64), chunks=(2, 3, 16, 16), dtype=np.float32)
+    w = np.ones((8, 6, 3, 3), np.float32)
+    text = convmm.explain(convmm.conv, x, w, stride=2, padding=1, padding_mode="reflect")
+    lines = text.splitlines()
+    assert lines[0].startswith("dask: x chunks (2×2, 3×2, 16×4, 16×4) → (2×2, 8, 8×4, 8×4); ")
+    assert lines[0].endswith(" tasks") and int(lines[0].split("; ")[1].split()[0]) > 0
+    assert "halo of d·(K−1) = (2, 2)" in lines[1] and "reflect on the whole array" in lines[1]
+    assert "2 chunks along the channel axis: partial convolutions summed" in lines[2]
+    assert lines[3].startswith("conv, the largest block: ")
+    g = da.zeros((4, 8, 32, 32), chunks=8, dtype=np.float32)
+    text = convmm.explain(convmm.conv_backward, g, x, w, stride=2, padding=1)
+    assert "input, the largest block: " in text and "weight, the largest block: " in text
+    assert "one partial per (batch, spatial) block" in text
+
+
+def test_the_larger_than_memory_run_reports_its_figures(tmp_path, capsys):
+    """The bench's Zarr run at a tiny size: both results written and checked at two
+    corners, each worker's peak memory read, no worker lost."""
+    pytest.importorskip("distributed")
+    pytest.importorskip("zarr")
+    import json
+
+    from convmm import bench_dask
+
+    out = tmp_path / "figures.json"
+    assert bench_dask.main(["--shape", "40", "36", "20", "--chunk", "16", "12", "10",
+                            "--workers", "1", "--dir", str(tmp_path / "stores"),
+                            "--json", str(out)]) == 0
+    (figures,) = json.loads(out.read_text())["figures"]
+    assert figures["workers"] == 1 and not figures["workers_lost_or_restarted"]
+    assert len(figures["peak_bytes"]) == 1 and figures["peak_bytes"][0] > 0
+    assert max(figures["corner_errors"]) < 1e-5
+    assert "1 worker (512MiB each): peak memory" in capsys.readouterr().out

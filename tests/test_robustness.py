@@ -507,3 +507,26 @@ def test_the_padded_grid_tables_of_a_long_signal_count_against_the_plan_limit():
     assert plan.startswith("conv: im2col") and "index plan" in plan, plan
     y = convmm.conv(x, w, padding="same")
     assert y.shape == x.shape and float(y[0, 0, 100]) == 15.0
+
+
+def test_index_plans_kept_between_calls_are_bounded_in_bytes():
+    """A long-running process (a Dask worker convolving blocks of many shapes) keeps at
+    most PLAN_CACHE_BYTES of index plans, however many geometries it has seen."""
+    import numpy as np
+
+    import convmm
+    from convmm._core import index_plans
+
+    w = np.ones((2, 1, 3, 3, 3), np.float32)
+    limit = index_plans.PLAN_CACHE_BYTES
+    try:
+        index_plans.PLAN_CACHE_BYTES = 4 << 20
+        index_plans.clear_plans()
+        kept = []
+        for n in range(12, 26):
+            convmm.conv(np.ones((1, 1, n, n, 16), np.float32), w, method="tiled_blas")
+            kept.append(index_plans.cached_plan_bytes())
+        assert max(kept) <= 4 << 20 and max(kept) > 2 << 20, kept
+    finally:
+        index_plans.PLAN_CACHE_BYTES = limit
+        index_plans.clear_plans()

@@ -83,7 +83,8 @@ def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTup
     ----------
     x : array
         ``(N, C_in, *S)`` channels-first or ``(N, *S, C_in)`` channels-last; the batch
-        axis may be left out.
+        axis may be left out.  A Dask array gives a Dask array, computed block by
+        block (the README's "Larger than memory" says how it is cut).
     weight : array
         ``(C_out, C_in/groups, *K)`` channels-first, ``(*K, C_in/groups, C_out)``
         channels-last; its rank fixes the number of spatial dims (1, 2 or 3).
@@ -193,7 +194,8 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, *,
     Parameters
     ----------
     x : array
-        ``(N, C_in, *S)`` or ``(N, *S, C_in)``; the batch axis may be left out.
+        ``(N, C_in, *S)`` or ``(N, *S, C_in)``; the batch axis may be left out.  A Dask
+        array gives a Dask array, computed block by block.
     weight : array
         The forward convolution's weight: ``(C_in, C_out/groups, *K)`` channels-first,
         ``(*K, C_out/groups, C_in)`` channels-last (PyTorch's and TensorFlow's conventions).
@@ -293,7 +295,8 @@ def conv_backward(grad_output: Array, x: Array, weight: Array, *,
     ----------
     grad_output : array
         ∂L/∂y, shaped like ``conv``'s output: ``(N, C_out, *O)`` or ``(N, *O, C_out)``,
-        the batch axis left out where x leaves it out.
+        the batch axis left out where x leaves it out.  Dask arrays (here or in x)
+        give Dask gradients, the weight's summed over blocks in a fixed tree.
     x, weight : array
         ``conv``'s input and weight (see ``conv``); one namespace and one promoted
         float or complex dtype with grad_output.
@@ -358,7 +361,8 @@ def conv_transpose_backward(grad_output: Array, x: Array, weight: Array, *,
     Parameters
     ----------
     grad_output : array
-        ∂L/∂y, shaped like ``conv_transpose``'s output.
+        ∂L/∂y, shaped like ``conv_transpose``'s output.  Dask arrays (here or in x)
+        give Dask gradients.
     x, weight : array
         ``conv_transpose``'s input and (forward convolution's) weight.
     needs : str or sequence of "input", "weight", "bias"
@@ -900,7 +904,9 @@ def explain(function: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> st
 
     ``function`` is ``conv``, ``conv_transpose``, ``conv_backward`` or
     ``conv_transpose_backward`` (or their 1d/2d/3d forms, or a name); the
-    arguments are the ones you would pass it.  One line per map the call runs
+    arguments are the ones you would pass it.  On Dask arrays the first lines say
+    how the graph is cut (chunks in and out, halos, rechunks, partial sums,
+    tasks), then one line per map gives the plan of its largest block.  One line per map the call runs
     (a backward pass: one per input or weight gradient asked for; the bias
     gradient, a sum, has no line, so ``needs=("bias",)`` gives an empty string).
     Raises what the call would raise (a ValueError for a ``method`` that cannot
@@ -945,6 +951,9 @@ def explain(function: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> st
     needs = gradient_needs(arguments.pop("needs", ()))
     grad_output = arguments.pop("grad_output", None)
     x, weight, bias = arguments.pop("x"), arguments.pop("weight"), arguments.pop("bias", None)
+    if _dask.is_dask(x, weight, bias, grad_output):    # how the graph is cut, block by block
+        return _dask.explain(transposed, maps, needs, public(*args, **kwargs), x, weight, bias,
+                             grad_output, arguments)
     call = _prepare(x, weight, bias, grad_output, transposed=transposed, **arguments)
     if grad_output is not None:     # the shape the backward pass would check
         checked_grad_output(call, call.geometry.input_size if transposed

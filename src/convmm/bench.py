@@ -630,6 +630,10 @@ def run(args):
     if args.scaling:
         print(format_scaling(method_scaling(scaling_cases())))
         return 0
+    if args.larger_than_memory:
+        from . import bench_dask
+
+        return bench_dask.main(["--json", args.json] if args.json else [])
     backend = BACKENDS[args.backend](args)
     batch = args.batch or backend.default_batch
     layers = [Layer(spec, batch) for spec in pick(load_layers(args.layers_file), args.layers)]
@@ -1218,6 +1222,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the GPU, method='fft' on cuFFT and auto against cuDNN)")
     parser.add_argument("--no-startup", dest="startup", action="store_false",
                         help="skip the start-up and cold-compile timings")
+    parser.add_argument("--larger-than-memory", action="store_true",
+                        help="instead of the suite: a 2 GiB Zarr volume convolved (3×3×3, 1 → 8 "
+                             "channels, stride 2, reflect) and transposed back on Dask clusters "
+                             "of 1 and 2 workers of 512 MiB each; peak memory per worker, "
+                             "time and throughput (needs the dask extra; several minutes)")
     parser.add_argument("--scaling", action="store_true",
                         help="instead of the suite: every method's time over auto's, on random "
                              "small configurations and patch shapes (kernel = stride)")

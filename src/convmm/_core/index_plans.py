@@ -10,8 +10,10 @@ what the explicit Toeplitz matrix will be built from.
 
 from __future__ import annotations
 
+import functools
 import math
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -21,6 +23,67 @@ from .geometry import ConvGeometry
 def _frozen(a: np.ndarray) -> np.ndarray:
     a.flags.writeable = False
     return a
+
+
+PLAN_CACHE_BYTES = 64 << 20
+"""The most bytes of index plans kept between calls, all plans together (least recently
+used dropped first; a plan larger than this is returned and not kept): as much as
+one map may build (``policy.PLAN_BYTES``).  A count
+alone bounded nothing: a long-running process (a Dask worker convolving blocks of a
+few shapes) kept 64 plans of every kind, tens of MiB each."""
+
+_plans: OrderedDict = OrderedDict()
+_plans_bytes = 0
+_plans_lock = threading.Lock()
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, tuple):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+def lru_cache(maxsize=None):
+    """``functools.lru_cache`` for index plans, bounded by ``PLAN_CACHE_BYTES`` across every
+    plan of this module (``maxsize`` is kept for the reader: the bytes bound)."""
+    def decorate(function):
+        @functools.wraps(function)
+        def cached(*args):
+            global _plans_bytes
+            key = (function.__qualname__, args)
+            with _plans_lock:
+                if key in _plans:
+                    _plans.move_to_end(key)
+                    return _plans[key][0]
+            value = function(*args)
+            size = _nbytes(value)
+            with _plans_lock:
+                if key not in _plans and size <= PLAN_CACHE_BYTES:
+                    _plans[key] = (value, size)
+                    _plans_bytes += size
+                    while _plans_bytes > PLAN_CACHE_BYTES:
+                        _, (_, dropped) = _plans.popitem(last=False)
+                        _plans_bytes -= dropped
+            return value
+
+        cached.cache_clear = clear_plans      # type: ignore[attr-defined]
+        return cached
+    return decorate
+
+
+def clear_plans() -> None:
+    """Forget every cached index plan."""
+    global _plans_bytes
+    with _plans_lock:
+        _plans.clear()
+        _plans_bytes = 0
+
+
+def cached_plan_bytes() -> int:
+    """The bytes of index plans kept now (at most ``PLAN_CACHE_BYTES``)."""
+    return _plans_bytes
 
 
 @lru_cache(maxsize=1024)

@@ -174,17 +174,59 @@ def _adjoint_cut(chunks, outputs, padded, before, stride, reach):
     return sizes, tuple(windows), tuple(edges[:-1])
 
 
-def _windows(a, axis, windows):
-    """``a`` cut into the given (start, stop) windows along ``axis``, one chunk each."""
-    import dask.array as da
+def _windowed(a, cuts):
+    """``a`` cut into windows: block j along each axis of ``cuts`` ({axis: ((start, stop),
+    …)}) is ``a[…, start_j:stop_j, …]``, the other axes keep a's chunks.
 
-    index = [slice(None)] * a.ndim
-    pieces = []
-    for start, stop in windows:
-        index[axis] = slice(start, stop)
-        pieces.append(a[tuple(index)])
-    joined = da.concatenate(pieces, axis=axis) if len(pieces) > 1 else pieces[0]
-    return joined.rechunk({axis: tuple(stop - start for start, stop in windows)})
+    One task per window, which slices the chunks of ``a`` it overlaps and joins them
+    (cutting axis by axis with ``concatenate`` and ``rechunk`` took some thirty tasks
+    per chunk of a volume, and the scheduler's time with them).
+    """
+    import itertools
+
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    name = "convmm-window-" + tokenize(a, sorted(cuts.items()))
+    sources, chunks = [], []
+    for axis, along in enumerate(a.chunks):
+        if axis not in cuts:
+            sources.append([[(k, slice(None))] for k in range(len(along))])
+            chunks.append(along)
+            continue
+        edges = np.concatenate([[0], np.cumsum(along)])
+        per_window = []
+        for start, stop in cuts[axis]:
+            pieces = [(k, slice(max(start, lo) - lo, min(stop, hi) - lo))
+                      for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))
+                      if lo < stop and start < hi]
+            per_window.append(pieces or [(0, slice(0, 0))])
+        sources.append(per_window)
+        chunks.append(tuple(stop - start for start, stop in cuts[axis]))
+    graph = {}
+    for index in itertools.product(*(range(len(s)) for s in sources)):
+        lists = [sources[axis][j] for axis, j in enumerate(index)]
+        grid = tuple(len(pieces) for pieces in lists)
+        parts = [[(a.name, *(k for k, _ in combination)),
+                  tuple(piece for _, piece in combination)]
+                 for combination in itertools.product(*lists)]
+        graph[(name, *index)] = (_join, parts, grid)
+    layer = HighLevelGraph.from_collections(name, graph, dependencies=[a])
+    return da.Array(layer, name, tuple(chunks), meta=a._meta)
+
+
+def _join(parts, grid):
+    """The window from its parts ([chunk, slices] in C order over ``grid``), joined axis
+    by axis from the last."""
+    module = _chunk_module(parts[0][0])
+    blocks = [chunk[slices] for chunk, slices in parts]
+    for axis in reversed(range(len(grid))):
+        n = grid[axis]
+        if n > 1:
+            blocks = [module.concatenate(blocks[i:i + n], axis=axis)
+                      for i in range(0, len(blocks), n)]
+    return blocks[0]
 
 
 def _one_chunk(a, axis):
@@ -235,16 +277,16 @@ def forward(call, x, weight):
     for axis, pair in zip(axes, geometry.padding):
         pads[axis] = pair
     padded = da.pad(x, pads, mode=PAD_MODES[call.mode]) if any(map(any, pads)) else x
-    chunks = list(x.chunks)
+    chunks, cuts = list(x.chunks), {}
     for axis, output, stride, kernel, dilation in zip(
             axes, geometry.output_size, geometry.stride, geometry.kernel_size, geometry.dilation):
-        sizes, windows = _forward_cut(x.chunks[axis], output, stride, dilation * (kernel - 1))
-        padded = _windows(padded, axis, windows)
-        chunks[axis] = sizes
+        chunks[axis], cuts[axis] = _forward_cut(x.chunks[axis], output, stride,
+                                                dilation * (kernel - 1))
     in_channels, out_channels = call.forward_channels
     chunks[channel_axis] = (out_channels,)
     if call.groups > 1:
         padded = _one_chunk(padded, channel_axis)
+    padded = _windowed(padded, cuts)
     module = _chunk_module(x)
     keywords = _keywords(call)
     parts = []
@@ -283,17 +325,17 @@ def adjoint(call, y, weight):
     axes = layout.spatial_axes(geometry.nd)
     channel_axis = layout.channel_axis(y.ndim)
     y = _one_chunk(y, channel_axis)
-    chunks = list(y.chunks)
+    chunks, cuts = list(y.chunks), {}
     placements = []
     for axis, outputs, padded_size, (before, _), stride, kernel, dilation in zip(
             axes, geometry.output_size, geometry.padded_size, geometry.padding,
             geometry.stride, geometry.kernel_size, geometry.dilation):
         sizes, windows, starts = _adjoint_cut(y.chunks[axis], outputs, padded_size, before,
                                               stride, dilation * (kernel - 1))
-        y = _windows(y, axis, windows)
-        chunks[axis] = sizes
+        cuts[axis], chunks[axis] = windows, sizes
         placements.append(tuple((first * stride, start, size)
                                 for (first, _), start, size in zip(windows, starts, sizes)))
+    y = _windowed(y, cuts)
     in_channels, _ = call.forward_channels
     chunks[channel_axis] = (in_channels,)
     module = _chunk_module(y)
@@ -377,11 +419,12 @@ def weight_grad(call, a, b, weight):
     for axis, pair in zip(axes, geometry.padding):
         pads[axis] = pair
     padded = da.pad(b, pads, mode=PAD_MODES[call.mode]) if any(map(any, pads)) else b
+    cuts = {}
     for axis, output, stride, kernel, dilation in zip(
             axes, geometry.output_size, geometry.stride, geometry.kernel_size, geometry.dilation):
-        sizes, windows = _forward_cut(b.chunks[axis], output, stride, dilation * (kernel - 1))
-        padded = _windows(padded, axis, windows)
+        sizes, cuts[axis] = _forward_cut(b.chunks[axis], output, stride, dilation * (kernel - 1))
         a = a.rechunk({axis: sizes})
+    padded = _windowed(padded, cuts)
     module = _chunk_module(b)
     dtype = np.result_type(a.dtype, b.dtype)
     blocks = a.numblocks
@@ -470,3 +513,96 @@ def _batched_grad(call, g, spatial):
     error as for a NumPy call) and batched like x."""
     checked_grad_output(call, spatial)
     return g if call.batched else g[None]
+
+
+# --------------------------------------------------------------------------- explain
+def _chunk_text(chunks):
+    """One axis's chunks: ``64×3`` for equal ones (the last may be shorter: ``64×2+10``)."""
+    if len(chunks) == 1:
+        return str(chunks[0])
+    body, last = chunks[:-1], chunks[-1]
+    if len(set(body)) == 1:
+        text = f"{body[0]}×{len(body) + (last == body[0])}"
+        return text if last == body[0] else f"{text}+{last}"
+    return "(" + ", ".join(map(str, chunks)) + ")"
+
+
+def _shape_text(chunks):
+    return "(" + ", ".join(_chunk_text(c) for c in chunks) + ")"
+
+
+def explain(transposed, maps, needs, result, x, weight, bias, grad_output, keywords):
+    """``convmm.explain`` of a call on Dask arrays: how the graph is cut (chunks in and out,
+    halos, rechunks, partial sums, tasks) and, per map, the plan of its largest block."""
+    call, x, weight, bias, g = _validated(x, weight, bias, grad_output, transposed=transposed,
+                                          **keywords)
+    geometry, layout = call.geometry, call.layout
+    results = [r for r in (result if isinstance(result, tuple) else (result,)) if r is not None]
+    graph: dict = {}
+    for r in results:
+        graph.update(r.__dask_graph__())
+    tasks = len(graph)
+    data = x if g is None else g
+    halos = ", ".join(str(d * (k - 1)) for k, d in zip(geometry.kernel_size, geometry.dilation))
+    pads = ", ".join(f"({a}, {b})" for a, b in geometry.padding)
+    lines = [f"dask: {'grad_output' if g is not None else 'x'} chunks {_shape_text(data.chunks)}"
+             f" → " + ", ".join(_shape_text(r.chunks) for r in results) + f"; {tasks} tasks",
+             f"dask: each output chunk from its input chunk and a halo of d·(K−1) = ({halos}) "
+             f"samples per spatial axis, windows cut and rechunked; padding ({pads}) "
+             f"{call.mode} on the whole array"]
+    channels = len(data.chunks[layout.channel_axis(data.ndim)])
+    if channels > 1:
+        forward_on_data = (maps[0][1] == "forward") == (g is None) != transposed
+        how = ("partial convolutions summed in a fixed pairwise tree"
+               if call.groups == 1 and forward_on_data else "rechunked to one")
+        lines.append(f"dask: {channels} chunks along the channel axis: {how}")
+    s_data, l_data = (x, g) if not transposed else (g, x)
+    for label, operation in maps:
+        if grad_output is not None and label not in needs:
+            continue
+        if operation == "weight_grad":
+            lines.append("dask: weight gradient: one partial per (batch, spatial) block, "
+                         "summed by Dask's tree reduction")
+        block = _largest_block(call, operation, s_data, l_data)
+        planner = policy.main_plan if label in ("conv", "conv_transpose") else policy.plan
+        lines.append(f"{label}, the largest block: "
+                     + planner(block, operation).describe().split(": ", 1)[1])
+    return "\n".join(lines)
+
+
+def _largest_block(call, operation, s_data, l_data):
+    """The validated call of the largest block a map runs, on zero-memory stand-ins:
+    ``s_data`` holds the forward convolution's input side, ``l_data`` its output side."""
+    geometry, layout = call.geometry, call.layout
+    axes = layout.spatial_axes(geometry.nd)
+    keywords = _keywords(call)
+    weight = stand_in(call.weight)
+    if operation == "adjoint":
+        shape = list(l_data.shape)
+        for axis, outputs, padded, (before, _), stride, kernel, dilation in zip(
+                axes, geometry.output_size, geometry.padded_size, geometry.padding,
+                geometry.stride, geometry.kernel_size, geometry.dilation):
+            _, windows, _ = _adjoint_cut(l_data.chunks[axis], outputs, padded, before, stride,
+                                         dilation * (kernel - 1))
+            shape[axis] = max(max(b - a for a, b in windows), 1)
+        shape[0] = max(l_data.chunks[0])
+        return _block_call(_stand_in_shape(l_data, shape), weight, None, True, keywords)
+    shape, outputs = list(s_data.shape), []
+    for axis, output, stride, kernel, dilation in zip(
+            axes, geometry.output_size, geometry.stride, geometry.kernel_size,
+            geometry.dilation):
+        sizes, windows = _forward_cut(s_data.chunks[axis], output, stride,
+                                      dilation * (kernel - 1))
+        shape[axis] = max(b - a for a, b in windows)
+        outputs.append(max(sizes))
+    shape[0] = max(s_data.chunks[0])
+    grads = None
+    if operation == "weight_grad":
+        grads = _stand_in_shape(l_data, layout.image_shape(shape[0], call.forward_channels[1],
+                                                           outputs))
+    return _block_call(_stand_in_shape(s_data, shape), weight, grads, False, keywords)
+
+
+def _stand_in_shape(a, shape):
+    module = _chunk_module(a)
+    return module.broadcast_to(module.zeros((), dtype=a.dtype), tuple(shape))
