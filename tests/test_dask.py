@@ -218,4 +218,4 @@ def test_the_larger_than_memory_run_reports_its_figures(tmp_path, capsys):
     assert figures["workers"] == 1 and not figures["workers_lost_or_restarted"]
     assert len(figures["peak_bytes"]) == 1 and figures["peak_bytes"][0] > 0
     assert max(figures["corner_errors"]) < 1e-5
-    assert "1 worker (512MiB each): peak memory" in capsys.readouterr().out
+    assert "1 worker (1GiB each): peak memory" in capsys.readouterr().out

@@ -1225,7 +1225,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--larger-than-memory", action="store_true",
                         help="instead of the suite: a 2 GiB Zarr volume convolved (3×3×3, 1 → 8 "
                              "channels, stride 2, reflect) and transposed back on Dask clusters "
-                             "of 1 and 2 workers of 512 MiB each; peak memory per worker, "
+                             "of 1 and 2 workers of 1 GiB each; peak memory per worker, "
                              "time and throughput (needs the dask extra; several minutes)")
     parser.add_argument("--scaling", action="store_true",
                         help="instead of the suite: every method's time over auto's, on random "
