@@ -67,7 +67,7 @@ class PeakMemory:
     """Each worker's largest process memory and spilled bytes, read from the scheduler
     every ``interval`` seconds while the block runs."""
 
-    def __init__(self, client, interval=0.1):
+    def __init__(self, client, interval=0.1) -> None:
         self.client, self.interval = client, interval
         self.peak: dict[str, int] = {}
         self.spilled: dict[str, int] = {}

@@ -68,7 +68,7 @@ def lru_cache(maxsize=None):
                         _plans_bytes -= dropped
             return value
 
-        cached.cache_clear = clear_plans      # type: ignore[attr-defined]
+        cached.cache_clear = clear_plans
         return cached
     return decorate
 

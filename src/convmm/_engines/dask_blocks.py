@@ -387,7 +387,7 @@ def _pad_adjoint(grid, call):
         if call.mode == "zeros":
             grid = interior
             continue
-        added: dict[int, list[int]] = {}
+        added = {}      # source sample → the padded positions that copy it
         for position, source in _padded_rows(size, before, after, call.mode):
             added.setdefault(int(source), []).append(int(position))
         pieces, done = [], 0
@@ -538,7 +538,7 @@ def explain(transposed, maps, needs, result, x, weight, bias, grad_output, keywo
                                           **keywords)
     geometry, layout = call.geometry, call.layout
     results = [r for r in (result if isinstance(result, tuple) else (result,)) if r is not None]
-    graph: dict = {}
+    graph = {}
     for r in results:
         graph.update(r.__dask_graph__())
     tasks = len(graph)
