@@ -157,7 +157,9 @@ def test_a_distributed_cluster_of_two_workers_computes_the_same():
     x = rng.standard_normal((2, 2, 24, 20))
     w = rng.standard_normal((3, 2, 3, 3))
     kw = dict(stride=2, padding=1, padding_mode="circular")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
+    from convmm.bench_dask import environment_kept
+
+    with environment_kept(), distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         dx = da.from_array(x, chunks=(1, 2, 7, 9))
@@ -203,12 +205,16 @@ def test_explain_says_how_the_graph_is_cut():
 
 def test_the_larger_than_memory_run_reports_its_figures(tmp_path, capsys):
     """The bench's Zarr run at a tiny size: both results written and checked at two
-    corners, each worker's peak memory read, no worker lost."""
+    corners, each worker's peak memory read, no worker lost, the caller's environment
+    as it was (a LocalCluster leaves its workers' thread limits in it)."""
     pytest.importorskip("distributed")
     pytest.importorskip("zarr")
     import json
+    import os
 
     from convmm import bench_dask
+
+    environment = dict(os.environ)
 
     out = tmp_path / "figures.json"
     assert bench_dask.main(["--shape", "40", "36", "20", "--chunk", "16", "12", "10",
@@ -219,3 +225,4 @@ def test_the_larger_than_memory_run_reports_its_figures(tmp_path, capsys):
     assert len(figures["peak_bytes"]) == 1 and figures["peak_bytes"][0] > 0
     assert max(figures["corner_errors"]) < 1e-5
     assert "1 worker (1GiB each): peak memory" in capsys.readouterr().out
+    assert dict(os.environ) == environment

@@ -20,7 +20,9 @@ Needs the ``dask`` extra (dask, distributed, zarr): ``pip install "convmm[dask]"
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -138,6 +140,20 @@ def _corner_checks(x, y, back, weight, shape):
     return errors
 
 
+@contextlib.contextmanager
+def environment_kept():
+    """os.environ as it was, after the block: a LocalCluster of processes sets
+    OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS to 1 (and
+    MALLOC_TRIM_THRESHOLD_) in its caller's environment for its workers, and leaves them
+    there, where every later subprocess's BLAS would start on one thread."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def run_cluster(workers, source, out, shape, chunk, memory_limit, weight):
     """Both convolutions on a cluster of ``workers`` processes: the figures."""
     import dask.array as da
@@ -146,7 +162,7 @@ def run_cluster(workers, source, out, shape, chunk, memory_limit, weight):
 
     import convmm
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=memory_limit,
+    with environment_kept(), LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=memory_limit,
                       processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         x = da.from_zarr(str(source))
