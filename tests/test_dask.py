@@ -149,6 +149,13 @@ def test_bad_input_gets_the_numpy_paths_errors_before_anything_runs():
         convmm.conv_backward(da.zeros((2, 4, 5, 5)), x, np.ones((4, 3, 3, 3)))
     with pytest.raises(TypeError):
         convmm.conv(da.zeros((2, 3, 8, 8), dtype=int, chunks=2), np.ones((4, 3, 3, 3), int))
+    signal = da.arange(20.0, chunks=5)
+    unknown = signal[signal > 3]                    # chunk sizes unknown until computed
+    with pytest.raises(ValueError, match="in1 is a Dask array of unknown chunk sizes"):
+        convmm.correlate(unknown, np.ones(3))
+    with pytest.raises(ValueError, match=r"x is a Dask array of unknown chunk sizes.*"
+                                         r"compute_chunk_sizes"):
+        convmm.conv(unknown[None, None], np.ones((1, 1, 3)))
 
 
 def test_a_distributed_cluster_of_two_workers_computes_the_same():

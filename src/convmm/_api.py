@@ -493,7 +493,7 @@ def _plain_pair(in1, in2):
     """(namespace, in1, in2) checked as two plain 1-3-d arrays of one rank (both as Dask
     arrays where either is one)."""
     if _dask.is_dask(in1, in2):
-        namespace(in1=_dask.stand_in(in1), in2=_dask.stand_in(in2))
+        namespace(in1=_dask.stand_in(in1, "in1"), in2=_dask.stand_in(in2, "in2"))
         in1, in2 = _dask.as_dask(in1), _dask.as_dask(in2)
     xp = namespace(in1=in1, in2=in2)
     for name, a in (("in1", in1), ("in2", in2)):

@@ -75,12 +75,17 @@ def _chunk_module(a):
     return np
 
 
-def stand_in(a):
+def stand_in(a, name="x"):
     """An array of a Dask array's shape and dtype in its chunks' namespace that holds no
     memory (one zero broadcast): what the checks of a NumPy or CuPy call see of it.
-    Anything else is returned as it is."""
+    Anything else is returned as it is.  A ValueError names ``name`` where the array's
+    chunk sizes are unknown (NaN, as after boolean indexing)."""
     if not is_dask(a):
         return a
+    if any(math.isnan(n) for n in a.shape):
+        raise ValueError(f"{name} is a Dask array of unknown chunk sizes (shape "
+                         f"{tuple(a.shape)}); convmm cuts the work by the chunks: call "
+                         f"{name}.compute_chunk_sizes() first")
     module = _chunk_module(a)
     return module.broadcast_to(module.zeros((), dtype=a.dtype), a.shape)
 
@@ -106,7 +111,8 @@ def _validated(x, weight, bias, grad_output, **keywords):
     if dtype is not None and dtype.kind in "fc" and dtype.itemsize >= 4:
         arrays = [a if a is None or not hasattr(a, "dtype") or a.dtype == dtype else a.astype(dtype)
                   for a in arrays]
-    stand_ins = [stand_in(a) for a in arrays]
+    stand_ins = [stand_in(a, name) for a, name in
+                 zip(arrays, ("x", "weight", "bias", "grad_output"))]
     call = prepare(*stand_ins, **keywords)
     policy.check_method(call)
     x, weight, bias, grad_output = arrays

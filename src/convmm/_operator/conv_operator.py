@@ -208,9 +208,9 @@ class ConvOperator:
 
     def _operand(self, v, name, matrix):
         """v checked: in the weight's namespace, a float or complex dtype, N rows."""
-        namespace(**{name: _dask.stand_in(v), "weight": self._call.weight})
+        namespace(**{name: _dask.stand_in(v, name), "weight": self._call.weight})
         xp = self._call.xp
-        check_dtype(xp, _dask.stand_in(v), name)
+        check_dtype(xp, _dask.stand_in(v, name), name)
         n = self.shape[1]
         ok = (v.ndim == 2 and v.shape[0] == n) if matrix else (
             tuple(v.shape) in ((n,), (n, 1)))
