@@ -233,3 +233,16 @@ def test_the_larger_than_memory_run_reports_its_figures(tmp_path, capsys):
     assert max(figures["corner_errors"]) < 1e-5
     assert "1 worker (1GiB each): peak memory" in capsys.readouterr().out
     assert dict(os.environ) == environment
+
+
+def test_the_ranked_forms_take_dask_beside_numpy():
+    """conv2d and conv_transpose1d accept a Dask input with a NumPy weight, as conv does."""
+    x = np.arange(2 * 3 * 10 * 9, dtype=float).reshape(2, 3, 10, 9)
+    w = np.ones((4, 3, 3, 3))
+    got = convmm.conv2d(da.from_array(x, chunks=2), w)
+    assert isinstance(got, da.Array)
+    np.testing.assert_allclose(got.compute(), convmm.conv2d(x, w))
+    y = np.ones((1, 2, 7))
+    got = convmm.conv_transpose1d(da.from_array(y, chunks=3), np.ones((2, 1, 3)), stride=2)
+    np.testing.assert_allclose(got.compute(),
+                               convmm.conv_transpose1d(y, np.ones((2, 1, 3)), stride=2))

@@ -468,7 +468,8 @@ def _ranked(function: _Public, rank: int) -> _Public:
     """``function`` with the weight's spatial rank checked: ``conv2d`` is ``conv`` for 2-d
     weights.  It keeps ``function``'s signature (for ``help`` and type checkers)."""
     def ranked(x: Array, weight: Array, bias: Array | None = None, **kwargs: Any) -> Array:
-        namespace(x=x, weight=weight, bias=bias)
+        namespace(x=_dask.stand_in(x, "x"), weight=_dask.stand_in(weight, "weight"),
+                  bias=_dask.stand_in(bias, "bias"))
         spatial_rank(weight, rank)
         return function(x, weight, bias, **kwargs)
 
