@@ -26,6 +26,8 @@ def backend_names():
     names = ["numpy", "array_api_strict"]
     if importlib.util.find_spec("torch") is not None:
         names.append("torch")
+    if importlib.util.find_spec("jax") is not None:
+        names.append("jax")
     if _cupy_with_gpu():
         names.append("cupy")
     return names
@@ -42,6 +44,14 @@ def namespace(name):
         return array_api_compat.array_namespace(__import__("torch").zeros(1))
     if name == "cupy":
         return array_api_compat.array_namespace(__import__("cupy").zeros(1))
+    if name == "jax":
+        import jax
+
+        # float64 and complex128 exist in JAX only with x64 on (the tests compare both).
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+
+        return array_api_compat.array_namespace(jnp.zeros(1))
     raise ValueError(name)
 
 

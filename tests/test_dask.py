@@ -158,6 +158,36 @@ def test_bad_input_gets_the_numpy_paths_errors_before_anything_runs():
         convmm.conv(unknown[None, None], np.ones((1, 1, 3)))
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.int8, np.bool_, np.float16])
+@pytest.mark.parametrize("which", ["x", "weight", "bias"])
+def test_dtypes_convmm_does_not_compute_in_are_refused_as_on_numpy(dtype, which):
+    """An integer, bool or half-precision Dask array beside float arrays is refused with the
+    NumPy path's TypeError, not promoted to the float dtype beside it."""
+    arrays = dict(x=da.ones((2, 3, 8), chunks=4, dtype=np.float32),
+                  weight=np.ones((4, 3, 3), np.float64), bias=da.ones(4, chunks=2))
+    arrays[which] = arrays[which].astype(dtype)
+    with pytest.raises(TypeError, match=f"{which} has dtype {np.dtype(dtype)}; convmm computes "
+                                        "in float32"):
+        convmm.conv(arrays["x"], arrays["weight"], arrays["bias"])
+    transposed = dict(arrays, weight=np.swapaxes(arrays["weight"], 0, 1))
+    with pytest.raises(TypeError, match=f"{which} has dtype {np.dtype(dtype)}"):
+        convmm.conv_transpose(transposed["x"], transposed["weight"], transposed["bias"])
+    with pytest.raises(TypeError, match=f"in1 has dtype {np.dtype(dtype)}"):
+        convmm.correlate(da.ones(9, chunks=4).astype(dtype), np.ones(3))
+
+
+def test_what_needs_one_array_in_memory_refuses_a_dask_array_by_name():
+    x = da.ones((1, 2, 8), chunks=4)
+    with pytest.raises(TypeError, match="x must be an array held in memory.*x.compute()"):
+        convmm.im2col(x, 3)
+    with pytest.raises(TypeError, match="cols must be an array held in memory"):
+        convmm.col2im(da.ones((1, 6, 6)), (8,), (3,))
+    with pytest.raises(TypeError, match="weight must be an array held in memory"):
+        convmm.ConvOperator(da.ones((3, 2, 3)), (2, 8))
+    with pytest.raises(TypeError, match="weight must be an array held in memory"):
+        convmm.toeplitz(da.ones((3, 2, 3)), (2, 8))
+
+
 def test_a_distributed_cluster_of_two_workers_computes_the_same():
     distributed = pytest.importorskip("distributed")
     rng = np.random.default_rng(14)
@@ -192,6 +222,10 @@ def test_conv_operator_applies_to_dask_arrays(mode):
                       (op.T.matvec(da.from_array(y, chunks=7)), op.T.matvec(y))):
         assert isinstance(got, da.Array)
         np.testing.assert_allclose(got.compute(), want, rtol=1e-12, atol=1e-12)
+    # No columns, in several row chunks: an empty result of the right shape, either way.
+    for operator in (op, op.T):
+        empty = operator @ da.zeros((operator.shape[1], 0), chunks=(7, 1))
+        assert isinstance(empty, da.Array) and empty.compute().shape == (operator.shape[0], 0)
 
 
 def test_explain_says_how_the_graph_is_cut():
@@ -200,14 +234,21 @@ def test_explain_says_how_the_graph_is_cut():
     text = convmm.explain(convmm.conv, x, w, stride=2, padding=1, padding_mode="reflect")
     lines = text.splitlines()
     assert lines[0].startswith("dask: x chunks (2×2, 3×2, 16×4, 16×4) → (2×2, 8, 8×4, 8×4); ")
-    assert lines[0].endswith(" tasks") and int(lines[0].split("; ")[1].split()[0]) > 0
+    assert lines[0].endswith(" tasks (a×n+r: n chunks of a, then one of r)")
+    assert int(lines[0].split("; ")[1].split()[0]) > 0
     assert "halo of d·(K−1) = (2, 2)" in lines[1] and "reflect on the whole array" in lines[1]
     assert "2 chunks along the channel axis: partial convolutions summed" in lines[2]
-    assert lines[3].startswith("conv, the largest block: ")
+    # The largest block holds one channel chunk (3 channels × 9 taps), not all six channels.
+    assert lines[3].startswith("conv, the largest block: ") and "× 27 patch rows" in lines[3]
     g = da.zeros((4, 8, 32, 32), chunks=8, dtype=np.float32)
     text = convmm.explain(convmm.conv_backward, g, x, w, stride=2, padding=1)
+    assert text.startswith("dask: grad_output chunks (4, 8, 8×4, 8×4) → input (4, 6, 16×4, "
+                           "16×4), weight (8, 6, 3, 3), bias (8); ")
     assert "input, the largest block: " in text and "weight, the largest block: " in text
     assert "one partial per (batch, spatial) block" in text
+    # Without a batch axis, neither side shows one.
+    text = convmm.explain(convmm.conv, x[0], w, stride=2, padding=1)
+    assert text.startswith("dask: x chunks (3×2, 16×4, 16×4) → (8, 8×4, 8×4); ")
 
 
 def test_the_larger_than_memory_run_reports_its_figures(tmp_path, capsys):
@@ -231,7 +272,9 @@ def test_the_larger_than_memory_run_reports_its_figures(tmp_path, capsys):
     assert figures["workers"] == 1 and not figures["workers_lost_or_restarted"]
     assert len(figures["peak_bytes"]) == 1 and figures["peak_bytes"][0] > 0
     assert max(figures["corner_errors"]) < 1e-5
-    assert "1 worker (1GiB each): peak memory" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "volume 40×36×20 float32 (112.50 kiB)" in printed    # not "0.00 GiB"
+    assert "1 worker (1GiB each): peak memory" in printed
     assert dict(os.environ) == environment
 
 

@@ -170,6 +170,7 @@ def test_import_loads_no_kernel_and_no_framework():
     """Importing convmm imports numba itself (so that a first call does not pay for it) but
     defines no kernel, so nothing compiles or loads from the cache; no framework either."""
     modules = ("numba", "threadpoolctl", "torch", "cupy", "array_api_strict", "numba_cuda",
+               "jax", "dask", "distributed", "zarr", "matplotlib",
                "convmm._engines.cpu.gemm", "convmm._engines.cpu.kernels",
                "convmm._engines.cpu.microkernel", "convmm._engines.cuda.kernels",
                "convmm._engines.cuda.gemm")

@@ -8,7 +8,8 @@
 #
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#       --implementation cp -d .whl array-api-compat==1.16.0 array-api-strict==2.6.1
+#       --implementation cp -d .whl array-api-compat==1.16.0 array-api-strict==2.6.1 \
+#       array-api-extra==0.11.5
 #
 # Then one device call, carrying .whl:
 #

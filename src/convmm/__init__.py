@@ -1,7 +1,7 @@
 """convmm: convolution, transposed convolution and their gradients as matrix multiplication.
 
 One implementation written against the Python array API standard runs on any
-namespace that array-api-compat recognises (NumPy, CuPy, PyTorch, array_api_strict);
+namespace that array-api-compat recognises (NumPy, CuPy, PyTorch, JAX, array_api_strict);
 results come back in the input's namespace and on its device.
 """
 

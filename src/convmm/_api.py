@@ -22,9 +22,9 @@ from ._core.algorithms import bias_gradient, conj
 from ._core.geometry import conv_geometry, resolve_padding as _resolve, transpose_geometry
 from ._core.layout import LAYOUTS
 from ._core.params import DATA_FORMATS, GRADIENT_NAMES, choice, int_tuple, padding_spec
-from ._core.validation import (check_dtype, checked_grad_output, gradient_needs,
-                               lowering_geometry, namespace, prepare, rank_from, shape_args,
-                               spatial_rank, unbatch, with_batch_axis)
+from ._core.validation import (check_dtype, check_in_memory, checked_grad_output,
+                               gradient_needs, lowering_geometry, namespace, prepare, rank_from,
+                               shape_args, spatial_rank, unbatch, with_batch_axis)
 from ._engines import dask_blocks as _dask, dispatch, policy
 from ._core.types import (Array, DataFormat, Int, IntOrTuple, Method, Needs, Padding,
                           PaddingMode, PaddingPairs, Shape, SignalMode, TransposeMethod)
@@ -668,7 +668,8 @@ def im2col(x: Array, kernel_size: IntOrTuple, *, stride: IntOrTuple = 1, padding
     Raises
     ------
     TypeError
-        x not an array, an integer, bool or half dtype, a keyword of the wrong type.
+        x not an array (or a Dask array), an integer, bool or half dtype, a keyword of the
+        wrong type.
     ValueError
         x's rank does not fit ``kernel_size`` (the message gives the shape
         expected), an invalid stride, padding or dilation, an empty output,
@@ -687,6 +688,8 @@ def im2col(x: Array, kernel_size: IntOrTuple, *, stride: IntOrTuple = 1, padding
            [3., 4., 6., 7.],
            [4., 5., 7., 8.]])
     """
+    check_in_memory(x, "x", "im2col builds the patch matrix of one array (∏K times its size); "
+                            "conv and its gradients take Dask arrays")
     xp = namespace(x=x)
     check_dtype(xp, x, "x")
     nd = rank_from(kernel_size, x.ndim - 2, "kernel_size", x.shape)
@@ -729,7 +732,8 @@ def col2im(cols: Array, output_size: IntOrTuple, kernel_size: IntOrTuple, *,
     Raises
     ------
     TypeError
-        cols not an array, an integer, bool or half dtype, a keyword of the wrong type.
+        cols not an array (or a Dask array), an integer, bool or half dtype, a keyword of
+        the wrong type.
     ValueError
         cols' shape does not match the sizes (the message gives the number
         of positions and rows expected), or invalid keywords.
@@ -740,6 +744,8 @@ def col2im(cols: Array, output_size: IntOrTuple, kernel_size: IntOrTuple, *,
     >>> convmm.col2im(np.ones((1, 2, 3)), (4,), (2,))   # overlaps counted
     array([[[1., 2., 2., 1.]]])
     """
+    check_in_memory(cols, "cols", "col2im folds one patch matrix; conv_transpose takes Dask "
+                                  "arrays")
     xp = namespace(cols=cols)
     check_dtype(xp, cols, "cols")
     nd = rank_from(output_size, None, "output_size") if isinstance(output_size, Sequence) \

@@ -200,8 +200,10 @@ def _memory_bytes(text):
 
 
 def report(figures, shape):
+    from dask.utils import format_bytes
+
     size = 4 * int(np.prod(shape))
-    lines = [f"volume {'×'.join(map(str, shape))} float32 ({size / 2 ** 30:.2f} GiB), "
+    lines = [f"volume {'×'.join(map(str, shape))} float32 ({format_bytes(size)}), "
              f"kernel 3×3×3, 1 → {OUT_CHANNELS} channels, stride {STRIDE}, reflect padding"]
     for f in figures:
         limit = _memory_bytes(f["memory_limit"])

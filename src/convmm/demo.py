@@ -38,6 +38,12 @@ def backends():
 
         found.append(("torch", array_api_compat.array_namespace(torch.zeros(1)),
                       lambda a: a.numpy()))
+    if importlib.util.find_spec("jax"):
+        import array_api_compat
+        import jax
+
+        jax.config.update("jax_enable_x64", True)   # the examples are float64, as NumPy's
+        found.append(("jax", array_api_compat.array_namespace(jax.numpy.zeros(1)), np.asarray))
     if importlib.util.find_spec("cupy"):
         try:
             import array_api_compat

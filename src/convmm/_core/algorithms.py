@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import array_api_extra as xpx
 import numpy as np
 from array_api_compat import device as device_of
 
@@ -100,7 +101,8 @@ def conv_forward(xp, x, weight, geometry, mode, groups, layout):
     y = _empty_like_images(xp, x, layout, x.shape[0], out_channels, geometry.output_size)
     for at, piece, piece_geometry, piece_mode in _input_pieces(xp, x, channels, geometry, mode,
                                                                layout, images):
-        y[at] = _forward_whole(xp, piece, weight, piece_geometry, piece_mode, groups, layout)
+        y = xpx.at(y, at).set(_forward_whole(xp, piece, weight, piece_geometry, piece_mode,
+                                             groups, layout))
     return y
 
 
@@ -168,16 +170,17 @@ def conv_adjoint_col2im(xp, y, weight, geometry, mode, groups, layout):
     x = _empty_like_images(xp, y, layout, y.shape[0], channels, geometry.input_size)
     if images:
         for first in range(0, y.shape[0], images):
-            x[first:first + images, ...] = _adjoint_whole(
-                xp, y[first:first + images, ...], weight, geometry, mode, groups, layout)
+            x = xpx.at(x, (slice(first, first + images), ...)).set(_adjoint_whole(
+                xp, y[first:first + images, ...], weight, geometry, mode, groups, layout))
         return x
     for image in range(y.shape[0]):
         canvas = _empty_like_images(xp, y, layout, 1, channels, geometry.padded_size, zeros=True)
         for r0, r1, lo, hi, sub in _slabs(xp, y, channels, geometry):
             rows = _at(layout, 0, slice(lo, hi))
-            canvas[rows] = canvas[rows] + _adjoint_whole(
-                xp, y[_at(layout, image, slice(r0, r1))], weight, sub, "zeros", groups, layout)
-        x[image:image + 1, ...] = pad_adjoint(xp, canvas, geometry, mode, layout)
+            canvas = xpx.at(canvas, rows).add(_adjoint_whole(
+                xp, y[_at(layout, image, slice(r0, r1))], weight, sub, "zeros", groups, layout))
+        x = xpx.at(x, (slice(image, image + 1), ...)).set(
+            pad_adjoint(xp, canvas, geometry, mode, layout))
     return x
 
 

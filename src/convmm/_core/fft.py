@@ -42,6 +42,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+import array_api_extra as xpx
 import numpy as np
 from array_api_compat import device as device_of
 from array_api_compat import is_cupy_array, is_numpy_array
@@ -51,6 +52,7 @@ from .geometry import ConvGeometry
 from .index_plans import coordinate_source
 from .layout import LAYOUTS, Layout
 from .lowering import pad, pad_adjoint
+from .validation import library
 
 FIRST = LAYOUTS["channels_first"]
 
@@ -119,7 +121,7 @@ class Transforms:
         else:
             if not hasattr(xp, "fft"):
                 raise ValueError(f"method='fft' needs the array API's fft extension, which "
-                                 f"{type(like).__module__} arrays' namespace lacks")
+                                 f"{library(like)} arrays' namespace lacks")
             self._module, self._keywords = xp.fft, {}
 
     def forward(self, a, lengths, real):
@@ -219,8 +221,7 @@ def _space_to_depth(xp, x, plan: FFTGeometry):
     extended = tuple(q * s for q, s in zip(plan.phase_length, plan.phases))
     if extended != tuple(x.shape[2:]):
         canvas = _zeros(xp, (*x.shape[:2], *extended), x)
-        canvas[(slice(None), slice(None), *(slice(0, p) for p in x.shape[2:]))] = x
-        x = canvas
+        x = xpx.at(canvas, (slice(None), slice(None), *(slice(0, p) for p in x.shape[2:]))).set(x)
     return _split_phases(xp, x, plan.phase_length, plan.phases)
 
 
@@ -251,10 +252,10 @@ def _phased_rows(xp, images, plan: FFTGeometry, mode, first, last):
         low, high = int(reading[0]), int(reading[-1]) + 1
         wanted = source[low:high]
         if np.all(np.diff(wanted) == 1):
-            rows[:, :, low:high, ...] = images[:, :, int(wanted[0]):int(wanted[-1]) + 1, ...]
+            read = images[:, :, int(wanted[0]):int(wanted[-1]) + 1, ...]
         else:
-            rows[:, :, low:high, ...] = xp.take(images, lowering.index_array(xp, wanted, images),
-                                                axis=2)
+            read = xp.take(images, lowering.index_array(xp, wanted, images), axis=2)
+        rows = xpx.at(rows, (slice(None), slice(None), slice(low, high), ...)).set(read)
     # The other axes as the geometry pads them, then their zero extension and phases.
     rest = dataclasses.replace(geometry, input_size=(padded.size, *geometry.input_size[1:]),
                                padding=((0, 0), *geometry.padding[1:]))
@@ -262,8 +263,8 @@ def _phased_rows(xp, images, plan: FFTGeometry, mode, first, last):
     extended = (padded.size, *(q * s for q, s in zip(plan.phase_length[1:], plan.phases[1:])))
     if tuple(rows.shape[2:]) != extended:
         canvas = _zeros(xp, (*rows.shape[:2], *extended), rows)
-        canvas[(slice(None), slice(None), *(slice(0, n) for n in rows.shape[2:]))] = rows
-        rows = canvas
+        rows = xpx.at(canvas, (slice(None), slice(None),
+                               *(slice(0, n) for n in rows.shape[2:]))).set(rows)
     return _split_phases(xp, rows, (last - first, *plan.phase_length[1:]), plan.phases)
 
 
@@ -273,8 +274,7 @@ def _kernel_phases(xp, w, plan: FFTGeometry):
     extended = tuple(t * s for t, s in zip(plan.phase_taps, plan.phases))
     if extended != tuple(w.shape[2:]):
         canvas = _zeros(xp, (*w.shape[:2], *extended), w)
-        canvas[_dilated_taps(plan.geometry)] = w
-        w = canvas
+        w = xpx.at(canvas, _dilated_taps(plan.geometry)).set(w)
     return _split_phases(xp, w, plan.phase_taps, plan.phases)
 
 
@@ -483,7 +483,8 @@ class _Assembled:
         if self.result is None:
             self.result = self.xp.zeros(self.shape, dtype=self.dtype,
                                         device=device_of(self.like))
-        self.result[start:stop, :, first:first + piece.shape[2], ...] = piece
+        self.result = xpx.at(self.result, (slice(start, stop), slice(None),
+                                           slice(first, first + piece.shape[2]), ...)).set(piece)
 
 
 def _chunks(n, images):
@@ -578,7 +579,8 @@ def adjoint(xp, transforms, y, weight, geometry, mode, groups, layout, blocks: F
                 low, high = max(0, first - reach), min(chunk.shape[2], last)
                 if low < high:       # else rows no output reaches (the padding's far end)
                     block = full(_rows(chunk, low, high), (last - low, *rows_out[1:]))
-                    u[:, :, first:last, ...] = _rows(block, first - low, last - low)
+                    u = xpx.at(u, (slice(None), slice(None), slice(first, last), ...)).set(
+                        _rows(block, first - low, last - low))
         padded = _depth_to_space(xp, u, plan)
         z.put(start, stop, 0, pad_adjoint(xp, padded, geometry, mode, FIRST))
     return _image_back(xp, z.result, layout)
@@ -616,8 +618,8 @@ def weight_gradient(xp, transforms, a, b, geometry, mode, groups, layout, blocks
             a_block = _rows(chunk, first, last)
             if last - first < span:          # every block as long: one alignment of the flip
                 extended = _zeros(xp, (*a_block.shape[:2], span, *a_block.shape[3:]), a_block)
-                extended[:, :, :last - first, ...] = a_block
-                a_block = extended
+                a_block = xpx.at(extended, (slice(None), slice(None), slice(0, last - first),
+                                            ...)).set(a_block)
             total = add(total, a_block, _phased_rows(
                 xp, inputs[start:stop, ...], plan, mode, first,
                 min(plan.phase_length[0], first + span + taps[0] - 1)))

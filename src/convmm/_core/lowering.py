@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import math
 
+import array_api_extra as xpx
 import numpy as np
 from array_api_compat import device as device_of
-from array_api_compat import is_cupy_array, is_numpy_array
+from array_api_compat import is_cupy_array, is_jax_array, is_numpy_array
 
 from .index_plans import gather_index, gather_index_adjoint, padding_sources, pairs_per_sample
 
@@ -74,8 +75,7 @@ def pad(xp, x, geometry, mode, layout):
     if mode == "zeros":
         shape = layout.image_shape(x.shape[0], layout.channels(x.shape), geometry.padded_size)
         out = xp.zeros(shape, dtype=x.dtype, device=device_of(x))
-        out[_interior(geometry, layout)] = x
-        return out
+        return xpx.at(out, _interior(geometry, layout)).set(x)
     axes = layout.spatial_axes(geometry.nd)
     for axis, size, (before, after) in zip(axes, geometry.input_size, geometry.padding):
         if not (before or after):
@@ -83,9 +83,9 @@ def pad(xp, x, geometry, mode, layout):
         shape = list(x.shape)
         shape[axis] = before + size + after
         out = xp.empty(tuple(shape), dtype=x.dtype, device=device_of(x))
-        out[(slice(None),) * axis + (slice(before, before + size), ...)] = x
+        out = xpx.at(out, (slice(None),) * axis + (slice(before, before + size), ...)).set(x)
         for position, source in _padded_rows(size, before, after, mode):
-            out[_at(axis, position)] = x[_at(axis, source)]
+            out = xpx.at(out, _at(axis, position)).set(x[_at(axis, source)])
         x = out
     return x
 
@@ -107,7 +107,7 @@ def pad_adjoint(xp, g, geometry, mode, layout):
         interior = g[(slice(None),) * axis + (slice(before, before + size), ...)]
         total = xp.asarray(interior, copy=True)
         for position, source in _padded_rows(size, before, after, mode):
-            total[_at(axis, source)] = total[_at(axis, source)] + g[_at(axis, position)]
+            total = xpx.at(total, _at(axis, source)).add(g[_at(axis, position)])
         g = total
     return g
 
@@ -182,8 +182,8 @@ def col2im(xp, cols, geometry, mode, layout, channels):
     as a gather through ``gather_index_adjoint``.
     """
     taps, positions = geometry.n_taps, geometry.n_positions
-    if (taps >= max(GATHER_MIN_TAPS, 4 * pairs_per_sample(geometry, mode))
-            and taps * positions <= GATHER_PLAN_ENTRIES):
+    if is_jax_array(cols) or (taps >= max(GATHER_MIN_TAPS, 4 * pairs_per_sample(geometry, mode))
+                              and taps * positions <= GATHER_PLAN_ENTRIES):
         return _col2im_gather(xp, cols, geometry, layout, channels,
                               gather_index_adjoint(geometry, mode))
     n = cols.shape[0]
@@ -196,7 +196,7 @@ def col2im(xp, cols, geometry, mode, layout, channels):
             for t, d, s, positions in zip(tap, geometry.dilation, geometry.stride,
                                           geometry.output_size)
         )
-        canvas[layout.at_spatial(window)] += blocks[layout.at_tap(tap)]
+        canvas = xpx.at(canvas, layout.at_spatial(window)).add(blocks[layout.at_tap(tap)])
     return pad_adjoint(xp, canvas, geometry, mode, layout)
 
 

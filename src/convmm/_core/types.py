@@ -5,7 +5,7 @@ types ``np.pad``'s ``mode``: a name held in a ``str`` variable needs the Literal
 its annotation for a type checker to accept it.
 
 Arrays are typed as ``Any``: convmm takes arrays of every namespace that
-array-api-compat recognises (NumPy, CuPy, PyTorch, array_api_strict, ...), and
+array-api-compat recognises (NumPy, CuPy, PyTorch, JAX, array_api_strict, ...), and
 these share no base class and, across the versions convmm supports, no common
 protocol a type checker could verify.  The names below say what each argument
 means; the docstrings give shapes and dtypes.

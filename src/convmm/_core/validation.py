@@ -29,6 +29,13 @@ from .params import (CONV_METHODS, CONV_TRANSPOSE_METHODS, DATA_FORMATS, GRADIEN
 from .params import padding_mode as normalise_padding_mode
 
 
+def library(a) -> str:
+    """The name of the library an array comes from, for messages: its top-level module
+    ("numpy", "cupy", "torch", "array_api_strict"), and "jax" for ``jaxlib`` arrays."""
+    top = type(a).__module__.split(".")[0]
+    return "jax" if top == "jaxlib" else top
+
+
 def namespace(**arrays):
     """The one array namespace of the named arrays (None entries ignored); a TypeError
     names the array that is not one, or the mix of namespaces."""
@@ -45,6 +52,14 @@ def namespace(**arrays):
         raise TypeError(
             f"{' and '.join(present)} must come from one array namespace, got {kinds}"
         ) from None
+
+
+def check_in_memory(a, name, why):
+    """A TypeError naming ``name`` where ``a`` is a Dask array: ``why`` says what needs
+    the whole array in memory."""
+    if array_api_compat.is_dask_array(a):
+        raise TypeError(f"{name} must be an array held in memory (NumPy, CuPy, ...), got a "
+                        f"Dask array: {why}; pass {name}.compute()")
 
 
 def check_dtype(xp, a, name):
@@ -345,6 +360,8 @@ def configure(xp, x, x_shape, weight, bias, grad_output, batched, x_name, *, tra
 def prepare_operator(weight, input_shape, *, stride, padding, dilation, groups, padding_mode,
                      data_format, method="auto"):
     """A ``Call`` without an input, for the explicit operator on one sample of ``input_shape``."""
+    check_in_memory(weight, "weight", "the Toeplitz matrix and ConvOperator hold the weight "
+                                      "whole (ConvOperator applies to Dask vectors and matrices)")
     xp = namespace(weight=weight)
     check_dtype(xp, weight, "weight")
     nd = spatial_rank(weight, plain_hint="add the channel axes: weight[None, None], and "

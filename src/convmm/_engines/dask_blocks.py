@@ -101,16 +101,16 @@ def as_dask(a):
 
 def _validated(x, weight, bias, grad_output, **keywords):
     """(call, x, weight, bias, grad_output): the call checked as for its chunks' arrays
-    (the same errors), the Dask arrays cast lazily to the common dtype and batched."""
+    (the same errors), the Dask arrays cast lazily to the common dtype and batched.
+
+    The cast is made only where every array already has a dtype convmm computes in
+    (float32, float64, complex64, complex128), so that an integer, bool or half-precision
+    array is refused with the NumPy path's TypeError, never promoted silently."""
     arrays = [x, weight, bias, grad_output]
-    dtypes = [a.dtype for a in arrays if a is not None and hasattr(a, "dtype")]
-    try:
+    dtypes = [np.dtype(a.dtype) for a in arrays if a is not None and hasattr(a, "dtype")]
+    if dtypes and all(d.kind in "fc" and d.itemsize >= 4 for d in dtypes):
         dtype = np.result_type(*dtypes)
-    except TypeError:
-        dtype = None
-    if dtype is not None and dtype.kind in "fc" and dtype.itemsize >= 4:
-        arrays = [a if a is None or not hasattr(a, "dtype") or a.dtype == dtype else a.astype(dtype)
-                  for a in arrays]
+        arrays = [a if a is None or a.dtype == dtype else a.astype(dtype) for a in arrays]
     stand_ins = [stand_in(a, name) for a, name in
                  zip(arrays, ("x", "weight", "bias", "grad_output"))]
     call = prepare(*stand_ins, **keywords)
@@ -272,27 +272,39 @@ def _channel_weight(call, weight, first, stop):
 
 
 # --------------------------------------------------------------------------- the three maps
+def _padded_windows(call, b):
+    """The forward map's input side cut for its blocks: ``(output chunks, windows)``, with
+    ``b`` padded as a whole by the call's mode and cut into one window per output chunk
+    (``_forward_cut`` on each spatial axis); the output chunks by spatial axis."""
+    import dask.array as da
+
+    geometry = call.geometry
+    axes = call.layout.spatial_axes(geometry.nd)
+    pads = [(0, 0)] * b.ndim
+    for axis, pair in zip(axes, geometry.padding):
+        pads[axis] = pair
+    padded = da.pad(b, pads, mode=PAD_MODES[call.mode]) if any(map(any, pads)) else b
+    sizes, cuts = {}, {}
+    for axis, output, stride, kernel, dilation in zip(
+            axes, geometry.output_size, geometry.stride, geometry.kernel_size, geometry.dilation):
+        sizes[axis], cuts[axis] = _forward_cut(b.chunks[axis], output, stride,
+                                               dilation * (kernel - 1))
+    return sizes, _windowed(padded, cuts)
+
+
 def forward(call, x, weight):
     """conv's map C·x (no bias) of a batched Dask x, block by block."""
     import dask.array as da
 
-    geometry, layout = call.geometry, call.layout
-    axes = layout.spatial_axes(geometry.nd)
-    channel_axis = layout.channel_axis(x.ndim)
-    pads = [(0, 0)] * x.ndim
-    for axis, pair in zip(axes, geometry.padding):
-        pads[axis] = pair
-    padded = da.pad(x, pads, mode=PAD_MODES[call.mode]) if any(map(any, pads)) else x
-    chunks, cuts = list(x.chunks), {}
-    for axis, output, stride, kernel, dilation in zip(
-            axes, geometry.output_size, geometry.stride, geometry.kernel_size, geometry.dilation):
-        chunks[axis], cuts[axis] = _forward_cut(x.chunks[axis], output, stride,
-                                                dilation * (kernel - 1))
+    channel_axis = call.layout.channel_axis(x.ndim)
+    if call.groups > 1:
+        x = _one_chunk(x, channel_axis)
+    sizes, padded = _padded_windows(call, x)
+    chunks = list(x.chunks)
+    for axis, along in sizes.items():
+        chunks[axis] = along
     in_channels, out_channels = call.forward_channels
     chunks[channel_axis] = (out_channels,)
-    if call.groups > 1:
-        padded = _one_chunk(padded, channel_axis)
-    padded = _windowed(padded, cuts)
     module = _chunk_module(x)
     keywords = _keywords(call)
     parts = []
@@ -416,21 +428,10 @@ def weight_grad(call, a, b, weight):
     weight gradient for a = grad_output, b = x; one partial per block, tree-summed."""
     import dask.array as da
 
-    geometry, layout = call.geometry, call.layout
-    axes = layout.spatial_axes(geometry.nd)
-    channel_axis = layout.channel_axis(b.ndim)
+    channel_axis = call.layout.channel_axis(b.ndim)
     b = _one_chunk(b, channel_axis)
-    a = _one_chunk(a, channel_axis).rechunk({0: b.chunks[0]})
-    pads = [(0, 0)] * b.ndim
-    for axis, pair in zip(axes, geometry.padding):
-        pads[axis] = pair
-    padded = da.pad(b, pads, mode=PAD_MODES[call.mode]) if any(map(any, pads)) else b
-    cuts = {}
-    for axis, output, stride, kernel, dilation in zip(
-            axes, geometry.output_size, geometry.stride, geometry.kernel_size, geometry.dilation):
-        sizes, cuts[axis] = _forward_cut(b.chunks[axis], output, stride, dilation * (kernel - 1))
-        a = a.rechunk({axis: sizes})
-    padded = _windowed(padded, cuts)
+    sizes, padded = _padded_windows(call, b)
+    a = _one_chunk(a, channel_axis).rechunk({0: b.chunks[0], **sizes})
     module = _chunk_module(b)
     dtype = np.result_type(a.dtype, b.dtype)
     blocks = a.numblocks
@@ -522,6 +523,9 @@ def _batched_grad(call, g, spatial):
 
 
 # --------------------------------------------------------------------------- explain
+CHUNK_NOTATION = "a×n+r: n chunks of a, then one of r"
+
+
 def _chunk_text(chunks):
     """One axis's chunks: ``64×3`` for equal ones (the last may be shorter: ``64×2+10``)."""
     if len(chunks) == 1:
@@ -540,19 +544,25 @@ def _shape_text(chunks):
 def explain(transposed, maps, needs, result, x, weight, bias, grad_output, keywords):
     """``convmm.explain`` of a call on Dask arrays: how the graph is cut (chunks in and out,
     halos, rechunks, partial sums, tasks) and, per map, the plan of its largest block."""
+    given = as_dask(x if grad_output is None else grad_output)   # as the caller shaped it
     call, x, weight, bias, g = _validated(x, weight, bias, grad_output, transposed=transposed,
                                           **keywords)
     geometry, layout = call.geometry, call.layout
-    results = [r for r in (result if isinstance(result, tuple) else (result,)) if r is not None]
+    if isinstance(result, tuple):        # the gradients, by name
+        names = getattr(result, "_fields", ("input", "weight", "bias"))
+        results = [(f"{name} ", r) for name, r in zip(names, result) if r is not None]
+    else:
+        results = [("", result)]
     graph = {}
-    for r in results:
+    for _, r in results:
         graph.update(r.__dask_graph__())
     tasks = len(graph)
     data = x if g is None else g
     halos = ", ".join(str(d * (k - 1)) for k, d in zip(geometry.kernel_size, geometry.dilation))
     pads = ", ".join(f"({a}, {b})" for a, b in geometry.padding)
-    lines = [f"dask: {'grad_output' if g is not None else 'x'} chunks {_shape_text(data.chunks)}"
-             f" → " + ", ".join(_shape_text(r.chunks) for r in results) + f"; {tasks} tasks",
+    lines = [f"dask: {'grad_output' if g is not None else 'x'} chunks {_shape_text(given.chunks)}"
+             f" → " + ", ".join(f"{name}{_shape_text(r.chunks)}" for name, r in results)
+             + f"; {tasks} tasks ({CHUNK_NOTATION})",
              f"dask: each output chunk from its input chunk and a halo of d·(K−1) = ({halos}) "
              f"samples per spatial axis, windows cut and rechunked; padding ({pads}) "
              f"{call.mode} on the whole array"]
@@ -603,6 +613,10 @@ def _largest_block(call, operation, s_data, l_data):
         outputs.append(max(sizes))
     shape[0] = max(s_data.chunks[0])
     grads = None
+    channel_axis = layout.channel_axis(s_data.ndim)
+    if operation == "forward" and call.groups == 1:    # one partial per input-channel chunk
+        shape[channel_axis] = max(s_data.chunks[channel_axis])
+        weight = _channel_weight(call, weight, 0, shape[channel_axis])
     if operation == "weight_grad":
         grads = _stand_in_shape(l_data, layout.image_shape(shape[0], call.forward_channels[1],
                                                            outputs))

@@ -54,7 +54,7 @@ from .._core.fft import FFTBlocks, fft_blocks, fft_geometry, transforms_shape, u
 from .._core.geometry import ConvGeometry
 from .._core.index_plans import pairs_per_sample, padded_source_bytes
 from .._core.params import ENGINE_METHODS
-from .._core.validation import itemsize
+from .._core.validation import itemsize, library
 from .._core.winograd import applies as winograd_applies, tiling as winograd_tiling
 from .cpu.threads import get_num_threads
 from .cuda.engine import unavailable_reason
@@ -219,10 +219,10 @@ def check_method(call):
     method, weight = call.method, call.weight
     if method == "fft" and not hasattr(call.xp, "fft"):
         raise ValueError(f"method='fft' needs the array API's fft extension, which the "
-                         f"namespace of {type(weight).__module__} arrays lacks; use 'auto'")
+                         f"namespace of {library(weight)} arrays lacks; use 'auto'")
     if method == "winograd" and not array_api_compat.is_numpy_array(weight):
         raise ValueError(f"method='winograd' runs on NumPy arrays (the CPU engine) only; use "
-                         f"'auto' or 'im2col' for {type(weight).__module__} arrays")
+                         f"'auto' or 'im2col' for {library(weight)} arrays")
     if method not in ENGINE_METHODS or device(weight) is not None:
         return
     if array_api_compat.is_cupy_array(weight):
@@ -231,7 +231,7 @@ def check_method(call):
                            f"'im2col' run on CuPy without it")
     raise ValueError(
         f"method={method!r} is the CPU engine's (NumPy) and the CUDA engine's (CuPy); "
-        f"use 'auto' or 'im2col' for {type(weight).__module__} arrays"
+        f"use 'auto' or 'im2col' for {library(weight)} arrays"
     )
 
 

@@ -23,7 +23,7 @@ from array_api_compat import is_cupy_array, is_numpy_array
 from .._core.algorithms import conj
 from .._core.index_plans import axis_source, gather_index
 from .._core.params import as_int, choice
-from .._core.validation import check_dtype, namespace, prepare_operator
+from .._core.validation import check_dtype, library, namespace, prepare_operator
 from .._engines import dask_blocks as _dask, dispatch, policy
 from .._core.types import (Array, DataFormat, Int, IntOrTuple, Method, Padding, PaddingMode,
                           Shape)
@@ -74,7 +74,9 @@ class ConvOperator:
     ------
     TypeError, ValueError
         As ``toeplitz`` for the weight, ``input_shape`` and keywords; a
-        ValueError for a ``method`` that cannot run on the weight's namespace.
+        ValueError for a ``method`` that cannot run on the weight's namespace; a
+        TypeError for a Dask weight (the operator applies to Dask vectors and
+        matrices, but holds its weight in memory).
 
     See Also
     --------
@@ -197,6 +199,8 @@ class ConvOperator:
         """The operator applied to each row of ``columns`` (k, N) → (k, M)."""
         xp = self._namespace(columns)
         k = columns.shape[0]
+        if k == 0 and _dask.is_dask(columns):  # Dask reshapes no empty array of several chunks
+            return xp.zeros((0, self.shape[0]), dtype=columns.dtype)
         images = xp.reshape(columns, (k, *self.input_shape))
         if _dask.is_dask(columns):      # block by block, each by the engine
             apply = _dask.adjoint if self._adjoint else _dask.forward
@@ -432,7 +436,7 @@ class ConvOperator:
         else:
             raise TypeError(
                 "aslinearoperator needs a NumPy or CuPy weight (scipy / cupyx LinearOperator), "
-                f"got {type(self._call.weight).__module__}; use matvec and rmatvec directly"
+                f"got {library(self._call.weight)}; use matvec and rmatvec directly"
             )
         return LinearOperator(self.shape, matvec=self.matvec, rmatvec=self.rmatvec,
                               matmat=self.matmat, rmatmat=self.rmatmat, dtype=self.dtype)
@@ -550,7 +554,7 @@ class ConvOperator:
             if not (scipy_like or self._on_host()):
                 raise TypeError(
                     "method='lanczos' needs a NumPy or CuPy weight (scipy / cupyx eigsh), "
-                    f"got {type(weight).__module__}; use method='power'")
+                    f"got {library(weight)}; use method='power'")
             return self._lanczos_norm(tol, maxiter, seed)
         sigma, converged = self._power_norm(tol, maxiter, seed)
         if not converged:

@@ -38,7 +38,7 @@ from array_api_compat import is_cupy_array, is_numpy_array
 from .._core.index_plans import toeplitz_pairs
 from .._core.lowering import index_array
 from .._core.params import choice
-from .._core.validation import itemsize, prepare_operator
+from .._core.validation import itemsize, library, prepare_operator
 from .._core.types import Array, DataFormat, Int, IntOrTuple, Padding, PaddingMode
 
 DENSE_LIMIT_BYTES = 1 << 30
@@ -232,7 +232,7 @@ def toeplitz_matrix(call, format):
     if not (is_numpy_array(call.weight) or is_cupy_array(call.weight)):
         raise TypeError(
             f"format={format!r} gives scipy.sparse (NumPy) or cupyx.scipy.sparse (CuPy) "
-            f"matrices; for a {type(call.weight).__module__} weight use format='dense'"
+            f"matrices; for a {library(call.weight)} weight use format='dense'"
         )
     return sparse(call, format)
 
@@ -273,8 +273,8 @@ def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 
     Raises
     ------
     TypeError
-        A weight that is not an array or has an integer or bool dtype; a sparse
-        ``format`` for a weight that is neither NumPy nor CuPy.
+        A weight that is not an array (or is a Dask array) or has an integer or bool
+        dtype; a sparse ``format`` for a weight that is neither NumPy nor CuPy.
     ValueError
         ``input_shape`` or the keywords invalid (as ``conv``), an unknown
         ``format``, or "dense" over ``DENSE_LIMIT_BYTES``.
