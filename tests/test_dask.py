@@ -289,3 +289,31 @@ def test_the_ranked_forms_take_dask_beside_numpy():
     got = convmm.conv_transpose1d(da.from_array(y, chunks=3), np.ones((2, 1, 3)), stride=2)
     np.testing.assert_allclose(got.compute(),
                                convmm.conv_transpose1d(y, np.ones((2, 1, 3)), stride=2))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dask_arrays_of_cupy_chunks_match_the_numpy_path(seed):
+    """Dask arrays whose chunks are CuPy arrays: each block on the GPU (the CUDA engine
+    where it runs, else CuPy's array-API path), every result a Dask array of CuPy chunks."""
+    from helpers import backend_names
+
+    if "cupy" not in backend_names():
+        pytest.skip("needs CuPy and a GPU")
+    import cupy
+
+    rng = np.random.default_rng(500 + seed)
+    cfg = random_config(rng, dtypes=("float32", "float64"))
+    x, w, b = make_conv_inputs(rng, cfg)
+    keywords = dict(padding_mode=cfg.padding_mode, **cfg.kwargs())
+    lazy = chunked(rng, x).map_blocks(cupy.asarray)
+    y = convmm.conv(lazy, cupy.asarray(w), None if b is None else cupy.asarray(b), **keywords)
+    want = convmm.conv(x, w, b, **keywords)
+    got = y.compute()
+    assert isinstance(got, cupy.ndarray)
+    assert_close(got.get(), want, np, dtype=cfg.dtype)
+    g = random_array(rng, want.shape, cfg.dtype)
+    grads = convmm.conv_backward(chunked(rng, g).map_blocks(cupy.asarray), lazy,
+                                 cupy.asarray(w), **keywords)
+    expected = convmm.conv_backward(g, x, w, **keywords)
+    for have, wanted in zip(grads, expected):
+        assert_close(have.compute().get(), wanted, np, dtype=cfg.dtype)
