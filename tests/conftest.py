@@ -7,6 +7,8 @@ otherwise never reach the threaded paths (tiles, partial sums in order).
 ``PRODUCTION_WORK_PER_THREAD`` is the real value, for the tests of that choice.
 """
 
+import sys
+
 import pytest
 
 from convmm._engines import policy
@@ -23,3 +25,13 @@ def _threads_for_small_work(monkeypatch):
 @pytest.fixture(params=backend_names())
 def xp(request):
     return namespace(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _jax_compilations_freed():
+    """JAX keeps every operation it compiled for each new shape, for the process's life: over
+    the suite's random shapes, gigabytes.  Dropped after each test that imported JAX."""
+    yield
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        jax.clear_caches()
