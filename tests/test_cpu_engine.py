@@ -321,6 +321,13 @@ def test_auto_choices():
                                   method="im2col")
     with pytest.raises(ValueError, match="function must be one of"):
         explain(np.matmul, x, x)
+    with pytest.raises(ValueError, match="explain the conv call they make"):
+        explain("correlate", np.ones(8), np.ones(3))
+    # The ranked forms' own check, as the call would make it.
+    with pytest.raises(ValueError, match="weight must have 3 dimensions for 1 spatial dim"):
+        explain(convmm.conv1d, x, np.ones((8, 16, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="weight must have 5 dimensions"):
+        explain("conv_transpose3d", x, np.ones((16, 8, 3, 3), np.float32))
 
 
 def test_workspace_stays_within_the_budget():

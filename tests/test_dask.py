@@ -158,6 +158,22 @@ def test_bad_input_gets_the_numpy_paths_errors_before_anything_runs():
         convmm.conv(unknown[None, None], np.ones((1, 1, 3)))
 
 
+def test_what_is_not_an_array_or_mixes_namespaces_is_named():
+    x = da.ones((2, 2, 7, 7), chunks=3)
+    with pytest.raises(TypeError, match="weight must be an array, got list"):
+        convmm.conv(x, [[[[1.0]]]])
+    with pytest.raises(TypeError, match="bias must be an array, got list"):
+        convmm.conv(x, np.ones((3, 2, 1, 1)), [1.0, 2, 3])
+    with pytest.raises(TypeError, match="grad_output must be an array"):
+        convmm.conv_backward([[1.0]], x, np.ones((3, 2, 1, 1)))
+    strict = pytest.importorskip("array_api_strict")
+    with pytest.raises(TypeError, match="x and weight must come from one array namespace.*"
+                                        "x: a Dask array of numpy chunks, weight: array_api_strict"):
+        convmm.conv(x, strict.ones((3, 2, 1, 1)))
+    with pytest.raises(TypeError, match="in1: a Dask array of numpy chunks, in2: array_api_strict"):
+        convmm.correlate(da.ones(9, chunks=4), strict.ones(3))
+
+
 @pytest.mark.parametrize("dtype", [np.int64, np.int8, np.bool_, np.float16])
 @pytest.mark.parametrize("which", ["x", "weight", "bias"])
 def test_dtypes_convmm_does_not_compute_in_are_refused_as_on_numpy(dtype, which):
@@ -249,6 +265,7 @@ def test_explain_says_how_the_graph_is_cut():
     # Without a batch axis, neither side shows one.
     text = convmm.explain(convmm.conv, x[0], w, stride=2, padding=1)
     assert text.startswith("dask: x chunks (3×2, 16×4, 16×4) → (8, 8×4, 8×4); ")
+    assert convmm.explain(convmm.conv, x, w).splitlines()[1].endswith("; no padding")
 
 
 def test_the_larger_than_memory_run_reports_its_figures(tmp_path, capsys):

@@ -108,9 +108,14 @@ def test_jit_gives_the_eager_result(seed):
 
 
 def test_jax_at_its_default_float32():
-    """Without x64 (JAX's default) float32 arrays stay float32 and agree with NumPy's."""
+    """Without x64 (JAX's default) float32 arrays stay float32 and agree with NumPy's, and
+    no convmm call asks JAX for a float64 it lacks (JAX warns; the warnings are errors)."""
     code = """
 import jax.numpy as jnp, numpy as np, convmm
+op = convmm.ConvOperator(jnp.ones((3, 2, 3, 3)), (2, 8, 8), padding=1)
+want = convmm.ConvOperator(np.ones((3, 2, 3, 3)), (2, 8, 8), padding=1)
+assert abs(op.norm() - want.norm()) < 1e-4 * want.norm(), (op.norm(), want.norm())
+assert want.norm() <= op.norm_bound() < 1.01 * want.norm_bound()
 rng = np.random.default_rng(0)
 x, w = rng.standard_normal((2, 3, 9, 9), np.float32), rng.standard_normal((4, 3, 3, 3), np.float32)
 y = convmm.conv(jnp.asarray(x), jnp.asarray(w), stride=2, padding="same", padding_mode="circular")
@@ -120,8 +125,8 @@ back = convmm.conv_transpose(want, w, stride=2, padding="same", padding_mode="ci
 print(y.dtype, t.dtype, float(np.max(np.abs(np.asarray(y) - want))),
       float(np.max(np.abs(np.asarray(t) - back))))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     y_dtype, t_dtype, y_error, t_error = done.stdout.split()
     assert (y_dtype, t_dtype) == ("float32", "float32")

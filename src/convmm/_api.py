@@ -468,8 +468,7 @@ def _ranked(function: _Public, rank: int) -> _Public:
     """``function`` with the weight's spatial rank checked: ``conv2d`` is ``conv`` for 2-d
     weights.  It keeps ``function``'s signature (for ``help`` and type checkers)."""
     def ranked(x: Array, weight: Array, bias: Array | None = None, **kwargs: Any) -> Array:
-        namespace(x=_dask.stand_in(x, "x"), weight=_dask.stand_in(weight, "weight"),
-                  bias=_dask.stand_in(bias, "bias"))
+        _dask.checked_namespace(x=x, weight=weight, bias=bias)
         spatial_rank(weight, rank)
         return function(x, weight, bias, **kwargs)
 
@@ -494,7 +493,7 @@ def _plain_pair(in1, in2):
     """(namespace, in1, in2) checked as two plain 1-3-d arrays of one rank (both as Dask
     arrays where either is one)."""
     if _dask.is_dask(in1, in2):
-        namespace(in1=_dask.stand_in(in1, "in1"), in2=_dask.stand_in(in2, "in2"))
+        _dask.checked_namespace(in1=in1, in2=in2)
         in1, in2 = _dask.as_dask(in1), _dask.as_dask(in2)
     xp = namespace(in1=in1, in2=in2)
     for name, a in (("in1", in1), ("in2", in2)):
@@ -947,10 +946,13 @@ def explain(function: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> st
     conv: implicit_gemm (real floating point, enough positions per image: patches read in place): ...
     """
     name = function if isinstance(function, str) else getattr(function, "__name__", None)
+    rank = None
     if isinstance(name, str) and name[-2:] in ("1d", "2d", "3d"):
-        name = name[:-2]
-    if name not in _EXPLAINED:
-        raise ValueError(f"function must be one of {sorted(_EXPLAINED)}, got {function!r}")
+        name, rank = name[:-2], int(name[-2])
+    if name not in _EXPLAINED or (rank is not None and name not in ("conv", "conv_transpose")):
+        raise ValueError(f"function must be one of {sorted(_EXPLAINED)} or conv1d … "
+                         f"conv_transpose3d (for correlate, convolve or upsample_bilinear, "
+                         f"explain the conv call they make), got {function!r}")
     public, transposed, maps = _EXPLAINED[name]
     bound = inspect.signature(public).bind(*args, **kwargs)
     bound.apply_defaults()
@@ -958,6 +960,9 @@ def explain(function: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> st
     needs = gradient_needs(arguments.pop("needs", ()))
     grad_output = arguments.pop("grad_output", None)
     x, weight, bias = arguments.pop("x"), arguments.pop("weight"), arguments.pop("bias", None)
+    if rank is not None:                  # conv2d's check of the weight's rank
+        _dask.checked_namespace(x=x, weight=weight, bias=bias)
+        spatial_rank(weight, rank)
     if _dask.is_dask(x, weight, bias, grad_output):    # how the graph is cut, block by block
         return _dask.explain(transposed, maps, needs, public(*args, **kwargs), x, weight, bias,
                              grad_output, arguments)

@@ -129,8 +129,9 @@ def plain_array_hint(transposed, padding, padding_mode):
             f"mode={mode!r}{boundary}) is the SciPy-style call{centring}, {axes}")
 
 
-def with_batch_axis(xp, x, nd, name):
-    """(x with a batch axis, whether it came with one)."""
+def with_batch_axis(xp, x, nd, name, rank_source=""):
+    """(x with a batch axis, whether it came with one); ``rank_source`` says where ``nd``
+    came from, for the error ("the weight of shape (3, 2, 3)")."""
     if x.ndim == nd + 2:
         return x, True
     if x.ndim == nd + 1:
@@ -139,7 +140,8 @@ def with_batch_axis(xp, x, nd, name):
              if x.ndim == nd else "")
     raise ValueError(
         f"{name} must have {nd + 2} dimensions (batched) or {nd + 1} (unbatched) for {nd} "
-        f"spatial dim(s), got shape {tuple(x.shape)}{plain}"
+        f"spatial dim(s){f' ({rank_source})' if rank_source else ''}, got shape "
+        f"{tuple(x.shape)}{plain}"
     )
 
 
@@ -304,7 +306,8 @@ def _checked(x, weight, bias, grad_output, *, transposed, stride, padding, dilat
     arrays = common_dtype(xp, x=x, weight=weight, bias=bias, grad_output=grad_output)
     nd = spatial_rank(arrays["weight"],
                       plain_hint=plain_array_hint(transposed, padding, padding_mode))
-    x, batched = with_batch_axis(xp, arrays["x"], nd, "x")
+    x, batched = with_batch_axis(xp, arrays["x"], nd, "x",
+                                 f"as the weight of shape {tuple(arrays['weight'].shape)} has")
     return configure(xp, x, tuple(x.shape), arrays["weight"], arrays["bias"],
                      arrays["grad_output"], batched, "x", transposed=transposed, stride=stride,
                      padding=padding, dilation=dilation, groups=groups,

@@ -51,7 +51,7 @@ import numpy as np
 
 from .._core.algorithms import conj
 from .._core.lowering import _padded_rows
-from .._core.validation import checked_grad_output, gradient_needs, prepare
+from .._core.validation import checked_grad_output, gradient_needs, library, namespace, prepare
 from . import dispatch, policy
 
 PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
@@ -90,6 +90,28 @@ def stand_in(a, name="x"):
     return module.broadcast_to(module.zeros((), dtype=a.dtype), a.shape)
 
 
+def _kind(a):
+    """What an array is, for messages: "jax", or "a Dask array of numpy chunks"."""
+    if is_dask(a):
+        return f"a Dask array of {library(getattr(a, '_meta', a))} chunks"
+    return library(a)
+
+
+def checked_namespace(**arrays):
+    """The one namespace of the named arrays as their blocks will see them (a Dask array
+    counts as its chunks' namespace): ``validation.namespace`` on the stand-ins, with a
+    TypeError that names a Dask array as such where the namespaces differ."""
+    try:
+        return namespace(**{name: stand_in(a, name) for name, a in arrays.items()})
+    except TypeError as error:
+        if "one array namespace" not in str(error):
+            raise
+        present = {name: a for name, a in arrays.items() if a is not None}
+        kinds = ", ".join(f"{name}: {_kind(a)}" for name, a in present.items())
+        raise TypeError(f"{' and '.join(present)} must come from one array namespace (a Dask "
+                        f"array's is its chunks'), got {kinds}") from None
+
+
 def as_dask(a):
     """A Dask array: ``a`` itself, or a plain array as one chunk."""
     if is_dask(a):
@@ -106,9 +128,10 @@ def _validated(x, weight, bias, grad_output, **keywords):
     The cast is made only where every array already has a dtype convmm computes in
     (float32, float64, complex64, complex128), so that an integer, bool or half-precision
     array is refused with the NumPy path's TypeError, never promoted silently."""
+    checked_namespace(x=x, weight=weight, bias=bias, grad_output=grad_output)
     arrays = [x, weight, bias, grad_output]
-    dtypes = [np.dtype(a.dtype) for a in arrays if a is not None and hasattr(a, "dtype")]
-    if dtypes and all(d.kind in "fc" and d.itemsize >= 4 for d in dtypes):
+    dtypes = [np.dtype(a.dtype) for a in arrays if a is not None]
+    if all(d.kind in "fc" and d.itemsize >= 4 for d in dtypes):
         dtype = np.result_type(*dtypes)
         arrays = [a if a is None or a.dtype == dtype else a.astype(dtype) for a in arrays]
     stand_ins = [stand_in(a, name) for a, name in
@@ -559,13 +582,13 @@ def explain(transposed, maps, needs, result, x, weight, bias, grad_output, keywo
     tasks = len(graph)
     data = x if g is None else g
     halos = ", ".join(str(d * (k - 1)) for k, d in zip(geometry.kernel_size, geometry.dilation))
-    pads = ", ".join(f"({a}, {b})" for a, b in geometry.padding)
+    pads = (f"padding ({', '.join(f'({a}, {b})' for a, b in geometry.padding)}) {call.mode} "
+            f"on the whole array" if any(map(any, geometry.padding)) else "no padding")
     lines = [f"dask: {'grad_output' if g is not None else 'x'} chunks {_shape_text(given.chunks)}"
              f" → " + ", ".join(f"{name}{_shape_text(r.chunks)}" for name, r in results)
              + f"; {tasks} tasks ({CHUNK_NOTATION})",
              f"dask: each output chunk from its input chunk and a halo of d·(K−1) = ({halos}) "
-             f"samples per spatial axis, windows cut and rechunked; padding ({pads}) "
-             f"{call.mode} on the whole array"]
+             f"samples per spatial axis, windows cut and rechunked; {pads}"]
     channels = len(data.chunks[layout.channel_axis(data.ndim)])
     if channels > 1:
         forward_on_data = (maps[0][1] == "forward") == (g is None) != transposed

@@ -212,7 +212,7 @@ class ConvOperator:
 
     def _operand(self, v, name, matrix):
         """v checked: in the weight's namespace, a float or complex dtype, N rows."""
-        namespace(**{name: _dask.stand_in(v, name), "weight": self._call.weight})
+        _dask.checked_namespace(**{name: v, "weight": self._call.weight})
         xp = self._call.xp
         check_dtype(xp, _dask.stand_in(v, name), name)
         n = self.shape[1]
@@ -495,7 +495,9 @@ class ConvOperator:
         -------
         float
             σ_max ≥ 0, computed in double precision (float64 or complex128)
-            whatever the weight's dtype; the same for C, Cᵀ, Cᴴ and conj(C).
+            whatever the weight's dtype (in single precision where the namespace
+            has none: JAX without ``jax_enable_x64``); the same for C, Cᵀ, Cᴴ and
+            conj(C).
 
         Raises
         ------
@@ -568,9 +570,9 @@ class ConvOperator:
         return op, op.H
 
     def _double(self):
-        """The double-precision dtype the spectrum is computed in."""
+        """The double-precision dtype the spectrum is computed in (``_widest``)."""
         xp = self._call.xp
-        return xp.complex128 if xp.isdtype(self.dtype, "complex floating") else xp.float64
+        return _widest(xp, xp.isdtype(self.dtype, "complex floating"))
 
     def _start(self, n, seed):
         """A random unit start vector (1, n), double precision, in the weight's namespace."""
@@ -750,10 +752,11 @@ class ConvOperator:
         float
             An upper bound on σ_max (the same for C, Cᵀ, Cᴴ and conj(C)),
             computed in double precision (float64 or complex128) whatever the
-            weight's dtype, and enlarged for rounding: the FFT bound by the
-            relative allowance ``8·ε·(1 + log₂N)·√(N·r)`` of the FFT and SVD (N
-            grid points, r = min(C_out, C_in)/groups, ε = 2⁻⁵²; below 1e-10
-            for any practical grid), the Collatz–Wielandt bound by ``2·K·ε``
+            weight's dtype (single where the namespace has none: JAX without
+            ``jax_enable_x64``, with ε = 2⁻²³ below), and enlarged for rounding: the
+            FFT bound by the relative allowance ``8·ε·(1 + log₂N)·√(N·r)`` of the FFT
+            and SVD (N grid points, r = min(C_out, C_in)/groups, ε = 2⁻⁵²; below
+            1e-10 for any practical grid), the Collatz–Wielandt bound by ``2·K·ε``
             (K = T·C_in/groups + R·C_out/groups + 4, T kernel taps, R the
             most (position, tap) pairs that read one input sample: the terms
             of its sums of non-negative numbers).  The FFT costs a transform
@@ -785,7 +788,8 @@ class ConvOperator:
         xp, geometry, mode = call.xp, call.geometry, call.mode
         _, in_per_group, _ = call.layout.weight_parts(call.weight.shape, geometry.nd)
         out_per_group = call.out_channels // call.groups
-        eps = 2.0 ** -52
+        real_dtype = _widest(xp, False)
+        eps = float(xp.finfo(real_dtype).eps)      # 2⁻⁵², or 2⁻²³ where float64 is missing
         pad_factor = 1
         for size, (before, after) in zip(geometry.input_size, geometry.padding):
             source = axis_source(size, before, after, mode)
@@ -812,8 +816,8 @@ class ConvOperator:
         moduli._call = dataclasses.replace(call, weight=xp.abs(self._weight(self._double())))
         moduli._weights = {}
         moduli_t = moduli.T
-        q = xp.ones((1, moduli.shape[1]), dtype=xp.float64, device=device_of(call.weight))
-        zero = xp.zeros((), dtype=xp.float64, device=device_of(call.weight))
+        q = xp.ones((1, moduli.shape[1]), dtype=real_dtype, device=device_of(call.weight))
+        zero = xp.zeros((), dtype=real_dtype, device=device_of(call.weight))
         lam = math.inf
         for _ in range(iterations):
             gq = moduli_t._apply(moduli._apply(q))
@@ -923,6 +927,18 @@ def _transfer_matrices(call, size, dtype):
     return xp.permute_dims(transfer, (*axes, 0, 1, 2))
 
 
+def _widest(xp, complex_):
+    """float64 (complex128 for ``complex_``) where the namespace has it, else float32
+    (complex64): JAX has no float64 unless ``jax_enable_x64`` is set."""
+    kind, wanted, fallback = (("complex floating", "complex128", "complex64") if complex_
+                              else ("real floating", "float64", "float32"))
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is None:
+        return getattr(xp, wanted)
+    available = info().dtypes(kind=kind)
+    return available[wanted] if wanted in available else available[fallback]
+
+
 def _circulant_singular_values(call):
     xp, w = call.xp, call.weight
     complex_dtype = xp.complex64 if w.dtype in (xp.float32, xp.complex64) else xp.complex128
@@ -935,5 +951,5 @@ def _largest_transfer_singular_value(call, size):
     the spectral norm of the circular convolution on that grid."""
     xp = call.xp
     real = not xp.isdtype(call.weight.dtype, "complex floating")
-    transfer = _transfer_matrices(call, size, xp.float64 if real else xp.complex128)
+    transfer = _transfer_matrices(call, size, _widest(xp, not real))
     return float(xp.max(xp.linalg.svdvals(transfer)))

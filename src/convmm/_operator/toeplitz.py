@@ -232,7 +232,8 @@ def toeplitz_matrix(call, format):
     if not (is_numpy_array(call.weight) or is_cupy_array(call.weight)):
         raise TypeError(
             f"format={format!r} gives scipy.sparse (NumPy) or cupyx.scipy.sparse (CuPy) "
-            f"matrices; for a {library(call.weight)} weight use format='dense'"
+            f"matrices; for a {library(call.weight)} weight use format='dense' "
+            f"(ConvOperator.todense())"
         )
     return sparse(call, format)
 
