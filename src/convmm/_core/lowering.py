@@ -17,8 +17,12 @@ im2col has two implementations of the same plan:
 col2im is the exact adjoint: a loop over the kernel taps (never over pixels)
 that adds each tap's block of columns onto a strided window of the padded
 canvas, followed by the adjoint of the padding; or, for kernels with many taps
-of which few read each sample (large strides), a gather through the inverse
-plan, one ``take`` per (tap, position) pair of a sample.
+of which few read each sample (large strides), and always for JAX's immutable
+arrays, a gather through the inverse plan, one ``take`` per (tap, position) pair
+of a sample.
+
+Writes into the arrays allocated here go through array-api-extra's ``at``: in
+place where the namespace allows it, a new array where arrays are immutable (JAX).
 """
 
 from __future__ import annotations
@@ -179,7 +183,8 @@ def col2im(xp, cols, geometry, mode, layout, channels):
     channels-first or (N, *input_size, C) channels-last.  Tap by tap, each tap's
     block added to its strided window of the padded canvas, then the padding's
     adjoint; or, for kernels with many taps and few per sample (large strides),
-    as a gather through ``gather_index_adjoint``.
+    and for JAX arrays (no canvas rewritten tap by tap), as a gather through
+    ``gather_index_adjoint``.
     """
     taps, positions = geometry.n_taps, geometry.n_positions
     if is_jax_array(cols) or (taps >= max(GATHER_MIN_TAPS, 4 * pairs_per_sample(geometry, mode))
