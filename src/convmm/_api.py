@@ -464,12 +464,17 @@ _RANKED_EXAMPLES = {
 }
 
 
+def _check_rank(x: Array, weight: Array, bias: Array | None, rank: int) -> None:
+    """conv2d's own check: the arrays of one namespace, and a weight of 2 spatial dims."""
+    _dask.checked_namespace(x=x, weight=weight, bias=bias)
+    spatial_rank(weight, rank)
+
+
 def _ranked(function: _Public, rank: int) -> _Public:
     """``function`` with the weight's spatial rank checked: ``conv2d`` is ``conv`` for 2-d
     weights.  It keeps ``function``'s signature (for ``help`` and type checkers)."""
     def ranked(x: Array, weight: Array, bias: Array | None = None, **kwargs: Any) -> Array:
-        _dask.checked_namespace(x=x, weight=weight, bias=bias)
-        spatial_rank(weight, rank)
+        _check_rank(x, weight, bias, rank)
         return function(x, weight, bias, **kwargs)
 
     ranked.__name__ = ranked.__qualname__ = f"{function.__name__}{rank}d"
@@ -960,9 +965,8 @@ def explain(function: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> st
     needs = gradient_needs(arguments.pop("needs", ()))
     grad_output = arguments.pop("grad_output", None)
     x, weight, bias = arguments.pop("x"), arguments.pop("weight"), arguments.pop("bias", None)
-    if rank is not None:                  # conv2d's check of the weight's rank
-        _dask.checked_namespace(x=x, weight=weight, bias=bias)
-        spatial_rank(weight, rank)
+    if rank is not None:
+        _check_rank(x, weight, bias, rank)
     if _dask.is_dask(x, weight, bias, grad_output):    # how the graph is cut, block by block
         return _dask.explain(transposed, maps, needs, public(*args, **kwargs), x, weight, bias,
                              grad_output, arguments)
