@@ -27,15 +27,9 @@ def _jax(a):
     return None if a is None else jnp.asarray(a)
 
 
-def _cotangent(g):
-    """The cotangent whose vector-Jacobian product is convmm's gradient.
-
-    ``jax.vjp`` gives Jᵀ·ct without conjugation; convmm's gradients are Cᴴ·g (PyTorch's
-    convention), so for complex arrays Cᴴ·g = conj(Jᵀ·conj(g))."""
-    return jnp.conj(g) if jnp.iscomplexobj(g) else g
-
-
-def _back(a):
+def _conj(a):
+    """conj(a) for complex arrays.  ``jax.vjp`` gives Jᵀ·ct without conjugation; convmm's
+    gradients are Cᴴ·g (PyTorch's convention), so Cᴴ·g = conj(Jᵀ·conj(g))."""
     return jnp.conj(a) if jnp.iscomplexobj(a) else a
 
 
@@ -50,7 +44,7 @@ def test_vjp_through_conv_is_conv_backward(seed):
     b = _jax(b) if b is not None else jnp.zeros(cfg.out_channels, dtype=x.dtype)
     y, pullback = jax.vjp(lambda x, w, b: convmm.conv(x, w, b, **keywords), x, w, b)
     g = _jax(random_array(rng, y.shape, cfg.dtype))
-    got = [_back(a) for a in pullback(_cotangent(g))]
+    got = [_conj(a) for a in pullback(_conj(g))]
     want = convmm.conv_backward(g, x, w, **keywords)
     for have, expected in zip(got, (want.input, want.weight, want.bias)):
         assert isinstance(have, jax.Array)
@@ -65,7 +59,7 @@ def test_vjp_through_conv_transpose_is_conv_transpose_backward(seed):
     x, w = _jax(x), _jax(w)
     y, pullback = jax.vjp(lambda x, w: convmm.conv_transpose(x, w, **keywords), x, w)
     g = _jax(random_array(rng, y.shape, cfg.dtype))
-    got = [_back(a) for a in pullback(_cotangent(g))]
+    got = [_conj(a) for a in pullback(_conj(g))]
     want = convmm.conv_transpose_backward(g, x, w, **keywords)
     assert_close(got[0], want.input, jnp, factor=4)
     assert_close(got[1], want.weight, jnp, factor=4)
