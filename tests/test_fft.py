@@ -224,7 +224,7 @@ def test_explain_describes_the_transforms():
 
 
 # --------------------------------------------------------------------------- auto
-def test_auto_takes_the_fft_for_large_kernels_and_says_why():
+def test_auto_takes_the_fft_for_large_kernels_and_says_why(machine_rates):
     x, w = np.ones((1, 1, 512, 512), np.float32), np.ones((1, 1, 31, 31), np.float32)
     plan = convmm.explain(convmm.conv, x, w, padding="same")
     assert plan.startswith("conv: fft (961-tap kernel: modelled "), plan
@@ -271,14 +271,21 @@ def test_the_calibration_is_measured_once_and_read_back(tmp_path):
     assert done.returncode == 0 and done.stdout.strip().startswith("{"), done.stderr
 
 
-def test_the_operator_takes_the_fft_where_auto_would():
-    """``ConvOperator`` applies C and Cᵀ by the map ``auto`` plans: the FFT for a blur."""
+def test_the_operator_takes_the_fft_where_auto_would(machine_rates):
+    """``ConvOperator`` applies C and Cᵀ by the map ``auto`` plans: the FFT for a blur on a
+    machine whose GEMM is slow against its FFT (injected rates: the choice follows them,
+    not this machine's speed), the GEMM methods where the GEMM is fast."""
     from convmm._engines import policy
 
     rng = np.random.default_rng(5)
     w = rng.standard_normal((1, 1, 17, 17))
+    machine_rates(gemm=1e12)
+    op = convmm.ConvOperator(w, (1, 96, 96), padding="same", padding_mode="reflect")
+    assert policy.main_plan(op._call, "forward").method != "fft"
+    machine_rates(gemm=2e10)
     op = convmm.ConvOperator(w, (1, 96, 96), padding="same", padding_mode="reflect")
     assert policy.main_plan(op._call, "forward").method == "fft"
+    assert policy.main_plan(op._call, "adjoint").method == "fft"
     dense = convmm.toeplitz(w, (1, 96, 96), padding="same", padding_mode="reflect")
     v, u = rng.standard_normal(op.shape[1]), rng.standard_normal(op.shape[0])
     points = math.prod(fft.fft_geometry(op._call.geometry).length)
@@ -287,7 +294,7 @@ def test_the_operator_takes_the_fft_where_auto_would():
     assert np.max(np.abs(op.rmatvec(u) - dense.T @ u)) <= bound * _max(u) * _row_sum(w) * 9
 
 
-def test_auto_keeps_non_finite_and_huge_inputs_off_the_fft():
+def test_auto_keeps_non_finite_and_huge_inputs_off_the_fft(machine_rates):
     """One NaN or inf would spread over a whole transform (a GEMM keeps it to the outputs
     it reaches), and values near float32's limit overflow the transforms' sums: where
     ``auto`` chose the FFT, such inputs run by the GEMM methods instead."""

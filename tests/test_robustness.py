@@ -316,7 +316,8 @@ def test_large_kernels_and_strides_stay_within_their_bounds(case):
         assert np.isfinite(largest) and largest > 0, method
 
 
-def test_an_engine_method_whose_plan_would_not_fit_is_refused_and_auto_fits(monkeypatch):
+def test_an_engine_method_whose_plan_would_not_fit_is_refused_and_auto_fits(monkeypatch,
+                                                                          machine_rates):
     x, w = np.ones((1, 4, 16000), np.float32), np.ones((4, 4, 2048), np.float32)
     # auto takes the FFT for kernels this long; without it, the GEMM methods' own fallback.
     assert convmm.explain(convmm.conv, x, w, padding="same").startswith("conv: fft")
