@@ -259,3 +259,18 @@ def random_transpose_case(rng):
     if cfg.padding != "same":
         kw["output_padding"] = cfg.output_padding
     return cfg, x, weight_to_layout(w, cfg.data_format), b, kw
+
+
+def signal_pair(rng, dtype, larger_in2=False, *, nd=None, in1_top=8, in2_top=6):
+    """(in1, in2) for ``correlate``: plain arrays of one rank (1-3, drawn where ``nd`` is
+    None), sides from 1 to below ``in1_top`` and ``in2_top``; ``larger_in2``: in2 at least
+    as large as in1 in every dimension."""
+    nd = nd or int(rng.integers(1, 4))
+    a = tuple(int(v) for v in rng.integers(1, in1_top, nd))
+    b = tuple(int(v) for v in rng.integers(1, in2_top, nd))
+    if larger_in2:
+        a, b = tuple(min(x, y) for x, y in zip(a, b)), tuple(max(x, y) for x, y in zip(a, b))
+    x, k = rng.standard_normal(a), rng.standard_normal(b)
+    if np.dtype(dtype).kind == "c":
+        x, k = x + 1j * rng.standard_normal(a), k + 1j * rng.standard_normal(b)
+    return x.astype(dtype), k.astype(dtype)

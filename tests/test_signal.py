@@ -8,22 +8,10 @@ import pytest
 import scipy.signal
 
 import convmm
-from helpers import assert_close, to_numpy
+from helpers import assert_close, signal_pair, to_numpy
 
 NUMPY_PAD = {"reflect": "reflect", "replicate": "edge", "circular": "wrap",
              "symmetric": "symmetric"}
-
-
-def _pair(rng, dtype, larger_in2=False):
-    nd = int(rng.integers(1, 4))
-    a = tuple(int(v) for v in rng.integers(1, 8, nd))
-    b = tuple(int(v) for v in rng.integers(1, 6, nd))
-    if larger_in2:
-        a, b = tuple(min(x, y) for x, y in zip(a, b)), tuple(max(x, y) for x, y in zip(a, b))
-    x, k = rng.standard_normal(a), rng.standard_normal(b)
-    if np.dtype(dtype).kind == "c":
-        x, k = x + 1j * rng.standard_normal(a), k + 1j * rng.standard_normal(b)
-    return x.astype(dtype), k.astype(dtype)
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -31,7 +19,7 @@ def _pair(rng, dtype, larger_in2=False):
 def test_equals_scipy_signal(seed, function, xp):
     rng = np.random.default_rng(seed)
     dtype = ["float32", "float64", "complex64", "complex128"][seed % 4]
-    x, k = _pair(rng, dtype, larger_in2=seed % 3 == 0)
+    x, k = signal_pair(rng, dtype, larger_in2=seed % 3 == 0)
     wide = np.complex128 if np.dtype(dtype).kind == "c" else np.float64
     for mode in ("full", "same", "valid"):
         try:
@@ -62,6 +50,25 @@ def test_other_boundaries_are_numpys_padding_then_valid(seed, boundary):
         flipped = np.flip(k)
         np.testing.assert_allclose(convmm.convolve(x, k, mode, boundary=boundary),
                                    convmm.correlate(x, flipped, mode, boundary=boundary))
+
+
+@pytest.mark.parametrize("boundary, scipy_name", [("zeros", "fill"), ("circular", "wrap"),
+                                                  ("symmetric", "symm")])
+@pytest.mark.parametrize("kernel", [(3, 3), (2, 2), (4, 3), (2, 5)])
+def test_correlate2d_same_ports_as_the_readme_says(boundary, scipy_name, kernel):
+    """``scipy.signal.correlate2d(..., "same")`` centres an even kernel one sample later
+    than ``correlate`` (which convmm follows); the README's port is the correlation of
+    both arrays flipped, flipped back.  ``convolve2d`` centres as ``convolve``."""
+    rng = np.random.default_rng(sum(kernel))
+    x, k = rng.standard_normal((7, 6)), rng.standard_normal(kernel)
+    want = scipy.signal.correlate2d(x, k, "same", boundary=scipy_name)
+    got = np.flip(convmm.correlate(np.flip(x), np.flip(k), "same", boundary=boundary))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    if any(n % 2 == 0 for n in kernel):     # the plain port is one sample off
+        assert not np.allclose(convmm.correlate(x, k, "same", boundary=boundary), want)
+    np.testing.assert_allclose(convmm.convolve(x, k, "same", boundary=boundary),
+                               scipy.signal.convolve2d(x, k, "same", boundary=scipy_name),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_engines_agree_on_plain_arrays():

@@ -18,11 +18,12 @@ from typing import Any, Callable, NamedTuple, TypeVar
 import array_api_compat.numpy  # noqa: F401
 
 from ._core import lowering
-from ._core.algorithms import bias_gradient, conj
+from ._core.algorithms import bias_gradient, conj, correlate_over_overlap
 from ._core.geometry import conv_geometry, resolve_padding as _resolve, transpose_geometry
 from ._core.layout import LAYOUTS
 from ._core.params import DATA_FORMATS, GRADIENT_NAMES, choice, int_tuple, padding_spec
-from ._core.validation import (check_dtype, check_in_memory, checked_grad_output,
+from ._core.params import padding_mode as normalise_padding_mode
+from ._core.validation import (all_finite, check_dtype, check_in_memory, checked_grad_output,
                                gradient_needs, lowering_geometry, namespace, prepare, rank_from,
                                shape_args, spatial_rank, unbatch, with_batch_axis)
 from ._engines import dask_blocks as _dask, dispatch, policy
@@ -118,9 +119,12 @@ def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTup
         ValueError): Winograd's F(2, r) minimal filtering (Lavin & Gray 2016);
         F(2×2, 3×3) makes 2.25× fewer multiplications at up to about twice the
         float32 rounding error of the GEMM methods, larger kernels more (5×5:
-        about ten times), and inf inputs come out NaN; "auto" picks (``explain``
-        says what and why), the FFT for kernels of 16 taps or more where a cost
-        model of this machine puts it at least 1.25× faster.
+        about ten times), and an inf or NaN spreads as NaN over its tiles; "auto"
+        picks (``explain`` says what and why), the FFT for NumPy arrays and kernels
+        of 16 taps or more where a cost model of this machine puts it at least
+        1.25× faster: its error is then normwise (outputs far smaller than the
+        largest values that meet in their sums lose their relative accuracy), and
+        any other method by name rules it out.
 
     Returns
     -------
@@ -151,6 +155,10 @@ def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTup
 
     Notes
     -----
+    The padding of ``padding_mode="zeros"`` is a sample of value zero, as in PyTorch:
+    an inf tap that reads it gives NaN (``convmm.reference``'s loops; the GEMM and
+    direct methods make exactly the definition's products).
+
     The im2col lowering is Chellapilla, Puri & Simard, "High Performance
     Convolutional Neural Networks for Document Processing" (2006); the packed
     GEMM follows Goto & van de Geijn, "Anatomy of High-Performance Matrix
@@ -215,7 +223,8 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, *,
         Where the channel axes are, in x, the weight and the result.
     method : "auto", "im2col" (GEMM with Wᵀ, then col2im) or "zero_insertion"
         (insert s − 1 zeros, flip the kernel, pad d·(K − 1) − p, convolve with stride 1,
-        phase by phase so that no inserted zero is multiplied; for another padding
+        tap by tap so that no inserted or padded zero is multiplied: an inf or NaN
+        reaches only the outputs the definition sends it to; for another padding
         mode, onto the padded canvas, then the padding's adjoint), "fft" (see
         ``conv``), or an engine's
         "tiled_blas", "implicit_gemm", "direct" or "winograd" (see ``conv``;
@@ -244,8 +253,10 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, *,
     -----
     The zero-insertion recipe and the output-size arithmetic are those of
     Dumoulin & Visin, "A guide to convolution arithmetic for deep learning"
-    (2016); run phase by phase it is the sub-pixel convolution of Shi et al.
-    (CVPR 2016).
+    (2016); run tap by tap, each tap adding a 1×1 transposed convolution at stride s,
+    it makes the products of Shi et al.'s sub-pixel convolution (CVPR 2016) without
+    the zero taps of its phases, so an inf or NaN reaches only the outputs the
+    definition sends it to.
 
     Examples
     --------
@@ -531,13 +542,23 @@ def correlate(in1: Array, in2: Array, mode: SignalMode = "full", *,
         complex128 (promoted together), no batch or channel axes.
     mode : "full", "valid" or "same"
         Which outputs: every overlap, only full overlaps, or in1's size.
+        "valid" with in2 the larger gives the outputs where in1 lies inside in2
+        (SciPy swaps the inputs): no boundary extension enters them.
     boundary : "zeros", "reflect", "replicate", "circular" or "symmetric"
         How in1 is extended past its edges ("zeros" gives SciPy's results;
         otherwise ``np.pad(in1, padding, mode)`` with NumPy's "reflect", "edge",
         "wrap" or "symmetric", then "valid"; ``scipy.signal.correlate2d``'s
-        "symm" is "symmetric", its "wrap" "circular").
+        "symm" is "symmetric", its "wrap" "circular", though its "same" centres
+        an even kernel one sample later: see the README).
     method : str
-        As ``conv``'s.
+        As ``conv``'s.  "auto" takes the FFT for NumPy arrays and kernels of 16
+        taps or more where it models it at least 1.25× faster; its error is
+        normwise, about ε·log₂(points) of the largest values that meet in a sum,
+        so outputs far smaller than their neighbours (an input spanning many
+        orders of magnitude) can lose every digit, as with SciPy's FFT.
+        ``method="direct"`` (NumPy, CuPy; SciPy's name for it) or "im2col" (any
+        namespace) rules the FFT out; ``explain`` on the ``conv`` call says
+        which method "auto" takes.
 
     Returns
     -------
@@ -552,6 +573,16 @@ def correlate(in1: Array, in2: Array, mode: SignalMode = "full", *,
         another rank, an empty array, an unknown mode or boundary, "valid" with
         neither array the larger in every dimension, or a boundary wider than
         in1 allows (reflect: padding < size; circular, symmetric: padding ≤ size).
+
+    Notes
+    -----
+    Each output sums the products of the overlap of in1 and in2, as
+    ``numpy.correlate`` does: with ``boundary="zeros"`` an inf or NaN of in2 reaches
+    only the outputs it overlaps (where in2 holds one, every method but "fft" sums
+    over the overlap itself, one shifted multiply-add per sample of the smaller
+    array; on Dask arrays and under ``jax.jit``, whose values are not known at the
+    call, it meets the zero extension and spreads as NaN, as in SciPy's N-d path).
+    "fft" spreads a NaN or inf over the whole output.
 
     Examples
     --------
@@ -581,7 +612,8 @@ def convolve(in1: Array, in2: Array, mode: SignalMode = "full", *,
     boundary : "zeros", "reflect", "replicate", "circular" or "symmetric"
         How in1 is extended past its edges (see ``correlate``).
     method : str
-        As ``conv``'s.
+        As ``conv``'s; "auto" may take the FFT, whose error is normwise, and
+        ``method="direct"`` or "im2col" rules it out (see ``correlate``).
 
     Returns
     -------
@@ -595,7 +627,8 @@ def convolve(in1: Array, in2: Array, mode: SignalMode = "full", *,
 
     See Also
     --------
-    correlate : the cross-correlation, the kernel not flipped.
+    correlate : the cross-correlation, the kernel not flipped; its notes say how an
+        inf or NaN propagates (as in ``numpy.convolve``).
 
     Examples
     --------
@@ -615,30 +648,43 @@ def convolve(in1: Array, in2: Array, mode: SignalMode = "full", *,
 
 
 def _correlate(xp, in1, kernel, mode, boundary, method):
-    """``correlate``'s lowering: conv of one image of one channel with ``kernel``."""
+    """``correlate``'s lowering: conv of one image of one channel with ``kernel``, or the
+    sum over the overlap where a zero extension would meet an inf or NaN of the kernel.
+
+    Every output is a window of the "full" correlation, whose output k sums
+    ``in1[k + l − (N − 1)]·kernel[l]``: from ``start`` (per axis, in full coordinates),
+    ``size`` long.  "valid" with in2 the larger is the part of "full" where in1 lies
+    inside in2: what lies beyond in1's edges there is outside the sum (SciPy swaps the
+    inputs), so no boundary extension enters it."""
     choice(mode, SIGNAL_MODES, "mode")
+    boundary = normalise_padding_mode(boundary, "boundary")
     sizes, taps = tuple(in1.shape), tuple(kernel.shape)
-    window = None
+    full = tuple(m + n - 1 for m, n in zip(sizes, taps))
     if mode == "full":
-        padding = tuple((n - 1, n - 1) for n in taps)
+        start, size = (0,) * len(sizes), full
     elif mode == "same":
-        padding = tuple((n // 2, (n - 1) // 2) for n in taps)
+        start, size = tuple((n - 1) // 2 for n in taps), sizes
     elif all(m >= n for m, n in zip(sizes, taps)):
-        padding = 0
+        start, size = tuple(n - 1 for n in taps), tuple(m - n + 1 for m, n in zip(sizes, taps))
     elif all(m <= n for m, n in zip(sizes, taps)):
-        # in2 the larger: SciPy's "valid" is the part of "full" where in1 lies inside in2.
-        padding = tuple((n - 1, n - 1) for n in taps)
-        window = tuple(slice(m - 1, n) for m, n in zip(sizes, taps))
+        start, size = tuple(m - 1 for m in sizes), tuple(n - m + 1 for m, n in zip(sizes, taps))
+        boundary = "zeros"
     else:
         raise ValueError(f"mode='valid' needs in1 or in2 at least as large as the other in "
                          f"every dimension, got shapes {sizes} and {taps}")
+    # conv's padding: what the window reads beyond in1, before and after (conv's output
+    # i is the full output i + N − 1 − before, so the window starts at conv's first).
+    padding = tuple((n - 1 - b, b + c - m) for n, b, c, m in zip(taps, start, size, sizes))
+    extended = any(before or after for before, after in padding)
+    if (extended and boundary == "zeros" and method != "fft"
+            and all_finite(xp, kernel) is False):
+        return correlate_over_overlap(xp, in1, kernel, start, size)
     try:
         y = conv(xp.reshape(in1, (1, 1, *sizes)), xp.reshape(kernel, (1, 1, *taps)),
                  padding=padding, padding_mode=boundary, method=method)
     except ValueError as error:     # name correlate's parameters, not conv's
         raise ValueError(str(error).replace("padding_mode", "boundary")) from None
-    y = y[0, 0, ...]
-    return y if window is None else y[window]
+    return y[0, 0, ...]
 
 
 # --------------------------------------------------------------------------- im2col

@@ -7,6 +7,12 @@ its own index remapping) so that a mistake there cannot hide here.  Inputs are
 anything ``numpy.asarray`` accepts; results are NumPy arrays.  Slow by design:
 keep shapes small.
 
+IEEE values: every product a definition names is made, and no other.  The padding of
+``padding_mode="zeros"`` is a sample of value zero in the padded input ``x̃``, as in
+PyTorch and ``np.pad`` followed by a convolution, so ``0·inf`` is NaN where a padded
+sample meets an inf tap of ``conv`` (or of a weight gradient's grad_output).  The
+transposed maps scatter products and never read a padded sample.
+
 Definitions (channels-first, one spatial dim shown, ``x̃`` the padded input)::
 
     conv            y[n, o, l] = Σ_{c, t} W[o, c, t] · x̃[n, g·C_g + c, l·s + t·d − p_b] + b[o]
@@ -75,6 +81,23 @@ def _source(p, size, mode):
 def _sources(position, size, mode):
     found = [_source(p, n, mode) for p, n in zip(position, size)]
     return None if None in found else tuple(found)
+
+
+def _read(x, channels, src):
+    """``x̃[:, channels, src]``: the samples at ``src``, or zeros where ``src`` is None (a
+    position in the zero padding, multiplied as a sample like any other)."""
+    if src is None:
+        return np.zeros((x.shape[0], len(range(x.shape[1])[channels])), dtype=x.dtype)
+    return x[(slice(None), channels, *src)]
+
+
+def _products(a, b):
+    """``a @ b`` with every product made: (m, k) × (k, n) summed over k in order, so that
+    ``0·inf`` is NaN (a BLAS may skip a zero operand: the reference BLAS does)."""
+    out = np.zeros((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    for k in range(a.shape[1]):
+        out += a[:, k:k + 1] * b[k:k + 1, :]
+    return out
 
 
 def _first(x, data_format):
@@ -163,13 +186,11 @@ def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTup
         for t in itertools.product(*map(range, kernel)):
             src = _sources([li * s + ti * d - b for li, ti, s, d, (b, _)
                             in zip(l, t, strides, dilations, pads)], size, padding_mode)
-            if src is None:
-                continue
             for g in range(groups):
-                patch = x[(slice(None), slice(g * c_g, (g + 1) * c_g), *src)]  # (N, C_g)
+                patch = _read(x, slice(g * c_g, (g + 1) * c_g), src)          # (N, C_g)
                 taps = w[(slice(g * o_g, (g + 1) * o_g), slice(None), *t)]     # (O_g, C_g)
                 outputs: tuple[slice | int, ...] = (slice(None), slice(g * o_g, (g + 1) * o_g), *l)
-                y[outputs] += patch @ taps.T
+                y[outputs] += _products(patch, taps.T)
     if bias is not None:
         y = y + np.asarray(bias).reshape((-1,) + (1,) * nd)
     return _finish(y, data_format, batched)
@@ -240,7 +261,7 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, *,
             for g in range(groups):
                 values = x[(slice(None), slice(g * i_g, (g + 1) * i_g), *l)]     # (N, I_g)
                 taps = w[(slice(g * i_g, (g + 1) * i_g), slice(None), *t)]      # (I_g, O_g)
-                z[(slice(None), slice(g * o_g, (g + 1) * o_g), *dst)] += values @ taps
+                z[(slice(None), slice(g * o_g, (g + 1) * o_g), *dst)] += _products(values, taps)
     if bias is not None:
         z = z + np.asarray(bias).reshape((-1,) + (1,) * nd)
     return _finish(z, data_format, batched)
@@ -416,12 +437,10 @@ def conv_backward(grad_output: Array, x: Array, weight: Array, *, stride: IntOrT
     c_g, o_g = w.shape[1], w.shape[0] // groups
     grad_w = np.zeros(w.shape, dtype=np.result_type(g, xf, w))
     for t, l, src in _patch_pairs(size, kernel, stride, padding, dilation, padding_mode):
-        if src is None:
-            continue
         for grp in range(groups):
             gl = g[(slice(None), slice(grp * o_g, (grp + 1) * o_g), *l)]          # (N, O_g)
-            xs = np.conj(xf[(slice(None), slice(grp * c_g, (grp + 1) * c_g), *src)])  # (N, C_g)
-            grad_w[(slice(grp * o_g, (grp + 1) * o_g), slice(None), *t)] += gl.T @ xs
+            xs = np.conj(_read(xf, slice(grp * c_g, (grp + 1) * c_g), src))       # (N, C_g)
+            grad_w[(slice(grp * o_g, (grp + 1) * o_g), slice(None), *t)] += _products(gl.T, xs)
     grad_b = g.sum(axis=(0, *range(2, g.ndim)))
     return grad_input, _weight_last(grad_w, data_format), grad_b
 
@@ -482,12 +501,12 @@ def conv_transpose_backward(grad_output: Array, x: Array, weight: Array, *,
     i_g, o_g = w.shape[0] // groups, w.shape[1]
     grad_w = np.zeros(w.shape, dtype=np.result_type(g, xf, w))
     for t, l, src in _patch_pairs(out_size, kernel, stride, explicit, dilation, padding_mode):
-        if src is None or any(a >= b for a, b in zip(l, size)):
+        if any(a >= b for a, b in zip(l, size)):
             continue
         for grp in range(groups):
             xl = np.conj(xf[(slice(None), slice(grp * i_g, (grp + 1) * i_g), *l)])   # (N, I_g)
-            gs = g[(slice(None), slice(grp * o_g, (grp + 1) * o_g), *src)]           # (N, O_g)
-            grad_w[(slice(grp * i_g, (grp + 1) * i_g), slice(None), *t)] += xl.T @ gs
+            gs = _read(g, slice(grp * o_g, (grp + 1) * o_g), src)                     # (N, O_g)
+            grad_w[(slice(grp * i_g, (grp + 1) * i_g), slice(None), *t)] += _products(xl.T, gs)
     grad_b = g.sum(axis=(0, *range(2, g.ndim)))
     return grad_input, _weight_last(grad_w, data_format), grad_b
 

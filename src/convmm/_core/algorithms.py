@@ -46,6 +46,41 @@ def add_bias(xp, y, bias, layout, nd):
     return y + xp.reshape(bias, layout.bias_shape(bias.shape[0], nd))
 
 
+def correlate_over_overlap(xp, in1, kernel, start, size):
+    """``z[k] = Σ_l in1[k + l − (N − 1)]·kernel[l]`` over the l where in1's index lies in
+    in1 (its overlap with the kernel: no zero of an extension is multiplied), for the
+    "full" outputs ``k`` in ``[start, start + size)`` per axis; shapes (M...) and (N...).
+
+    The sum correlate's definition has, as ``numpy.convolve`` makes it: an inf or NaN
+    of the kernel reaches only the outputs it overlaps (a zero-padded in1 would turn
+    it into NaN everywhere).  One shifted multiply-add per sample of the smaller array,
+    each output's terms added in row-major order of l either way (k = j + N − 1 − l for
+    in1's sample j): exact to the loop over l.
+    """
+    m, n = tuple(in1.shape), tuple(kernel.shape)
+    dtype = xp.result_type(in1.dtype, kernel.dtype)
+    z = xp.zeros(size, dtype=dtype, device=device_of(in1))
+    in1, kernel = xp.astype(in1, dtype), xp.astype(kernel, dtype)
+    if math.prod(n) <= math.prod(m):
+        # tap l adds kernel[l]·in1 at the full outputs from N − 1 − l on
+        moving, scales = in1, kernel
+        def offsets(index): return [nk - 1 - t for nk, t in zip(n, index)]
+    else:
+        # in1's sample j adds in1[j]·flip(kernel) at the full outputs from j on
+        moving, scales = xp.flip(kernel, axis=tuple(range(kernel.ndim))), in1
+        def offsets(index): return list(index)
+    for index in np.ndindex(*scales.shape):
+        first = offsets(index)
+        lo = [max(b, o) for b, o in zip(start, first)]
+        hi = [min(b + c, o + e) for b, c, o, e in zip(start, size, first, moving.shape)]
+        if any(h <= low for low, h in zip(lo, hi)):
+            continue
+        out = tuple(slice(low - b, h - b) for low, h, b in zip(lo, hi, start))
+        read = tuple(slice(low - o, h - o) for low, h, o in zip(lo, hi, first))
+        z = xpx.at(z, out).add(moving[read] * scales[index])
+    return z
+
+
 # --------------------------------------------------------------------------- pieces
 def _images_per_piece(xp, a, channels, geometry):
     """Whole images whose patch matrix (channels·T × L each) fits ``PATCH_BYTES``: at least
@@ -123,32 +158,6 @@ def _input_pieces(xp, x, channels, geometry, mode, layout, images):
                 sub, "zeros"
 
 
-def conv_forward_by_taps(xp, x, weight, geometry, mode, groups, layout):
-    """Y = Σ_t W_t·X̃_t, tap by tap: X̃_t the padded input's window read by tap t (its
-    strided slice), W_t the weight's (C_out, C_in/G) matrix of that tap.
-
-    The same map as ``conv_forward`` with no patch matrix (each term is a 1×1
-    convolution of a window) and with the reduction in blocks: each GEMM sums C_g
-    products, and the T terms are added in order, as col2im adds its taps.
-    """
-    nd = geometry.nd
-    padded = pad(xp, x, geometry, mode, layout)
-    pointwise = ConvGeometry(geometry.output_size, (1,) * nd, (1,) * nd, (1,) * nd,
-                             ((0, 0),) * nd, geometry.output_size)
-    kernel_axes = (range(2, 2 + nd) if layout.name == "channels_first" else range(nd))
-    total = None
-    for tap in np.ndindex(*geometry.kernel_size):
-        window = tuple(slice(t * d, t * d + s * (o - 1) + 1, s) for t, d, s, o
-                       in zip(tap, geometry.dilation, geometry.stride, geometry.output_size))
-        at_tap = [slice(None)] * weight.ndim
-        for axis, t in zip(kernel_axes, tap):
-            at_tap[axis] = slice(t, t + 1)
-        term = _forward_whole(xp, padded[layout.at_spatial(window)], weight[tuple(at_tap)],
-                              pointwise, "zeros", groups, layout)
-        total = term if total is None else total + term
-    return total
-
-
 def _forward_whole(xp, x, weight, geometry, mode, groups, layout):
     cols = im2col(xp, x, geometry, mode, layout)
     p = layout.patch_operand(xp, cols, groups, geometry.n_taps)
@@ -194,82 +203,53 @@ def _adjoint_whole(xp, y, weight, geometry, mode, groups, layout):
 
 
 def conv_adjoint_zero_insertion(xp, y, weight, geometry, groups, layout):
-    """Cᵀ·y for zero padding by the textbook recipe: insert s − 1 zeros between y's samples,
-    pad d·(K−1) − p, convolve with the flipped kernel at stride 1 — phase by phase, so that
-    no inserted zero is ever multiplied.
+    """Cᵀ·y for zero padding by the textbook recipe, insert s − 1 zeros between y's
+    samples, pad d·(K−1) − p and convolve with the flipped kernel at stride 1, with
+    every product of an inserted or padded zero left out: tap by tap.
 
-    Along each dim, y's sample j sits at ``first + j·s`` of the canvas (``first =
-    d·(K−1) − p_before``) and output o is ``Σ_t F[t]·canvas[o + t·d]`` (F the
-    flipped kernel).  Output o = φ + m·s of phase φ reads a sample of y only
-    through the taps with ``φ + t·d − first ≡ 0 (mod s)``, at j = m + δ,
-    ``δ = (φ + t·d − first)/s``: each phase is a stride-1 convolution of y itself
-    with a sub-kernel of about K/s taps (Shi et al., "Real-time single image
-    super-resolution using an efficient sub-pixel convolutional neural network",
-    CVPR 2016).  All s^nd phases run as one convolution of y with the sub-kernels
-    stacked as output channels, tap by tap (``conv_forward_by_taps``: sums of
-    C_out/G products), and are interleaved into the output.  The cost is the
-    transposed convolution's, not s^nd times more; at stride 1 this is the flipped
-    convolution of the padded y.
+    Along each dim, the zero-inserted, padded y holds y's sample l at ``l·s + t·d``
+    of the canvas read by tap t of output o = l·s + t·d − p_before; every other
+    sample it holds is a zero that the definition never multiplies (an inf or NaN
+    tap would make it NaN).  So for each tap t: X[o] += W_tᵀ·y[l] for the l with
+    0 ≤ o < O, one 1×1 transposed convolution of a window of y (a GEMM summing
+    C_out/G products) added at stride s into the output (``xpx.at``).  The taps are
+    added in order, each output receiving only its own ∏⌈K/s⌉ terms: the cost is the
+    transposed convolution's, the sub-pixel convolution's of Shi et al. ("Real-time
+    single image super-resolution using an efficient sub-pixel convolutional neural
+    network", CVPR 2016) without its phases' zero taps.
     """
     nd = geometry.nd
-    channels_last = layout.name == "channels_last"
-    # Channels-first inside: the sub-kernels become output channels.
-    cf = LAYOUTS["channels_first"]
-    if channels_last:
-        y = xp.permute_dims(y, (0, nd + 1, *range(1, nd + 1)))
-        weight = xp.permute_dims(weight, (nd + 1, nd, *range(nd)))   # (C_y, C_x/G, *K)
-    flipped = cf.flipped_transpose_weight(xp, weight, groups, nd)     # (C_x, C_y/G, *K)
-    n, out_channels = y.shape[0], flipped.shape[0]
-    phases, windows, maps, pads, crops, counts = [], [], [], [], [], []
-    for axis in range(nd):
-        k, s, d = geometry.kernel_size[axis], geometry.stride[axis], geometry.dilation[axis]
-        size, out_size = geometry.output_size[axis], geometry.input_size[axis]
-        first = d * (k - 1) - geometry.padding[axis][0]
-        pairs = [(phi, t, (phi + t * d - first) // s) for phi in range(s) for t in range(k)
-                 if (phi + t * d - first) % s == 0]
-        low = min(delta for _, _, delta in pairs)
-        window = max(delta for _, _, delta in pairs) - low + 1
-        table = np.full((s, window), k, dtype=np.intp)      # tap k: the appended zero
-        for phi, t, delta in pairs:
-            table[phi, delta - low] = t
-        count = -(-out_size // s)                           # outputs m per phase
-        crop = max(0, low)
-        before = max(0, -low)
-        after = max(0, count + window - 1 - (before + size - crop))
-        phases.append(s)
-        windows.append(window)
-        maps.append(table)
-        pads.append((before, after))
-        crops.append(slice(crop, min(size, crop + count + window - 1 - before)))
-        counts.append(count)
-    # The stacked sub-kernels: V[(c, φ), o, u] = F[c, o, t(φ, u)], zero where no tap.
-    sub = flipped
-    for axis in range(nd):
-        zero_shape = list(sub.shape)
-        zero_shape[2 + axis] = 1
-        sub = xp.concat([sub, xp.zeros(zero_shape, dtype=sub.dtype, device=device_of(sub))],
-                        axis=2 + axis)
-        sub = xp.take(sub, xp.asarray(np.reshape(maps[axis], -1), device=device_of(sub)),
-                      axis=2 + axis)
-    sub = xp.reshape(sub, (*sub.shape[:2], *(v for s, w in zip(phases, windows)
-                                             for v in (s, w))))
-    order = (0, *(2 + 2 * a for a in range(nd)), 1, *(3 + 2 * a for a in range(nd)))
-    sub = xp.reshape(xp.permute_dims(sub, order),
-                     (out_channels * math.prod(phases), sub.shape[1], *windows))
-    if any(c.stop <= c.start for c in crops):        # no sample of y reaches the output
-        x = xp.zeros((n, out_channels, *geometry.input_size), dtype=flipped.dtype,
-                     device=device_of(flipped))
-    else:   # interleave the phases: (N, C_x, *φ, *m) → (N, C_x, m_1, φ_1, …) → crop to O
-        y = y[(slice(None), slice(None), *crops)]
-        inner = ConvGeometry(tuple(y.shape[2:]), tuple(windows), (1,) * nd, (1,) * nd,
-                             tuple(pads), tuple(counts))
-        z = conv_forward_by_taps(xp, y, sub, inner, "zeros", groups, cf)
-        z = xp.reshape(z, (n, out_channels, *phases, *counts))
-        z = xp.permute_dims(z, (0, 1, *(v for a in range(nd) for v in (2 + nd + a, 2 + a))))
-        z = xp.reshape(z, (n, out_channels, *(c * s for c, s in zip(counts, phases))))
-        x = z[(slice(None), slice(None), *(slice(0, o) for o in geometry.input_size))]
-    if channels_last:
-        x = xp.permute_dims(x, (0, *range(2, nd + 2), 1))
+    # (C_x, C_y/G, *K) channels-first, flipped: tap t of W is tap K − 1 − t of it.
+    forward_weight = layout.flipped_transpose_weight(xp, weight, groups, nd)
+    kernel_axes = (range(2, 2 + nd) if layout.name == "channels_first" else range(nd))
+    channels = layout.weight_parts(forward_weight.shape, nd)[0]
+    x = _empty_like_images(xp, y, layout, y.shape[0], channels, geometry.input_size,
+                           zeros=True)
+    if x.dtype != forward_weight.dtype:
+        x = xp.astype(x, xp.result_type(x.dtype, forward_weight.dtype))
+    for tap in np.ndindex(*geometry.kernel_size):
+        reads, writes = [], []
+        for t, s, d, (before, _), size, out_size in zip(
+                tap, geometry.stride, geometry.dilation,
+                geometry.padding, geometry.output_size, geometry.input_size):
+            shift = t * d - before                     # o = l·s + shift
+            first = max(0, -(shift // s))              # ⌈−shift/s⌉: the first o ≥ 0
+            last = min(size - 1, (out_size - 1 - shift) // s)
+            if last < first:
+                break
+            reads.append(slice(first, last + 1))
+            writes.append(slice(first * s + shift, last * s + shift + 1, s))
+        else:
+            at_tap = [slice(None)] * forward_weight.ndim
+            for axis, t, k in zip(kernel_axes, tap, geometry.kernel_size):
+                at_tap[axis] = slice(k - 1 - t, k - t)
+            window = y[layout.at_spatial(reads)]
+            pointwise = ConvGeometry(tuple(window.shape[a] for a in layout.spatial_axes(nd)),
+                                     (1,) * nd, (1,) * nd, (1,) * nd, ((0, 0),) * nd,
+                                     tuple(window.shape[a] for a in layout.spatial_axes(nd)))
+            term = _forward_whole(xp, window, forward_weight[tuple(at_tap)], pointwise,
+                                  "zeros", groups, layout)
+            x = xpx.at(x, layout.at_spatial(writes)).add(term)
     return x
 
 

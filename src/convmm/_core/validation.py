@@ -54,6 +54,23 @@ def namespace(**arrays):
         ) from None
 
 
+def all_finite(xp, a) -> bool | None:
+    """Whether every value of ``a`` is finite: True or False, or None where the values
+    are not known at call time (a Dask array, a JAX array traced under ``jax.jit``).
+
+    One sum over ``a``: any inf or NaN makes it non-finite; finite values whose sum
+    overflows answer False too (the callers then take their exact, slower path)."""
+    if array_api_compat.is_dask_array(a):
+        return None
+    total = xp.sum(a)
+    if library(a) == "jax":
+        import jax
+
+        if isinstance(total, jax.core.Tracer):
+            return None
+    return bool(xp.all(xp.isfinite(total)))
+
+
 def check_in_memory(a, name, why):
     """A TypeError naming ``name`` where ``a`` is a Dask array: ``why`` says what needs
     the whole array in memory."""

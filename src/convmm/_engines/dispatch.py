@@ -15,7 +15,7 @@ import array_api_compat
 
 from .._core import algorithms, fft
 from .._core.params import ENGINE_METHODS
-from .._core.validation import unbatch
+from .._core.validation import all_finite, unbatch
 from . import policy
 
 
@@ -48,12 +48,16 @@ def _transforms(call, plan, like):
 def _checked(call, plan, a, b):
     """The plan to run on operands ``a`` and ``b``: an FFT plan that ``auto`` chose gives
     way to its GEMM fallback where an operand is not finite or large enough to overflow
-    the transforms (``fft.transformable``)."""
-    if plan.method != "fft" or plan.fallback is None:
+    the transforms (``fft.transformable``); an adjoint run as the flipped forward map
+    gives way to its fallback where the weight ``b`` holds an inf or NaN, which would
+    meet the zeros the flipped map pads y with (Cᵀ multiplies none)."""
+    if plan.fallback is None:
         return plan
-    if fft.transformable(call.xp, a, b, plan.fft):
-        return plan
-    return plan.fallback
+    if plan.method == "fft" and not fft.transformable(call.xp, a, b, plan.fft):
+        return _checked(call, plan.fallback, a, b)
+    if plan.flipped is not None and not all_finite(call.xp, b):
+        return plan.fallback
+    return plan
 
 
 def forward(call, plan, x, weight):

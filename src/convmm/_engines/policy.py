@@ -92,15 +92,20 @@ class ConvPlan:
     winograd_tile: int = 0  # winograd: the largest output tile per axis (0: OUTPUT_TILE's)
     winograd_name: str = ""  # winograd: "F(4×4, 3×3)"
     fft: FFTBlocks | None = None  # fft: chunks, blocks and transform lengths
-    fallback: ConvPlan | None = None  # fft chosen by auto: the plan for inputs it cannot take
+    # fft chosen by auto: the plan for inputs it cannot take; flipped: the plan for a weight
+    # that is not finite (the flipped map would multiply its padding's zeros)
+    fallback: ConvPlan | None = None
 
 
     def describe(self) -> str:
         mib = 2 ** 20
         why = f" ({self.reason})" if self.reason else ""
         if self.flipped is not None:
+            instead = ("" if self.fallback is None else
+                       f"; a weight with an inf or NaN runs {self.fallback.method} instead, "
+                       f"which multiplies no zero of the padding")
             return (f"{self.operation}: a stride-1 convolution with the flipped kernel{why}; "
-                    + self.flipped.describe())
+                    + self.flipped.describe() + instead)
         full = f"the full patch matrix would take {self.patch_matrix_bytes / mib:.1f} MiB"
         if self.method == "fft" and self.fft is not None:
             blocks = self.fft
@@ -111,11 +116,14 @@ class ConvPlan:
                     f"the channels mixed by one small matrix product per frequency, on "
                     f"{self.threads} FFT worker(s); workspace {self.workspace_bytes / mib:.2f} "
                     f"MiB, the kernel's spectrum {blocks.spectrum_bytes / mib:.2f} MiB of it "
-                    f"({full})")
+                    f"({full}); its error is normwise, about ε·log₂(points) of the largest "
+                    f"values that meet in a sum, so outputs far smaller than their neighbours "
+                    f"lose their relative accuracy: a GEMM method by name (method='im2col' or "
+                    f"an engine's) rules the FFT out")
         if self.method == "zero_insertion":
-            return (f"{self.operation}: zero_insertion, the array-API path{why}: a sub-pixel "
-                    f"convolution, phase by phase and tap by tap, no patch matrix "
-                    f"({full})")
+            return (f"{self.operation}: zero_insertion, the array-API path{why}: tap by tap, "
+                    f"each a 1×1 transposed convolution added at stride s, no inserted zero "
+                    f"multiplied and no patch matrix ({full})")
         if self.method == "im2col":
             whole = (f"whole patch matrix {self.rows}×{self.positions} per group, "
                      f"{self.patch_matrix_bytes / mib:.1f} MiB")
@@ -317,9 +325,10 @@ def _planned(call, operation, setting):
     return chosen
 
 
-def _plan(call, operation, setting, fft_allowed=True):
+def _plan(call, operation, setting, fft_allowed=True, flip_allowed=True):
     """``plan`` without the empty batch's note (``fft_allowed``: whether ``auto`` may weigh
-    the FFT)."""
+    the FFT; ``flip_allowed``: whether a stride-1 adjoint may run as the flipped forward
+    map)."""
     geometry, layout = call.geometry, call.layout
     _, in_per_group, _ = layout.weight_parts(call.weight.shape, geometry.nd)
     rows = in_per_group * geometry.n_taps
@@ -336,7 +345,8 @@ def _plan(call, operation, setting, fft_allowed=True):
             # dtype's limit overflow its sums: for such inputs the GEMM methods' plan.
             chosen = _fft_plan(call, operation, rows, positions, patch_bytes, reason, setting)
             return dataclasses.replace(chosen, fallback=_plan(call, operation, setting,
-                                                              fft_allowed=False))
+                                                              fft_allowed=False,
+                                                              flip_allowed=flip_allowed))
     if method == "fft":
         return _fft_plan(call, operation, rows, positions, patch_bytes, reason, setting)
     if method == "zero_insertion" and operation != "adjoint":
@@ -347,7 +357,7 @@ def _plan(call, operation, setting, fft_allowed=True):
             method, _ = _auto(call, operation, in_per_group, target, setting, False)
             reason = f"winograd: {why}"
     if (method in ENGINE_METHODS and method != "direct" and operation == "adjoint"
-            and _flippable(call)):
+            and flip_allowed and _flippable(call)):
         inner = _plan(flipped_call(call), "forward", setting)
         # On the CPU only the implicit GEMM, which sums its O·T products in blocks, and the
         # direct sweep where O_g·T fits one block: BLAS would sum them in one chain, where
@@ -356,9 +366,17 @@ def _plan(call, operation, setting, fft_allowed=True):
             flipped_call(call), call.forward_channels[1] // call.groups)
         if (inner.method in ("implicit_gemm", "winograd") or flipped_sums_fit
                 or (target == "cuda" and inner.method in ENGINE_METHODS)):
+            # The flipped map pads y with zeros that Cᵀ never multiplies: a weight with an
+            # inf or NaN runs the fallback, auto's choice among the maps that make only the
+            # products Cᵀ has (Winograd spreads a non-finite value over its tiles anyway).
+            pads = any(any(pair) for pair in _flipped_padding(call.geometry))
+            fallback = (_plan(dataclasses.replace(call, method="auto"), operation, setting,
+                              fft_allowed=False, flip_allowed=False)
+                        if pads and inner.method != "winograd" else None)
             return ConvPlan(inner.method, operation, rows, positions, inner.tile,
                             inner.threads, inner.workspace_bytes, patch_bytes,
-                            "stride 1, zero padding: no col2im", inner, inner.device)
+                            "stride 1, zero padding: no col2im", inner, inner.device,
+                            fallback=fallback)
     if method in ENGINE_METHODS:
         needed = _index_plan_bytes(call, method, operation, target)
         if needed > PLAN_BYTES:

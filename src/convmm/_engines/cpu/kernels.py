@@ -378,7 +378,8 @@ single running sum is a chain it must keep scalar; an array of lanes stayed in m
 def _dot(a, b, n):
     """Σ_{q < n} a[q]·b[q] in LANES interleaved partial sums added in order, then the
     tail: the same bits on every run (n ≤ LANES·REDUCTION_DEPTH keeps each partial
-    sum within REDUCTION_DEPTH products)."""
+    sum within REDUCTION_DEPTH products).  ``a`` must be finite (its first value gives
+    the sums' zero)."""
     zero = a[0] * 0
     s0 = zero
     s1 = zero
@@ -445,6 +446,17 @@ def direct_weight_grad_wide(g, x, groups, source, offsets, crop, width, first, s
             widen_plane(g[image * out_channels + group * per_group + o], crop, width, wide[o])
         for c in range(in_per_group):
             pad_plane(x[image * in_channels + group * in_per_group + c], source, padded)
+            if not _finite(padded):
+                # ĝ's zeros at the grid's other window starts would meet an inf or NaN of
+                # the plane: this plane sums over the outputs alone, in order.
+                for o in range(per_group):
+                    gl = g[image * out_channels + group * per_group + o]
+                    for t in range(taps):
+                        total = padded[offsets[t] + crop[0]] * gl[0]
+                        for q in range(1, crop.shape[0]):
+                            total += padded[offsets[t] + crop[q]] * gl[q]
+                        dw[group * per_group + o, c * taps + t] += total
+                continue
             for o in range(per_group):
                 gw = wide[o]
                 for t in range(taps):
@@ -453,6 +465,16 @@ def direct_weight_grad_wide(g, x, groups, source, offsets, crop, width, first, s
                     for b0 in range(block, span, block):
                         total += _dot(a[b0:], gw[b0:], min(block, span - b0))
                     dw[group * per_group + o, c * taps + t] += total
+
+
+@njit(nogil=True, cache=True)
+def _finite(plane):
+    """Whether every value of ``plane`` is finite (one pass: a sum of v − v is NaN where
+    any v is inf or NaN, and exactly zero otherwise)."""
+    total = plane[0] - plane[0]
+    for q in range(1, plane.shape[0]):
+        total += plane[q] - plane[q]
+    return total == total
 
 
 @njit(nogil=True, cache=True)
