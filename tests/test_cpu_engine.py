@@ -26,6 +26,43 @@ def workspace(request, monkeypatch):
     return request.param
 
 
+def test_tiny_tiles_get_tiny_tiles_after_a_plan_of_one_tile(monkeypatch):
+    """The workspace budget is in the plan's key: a signature planned under the default
+    budget is planned again under the tiny one (``workspace``'s cases do tile)."""
+    x, w = np.ones((2, 8, 9, 9), np.float32), np.ones((8, 8, 3, 3), np.float32)
+    def tile():
+        return policy.plan(_call(x, w, padding=1, method="tiled_blas"), "forward").tile
+
+    assert tile() >= 40
+    monkeypatch.setattr(policy, "WORKSPACE_BYTES", 600)
+    assert tile() <= 2
+    assert f"tiles of {tile()} (image, position) pairs" in convmm.explain(
+        convmm.conv, x, w, padding=1, method="tiled_blas")
+
+
+@pytest.mark.parametrize("name", policy.TUNABLES + ("PATCH_BYTES",))
+def test_every_knob_a_plan_reads_is_in_its_key(name, monkeypatch):
+    from convmm._core import algorithms
+
+    x, w = np.ones((2, 8, 9, 9), np.float32), np.ones((8, 8, 3, 3), np.float32)
+    convmm.conv(x, w, padding=1)
+    planned = []
+    real = policy._planned
+    monkeypatch.setattr(policy, "_planned", lambda *a, **k: planned.append(1) or real(*a, **k))
+    convmm.conv(x, w, padding=1)
+    assert planned == []                                   # the same key: the cached plan
+    module = algorithms if name == "PATCH_BYTES" else policy
+    value = getattr(module, name)
+    monkeypatch.setattr(module, name, (not value) if isinstance(value, bool) else value * 2 + 1)
+    if name == "NUMPY_ON_CUDA":      # would run the CUDA engine: its key alone is checked
+        changed = policy.tunables()
+        monkeypatch.setattr(module, name, value)
+        assert policy.tunables() != changed
+        return
+    convmm.conv(x, w, padding=1)
+    assert planned == [1], f"{name} changed and the plan was not made again"
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_tiled_blas_conv(seed, workspace):
     rng = np.random.default_rng(seed)

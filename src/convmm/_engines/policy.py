@@ -49,7 +49,8 @@ from dataclasses import dataclass
 import array_api_compat
 import numpy as np
 
-from .._core.algorithms import PATCH_BYTES, transposed_method
+from .._core import algorithms
+from .._core.algorithms import transposed_method
 from .._core.fft import FFTBlocks, fft_blocks, fft_geometry, transforms_shape, uses_matmul
 from .._core.geometry import ConvGeometry
 from .._core.index_plans import pairs_per_sample, padded_source_bytes
@@ -283,6 +284,22 @@ PLAN_CACHE_SIZE = 512
 _plans: OrderedDict = OrderedDict()
 _plans_lock = threading.Lock()
 
+TUNABLES = ("WORKSPACE_BYTES", "CUDA_WORKSPACE_BYTES", "PLAN_BYTES", "DIRECT_MAX_CHANNEL_PAIRS",
+            "DIRECT_GRID_MAX_CHANNEL_PAIRS", "IMPLICIT_MIN_POSITIONS", "SMALL_IMAGE_POSITIONS",
+            "PADDED_BATCH_BYTES", "WORK_PER_THREAD", "NUMPY_ON_CUDA", "FFT_MIN_TAPS",
+            "FFT_MARGIN", "FFT_CALL_SECONDS", "FFT_POINTS_PER_WORKER", "FFT_WORKSPACE_BYTES",
+            "WINOGRAD_TILE", "IMPLICIT_OVERHANG_BYTES")
+"""The module's knobs a plan reads: their values are part of every plan's cache key, so a
+plan made under one setting (a test's tiny workspace) is never handed back under another."""
+
+
+def tunables() -> tuple:
+    """The current values of ``TUNABLES`` and the array-API path's ``PATCH_BYTES``: the
+    record of tunables a plan is a pure function of, beside the call and the threads
+    (the calibration's rates, measured once per process, are not in it)."""
+    module = globals()
+    return (*(module[name] for name in TUNABLES), algorithms.PATCH_BYTES)
+
 
 def plan(call, operation: str) -> ConvPlan:
     """The plan for one map of a validated call; "auto" is resolved here.
@@ -295,13 +312,12 @@ def plan(call, operation: str) -> ConvPlan:
     return an empty result without calling an engine: ``dispatch``).
 
     A call with a signature (``validation.prepare``) is planned once per
-    signature, map and thread setting: the plan is a pure function of them.
+    signature, map, thread setting and ``tunables()``: the plan is a pure function of them.
     """
     setting = get_num_threads()      # read once: the key and the plan must agree
     key = None
     if call.signature is not None:
-        key = (call.signature, operation, setting, WORK_PER_THREAD, WINOGRAD_TILE,
-               NUMPY_ON_CUDA, FFT_MIN_TAPS)
+        key = (call.signature, operation, setting, tunables())
         with _plans_lock:
             cached = _plans.get(key)
             if cached is not None:
@@ -388,7 +404,7 @@ def _plan(call, operation, setting, fft_allowed=True, flip_allowed=True):
         # less than one row of output positions of one image (``algorithms._slabs``).
         one_row = patch_bytes // max(1, n * geometry.output_size[0])
         return ConvPlan(method, operation, rows, positions, positions, 1,
-                        min(patch_bytes, max(PATCH_BYTES, one_row)), patch_bytes, reason)
+                        min(patch_bytes, max(algorithms.PATCH_BYTES, one_row)), patch_bytes, reason)
     if target == "cuda":
         return _cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, size)
     if method == "implicit_gemm" and operation == "adjoint":
