@@ -578,11 +578,13 @@ def correlate(in1: Array, in2: Array, mode: SignalMode = "full", *,
     -----
     Each output sums the products of the overlap of in1 and in2, as
     ``numpy.correlate`` does: with ``boundary="zeros"`` an inf or NaN of in2 reaches
-    only the outputs it overlaps (where in2 holds one, every method but "fft" sums
-    over the overlap itself, one shifted multiply-add per sample of the smaller
-    array; on Dask arrays and under ``jax.jit``, whose values are not known at the
-    call, it meets the zero extension and spreads as NaN, as in SciPy's N-d path).
-    "fft" spreads a NaN or inf over the whole output.
+    only the outputs it overlaps (where in2 holds one and the mode extends in1,
+    every method but "fft" sums over the overlap itself, one shifted multiply-add
+    per sample of the smaller array; on Dask arrays and under ``jax.jit``, whose
+    values are not known at the call, it meets the zero extension and spreads as
+    NaN, as in SciPy's N-d path).  The transform methods spread a NaN or inf: "fft"
+    over the whole output, "winograd" asked for by name over its tiles where no
+    extension is involved ("valid").
 
     Examples
     --------
