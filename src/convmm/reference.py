@@ -87,7 +87,7 @@ def _read(x, channels, src):
     """``x̃[:, channels, src]``: the samples at ``src``, or zeros where ``src`` is None (a
     position in the zero padding, multiplied as a sample like any other)."""
     if src is None:
-        return np.zeros((x.shape[0], len(range(x.shape[1])[channels])), dtype=x.dtype)
+        return np.zeros(x[:, channels].shape[:2], dtype=x.dtype)
     return x[(slice(None), channels, *src)]
 
 

@@ -27,7 +27,6 @@ import numpy as np
 from array_api_compat import device as device_of
 
 from .geometry import ConvGeometry
-from .layout import LAYOUTS
 from .lowering import col2im, im2col, pad, pad_adjoint
 from .validation import itemsize
 
@@ -203,20 +202,20 @@ def _adjoint_whole(xp, y, weight, geometry, mode, groups, layout):
 
 
 def conv_adjoint_zero_insertion(xp, y, weight, geometry, groups, layout):
-    """Cᵀ·y for zero padding by the textbook recipe, insert s − 1 zeros between y's
-    samples, pad d·(K−1) − p and convolve with the flipped kernel at stride 1, with
-    every product of an inserted or padded zero left out: tap by tap.
+    """Cᵀ·y for zero padding by the textbook recipe (insert s − 1 zeros between y's
+    samples, pad d·(K−1) − p, convolve with the flipped kernel at stride 1), making only
+    the products of y's own samples: tap by tap.
 
-    Along each dim, the zero-inserted, padded y holds y's sample l at ``l·s + t·d``
-    of the canvas read by tap t of output o = l·s + t·d − p_before; every other
-    sample it holds is a zero that the definition never multiplies (an inf or NaN
-    tap would make it NaN).  So for each tap t: X[o] += W_tᵀ·y[l] for the l with
-    0 ≤ o < O, one 1×1 transposed convolution of a window of y (a GEMM summing
-    C_out/G products) added at stride s into the output (``xpx.at``).  The taps are
-    added in order, each output receiving only its own ∏⌈K/s⌉ terms: the cost is the
-    transposed convolution's, the sub-pixel convolution's of Shi et al. ("Real-time
-    single image super-resolution using an efficient sub-pixel convolutional neural
-    network", CVPR 2016) without its phases' zero taps.
+    Along each dim, tap t sends y's sample l to output o = l·s + t·d − p_before; the
+    recipe's other canvas samples are inserted or padded zeros, which the definition
+    never multiplies (an inf or NaN tap would turn them into NaN).  So for each tap:
+    X[o] += W_tᵀ·y[l] over the l with 0 ≤ o < O, a 1×1 transposed convolution of a
+    window of y (a GEMM summing C_out/G products) added at stride s into the output
+    (``xpx.at``).  The taps are added in order, each output receiving only its own
+    ∏⌈K/s⌉ terms: the transposed convolution's cost, the products of the sub-pixel
+    convolution of Shi et al. ("Real-time single image super-resolution using an
+    efficient sub-pixel convolutional neural network", CVPR 2016) without its phases'
+    zero taps.
     """
     nd = geometry.nd
     # (C_x, C_y/G, *K) channels-first, flipped: tap t of W is tap K − 1 − t of it.
