@@ -1,5 +1,5 @@
-"""convmm's command line: worked examples of the lowering (demo), their pictures (show) and
-benchmarks against PyTorch (bench)."""
+"""convmm's command line: worked examples of the lowering (demo), their pictures (show),
+benchmarks against PyTorch (bench) and this machine's rates for ``auto`` (calibrate)."""
 
 import argparse
 import sys
@@ -35,6 +35,17 @@ def main(argv: list[str] | None = None) -> int:
                     "layer, pass and library in processes of their own, rounds alternating, "
                     "medians. The whole suite takes about ten minutes on two cores and keeps "
                     "them busy; --layers, --pass and --repeats make it shorter."))
+    calibrate_help = "measure this machine's rates that 'auto' weighs the FFT with, afresh"
+    calibrate = commands.add_parser(
+        "calibrate", help=calibrate_help,
+        description="Measure afresh the rates 'auto' weighs the FFT against the GEMM methods "
+                    "with (a GEMM, real transforms, memory bandwidth, the FFT's channel "
+                    "products), held to this core's measured floating-point peak, and store "
+                    "them where every later process reads them. Run it on an idle machine "
+                    "(a few seconds).")
+    calibrate.add_argument("--threads", type=int, default=None,
+                           help="the thread setting to measure for (default: convmm's "
+                                "current one, convmm.get_num_threads())")
     args = parser.parse_args(argv)
     if args.command is None:        # no command: what there is, not an argparse error
         parser.print_help()
@@ -47,11 +58,29 @@ def main(argv: list[str] | None = None) -> int:
         from .gallery import main as show_gallery
 
         return show_gallery(args.out, args.image_format, tuple(args.only))
+    if args.command == "calibrate":
+        return _calibrate(parser, args.threads)
     if args.command == "bench":
         from .bench import run
 
         return run(args)
     return 2
+
+
+def _calibrate(parser: argparse.ArgumentParser, threads: int | None) -> int:
+    import numpy as np
+
+    from . import get_num_threads
+    from ._engines.cpu import calibration
+
+    if threads is None:
+        threads = get_num_threads()
+    if threads < 1:
+        parser.error(f"--threads must be at least 1, got {threads}")
+    for dtype in (np.float32, np.float64):
+        print(calibration.describe(calibration.record(dtype, threads, fresh=True)))
+    print(f"stored in {calibration.cache_path()}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -246,11 +246,20 @@ def check_method(call):
 
 def _auto(call, operation, in_per_group, target, setting, fft_allowed=True):
     """The method "auto" runs, and why (thresholds measured with ``python -m convmm bench``;
-    the FFT against the GEMM methods by a cost model of this machine's rates)."""
+    the FFT against the GEMM methods by a cost model of this machine's rates, which the
+    reason then quotes, whichever wins)."""
     if target == "cpu" and fft_allowed:
         take, why = _fft_beats_gemm(call, operation, setting)
         if take:
             return "fft", why
+        if why:
+            method, reason = _auto_without_fft(call, operation, in_per_group, target)
+            return method, f"{reason}; {why}"
+    return _auto_without_fft(call, operation, in_per_group, target)
+
+
+def _auto_without_fft(call, operation, in_per_group, target):
+    """The method "auto" runs among the GEMM methods and ``direct``, and why."""
     if target is None:
         why = "no CUDA engine" if array_api_compat.is_cupy_array(call.weight) else "not a NumPy array"
         if operation == "adjoint":
@@ -535,7 +544,7 @@ def _fft_beats_gemm(call, operation, setting):
     geometry = call.geometry
     if geometry.n_taps < FFT_MIN_TAPS or not array_api_compat.is_numpy_array(call.weight):
         return False, ""
-    from .cpu.calibration import rates
+    from .cpu import calibration
 
     in_channels, out_channels = call.forward_channels
     per_group = in_channels // call.groups * (out_channels // call.groups)
@@ -544,14 +553,16 @@ def _fft_beats_gemm(call, operation, setting):
     blocks, budget = _fft_cut(call, operation)
     if blocks.workspace_bytes > budget:
         return False, ""
-    rate = rates(call.weight.dtype, setting)
+    measured = calibration.record(call.weight.dtype, setting)
+    rate = measured["rates"]
     macs = n * geometry.n_positions * out_channels * in_channels // call.groups * geometry.n_taps
     gemm = macs * (1 if not complex_input else 4) / (rate["gemm"] * gemm_efficiency(per_group))
     fft = _fft_seconds(call, operation, blocks, rate)
+    model = (f"modelled {fft * 1e3:.2g} ms by FFT against {gemm * 1e3:.2g} ms by GEMM at "
+             f"this machine's calibrated {calibration.describe(measured)}")
     if fft * FFT_MARGIN > gemm:
-        return False, ""
-    return True, (f"{geometry.n_taps}-tap kernel: modelled {fft * 1e3:.2g} ms by FFT against "
-                  f"{gemm * 1e3:.2g} ms by GEMM on this machine")
+        return False, f"not the FFT: {model}"
+    return True, f"{geometry.n_taps}-tap kernel: {model}"
 
 
 FFT_POINTS_PER_WORKER = 1 << 20
