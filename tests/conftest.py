@@ -7,12 +7,13 @@ otherwise never reach the threaded paths (tiles, partial sums in order).
 ``PRODUCTION_WORK_PER_THREAD`` is the real value, for the tests of that choice.
 """
 
+import os
 import sys
 
 import pytest
 
 from convmm._engines import policy
-from helpers import backend_names, namespace
+from helpers import backend_names, namespace, within_budget
 
 PRODUCTION_WORK_PER_THREAD = policy.WORK_PER_THREAD
 
@@ -22,22 +23,46 @@ MEASURED_RATES = {"gemm": 1.5e11, "fft": 6.7e9, "bandwidth": 2.4e10, "mix": 1.7e
 rates ``machine_rates`` injects unless a test names others."""
 
 
+def pytest_configure(config):
+    """In each pytest-xdist worker (one per core): BLAS and OpenMP (PyTorch's, loaded
+    later, reads ``OMP_NUM_THREADS`` when imported) on one thread, as SciPy's conftest
+    does, so that the workers' threads do not spin against each other; the engine on at
+    least two, so that its threaded paths (tiles, partial sums in order) run in every
+    worker, as in one process."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is None:
+        return
+    import convmm
+    from threadpoolctl import threadpool_limits
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    config._convmm_blas_limit = threadpool_limits(limits=1, user_api="blas")
+    convmm.set_num_threads(max(2, (os.cpu_count() or 1) // int(workers)))
+
+
 @pytest.fixture(autouse=True)
 def _threads_for_small_work(monkeypatch):
     monkeypatch.setattr(policy, "WORK_PER_THREAD", 1)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def machine_rates(monkeypatch):
-    """The calibration's rates (``calibration.rates``) replaced by given numbers, so that a
-    choice ``auto`` makes from measured speeds is asserted from these, never from this
-    machine's speed or load.  Yields ``inject(**rates)``, which sets rates over
-    ``MEASURED_RATES`` (already injected) and drops the plans chosen from other rates."""
+    """The calibration's record (``calibration.record``, which ``rates`` reads) replaced by
+    given rates, so that a choice ``auto`` makes from measured speeds is asserted from these,
+    never from this machine's speed or load: in every test (the calibration's own tests
+    run it in subprocesses or call its parts).  Yields ``inject(**rates)``, which sets rates
+    over ``MEASURED_RATES`` (already injected) and drops the plans chosen from other rates."""
     from convmm._engines.cpu import calibration
 
     def inject(**rates):
-        record = {**MEASURED_RATES, **rates}
-        monkeypatch.setattr(calibration, "rates", lambda dtype, threads: dict(record))
+        chosen = {**MEASURED_RATES, **rates}
+
+        def record(dtype, threads, fresh=False):
+            return {"rates": dict(chosen), "peak": 2 * chosen["gemm"] / threads,
+                    "dtype": calibration._normalised(dtype).name, "threads": threads,
+                    "plausible": True, "attempts": 1, "measured": "injected"}
+
+        monkeypatch.setattr(calibration, "record", record)
         with policy._plans_lock:
             policy._plans.clear()
 
@@ -49,7 +74,17 @@ def machine_rates(monkeypatch):
 
 @pytest.fixture(params=backend_names())
 def xp(request):
+    """Each namespace of the backend matrix (``helpers.BACKENDS``) present here."""
     return namespace(request.param)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each backend's budget of seeds and cases (``helpers.within_budget``)."""
+    kept = within_budget(items)
+    if len(kept) < len(items):
+        chosen = set(map(id, kept))
+        config.hook.pytest_deselected(items=[item for item in items if id(item) not in chosen])
+        items[:] = kept
 
 
 @pytest.fixture(autouse=True)

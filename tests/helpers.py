@@ -22,15 +22,69 @@ def _cupy_with_gpu():
         return False
 
 
+@dataclass(frozen=True)
+class Backend:
+    """One array namespace the suite runs its ``xp`` tests on, and what it gets of them.
+
+    ``seeds``: how many seeds of each seed sweep run on it (None: all).  NumPy runs every
+    seed, since its arrays go through the engines, whose kernels each configuration
+    steers; the other CPU namespaces share one body (the array-API path, where ``auto``
+    is ``im2col``), so a few seeds each check that their arrays go through it (two for
+    JAX, which compiles every operation anew for each shape).  CuPy's arrays go through
+    the CUDA engine, so it runs every seed where a GPU is present.  Every backend here
+    supports every ``xp`` test; one that is not installed (or CuPy without a GPU) is
+    left out of the fixture's parameters.
+    """
+
+    name: str
+    module: str             # the import that must be found for the backend to run
+    seeds: int | None
+    engine: str             # what runs its arrays: "cpu", "cuda" or "array API"
+    needs_gpu: bool = False
+
+    def available(self) -> bool:
+        if importlib.util.find_spec(self.module) is None:
+            return False
+        return not self.needs_gpu or _cupy_with_gpu()
+
+
+BACKENDS = (
+    Backend("numpy", "numpy", None, "cpu"),
+    Backend("array_api_strict", "array_api_strict", 3, "array API"),
+    Backend("torch", "torch", 3, "array API"),
+    Backend("jax", "jax", 2, "array API"),      # with x64 on; test_jax.py tests its default
+    Backend("cupy", "cupy", None, "cuda", needs_gpu=True),
+)
+"""The backend matrix: the ``xp`` fixture's parameters, in this order, where available."""
+
+BACKEND = {backend.name: backend for backend in BACKENDS}
+
+
 def backend_names():
-    names = ["numpy", "array_api_strict"]
-    if importlib.util.find_spec("torch") is not None:
-        names.append("torch")
-    if importlib.util.find_spec("jax") is not None:
-        names.append("jax")
-    if _cupy_with_gpu():
-        names.append("cupy")
-    return names
+    return [backend.name for backend in BACKENDS if backend.available()]
+
+
+def within_budget(items) -> list:
+    """The collected tests each backend's budget (``Backend.seeds``) keeps, in order: a
+    sweep over ``seed`` runs its first ``seeds`` seeds on that backend, and a test marked
+    ``sweep`` (a grid of cases rather than seeds) its first ``seeds`` cases; NumPy runs
+    all; a test without ``xp`` always runs."""
+    kept, cases = [], {}
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        budget = (BACKEND[callspec.params["xp"]].seeds
+                  if callspec is not None and "xp" in callspec.params else None)
+        if budget is not None:
+            if "seed" in callspec.params:
+                if callspec.indices["seed"] >= budget:
+                    continue
+            elif item.get_closest_marker("sweep") is not None:
+                key = (item.nodeid.split("[")[0], callspec.params["xp"])
+                cases[key] = cases.get(key, 0) + 1
+                if cases[key] > budget:
+                    continue
+        kept.append(item)
+    return kept
 
 
 def namespace(name):
@@ -228,14 +282,14 @@ def make_conv_inputs(rng, cfg):
     return x, weight_to_layout(w, cfg.data_format), b
 
 
-def random_transpose_case(rng):
+def random_transpose_case(rng, dtypes=("float32", "float64", "complex64", "complex128")):
     """A conv_transpose case whose output is non-empty: (cfg, x, weight, bias, kwargs).
 
     The padding mode is drawn from all four where the forward convolution (from
     the transposed output back to x) allows it, and is "zeros" otherwise.
     """
     while True:
-        cfg = random_config(rng, modes=("zeros",))
+        cfg = random_config(rng, modes=("zeros",), dtypes=dtypes)
         if cfg.padding == "same":
             out = [i * s for i, s in zip(cfg.size, cfg.stride)]
             pairs = _same_pairs(out, cfg.kernel, cfg.stride, cfg.dilation)

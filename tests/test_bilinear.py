@@ -34,7 +34,9 @@ def test_the_lecture_kernel():
                                   convmm.bilinear_kernel((2, 3, 1), 2, dtype=np.float32)[1, 0])
 
 
-@pytest.mark.parametrize("factors", [(1,), (2,), (5,), (2, 2), (3, 1), (4, 3), (2, 2, 2), (3, 1, 2)])
+@pytest.mark.sweep
+# (the first cases, which the namespaces with a budget run, upsample in 1, 2 and 3 dimensions)
+@pytest.mark.parametrize("factors", [(2,), (4, 3), (2, 2, 2), (1,), (5,), (2, 2), (3, 1), (3, 1, 2)])
 @pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
 @pytest.mark.parametrize("dtype", ["float64", "complex128"])
 def test_upsampling_is_linear_interpolation(xp, factors, data_format, dtype):
@@ -51,8 +53,9 @@ def test_upsampling_is_linear_interpolation(xp, factors, data_format, dtype):
     assert_close(up, want, xp)
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("nd,mode", [(1, "linear"), (2, "bilinear"), (3, "trilinear")])
-@pytest.mark.parametrize("factor", [1, 2, 3, 4])
+@pytest.mark.parametrize("factor", [2, 1, 3, 4])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_against_torch_interpolate_align_corners(xp, nd, mode, factor, dtype):
     torch = pytest.importorskip("torch")

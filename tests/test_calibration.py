@@ -179,6 +179,13 @@ def test_explain_quotes_the_rates_auto_weighed_the_fft_with(machine_rates):
     assert "FFT" not in small.split(":")[1]      # too few taps: no model, nothing quoted
 
 
+@pytest.mark.parametrize("dtype, threads", [(np.float32, 1), (np.float64, 2)])
+def test_the_measurement_runs_every_kernel_and_gives_positive_rates(dtype, threads):
+    """The real measurements (about a fifth of a second), in this process: every rate
+    positive and finite, whatever this machine's speed."""
+    assert calibration._valid(calibration._measure(np.dtype(dtype), threads))
+
+
 def test_the_measured_peak_is_a_rate_a_core_can_reach():
     """Between 1 GFLOP/s (any core of the last fifteen years) and 2 TFLOP/s (beyond any core
     today): a kernel optimised away or timed wrong lands outside."""

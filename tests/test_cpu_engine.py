@@ -257,6 +257,7 @@ def test_against_torch(seed):
 ENGINE = ["tiled_blas", "implicit_gemm", "direct"]
 
 
+@pytest.mark.xdist_group("engine maps")     # one worker compiles their kernels on a cold cache
 @pytest.mark.parametrize("method", ENGINE)
 @pytest.mark.parametrize("seed", range(30))
 def test_every_map_by_every_method(method, seed, workspace):
@@ -417,6 +418,20 @@ for kernel in (microkernel, microkernel_padded):
     lanes = {int(n) for n in re.findall(r"(?:fmul|fma)[a-z ]*<(\d+) x float>", ir)}   # the k-loop's products
     print(max(lanes, default=1))
 """
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_BOUNDSCHECK") != "1",
+                    reason="for the bounds-checked run of the CPU engine's tests (.ci/run)")
+def test_the_kernels_check_their_bounds_in_the_bounds_checked_run():
+    """Numba's on-disk cache ignores NUMBA_BOUNDSCHECK: a kernel loaded from a cache
+    compiled without it reads out of bounds silently.  The bounds-checked run keeps a cache
+    of its own; here a kernel asked to read past its panels must raise."""
+    from convmm._engines.cpu.microkernel import MR, NR, microkernel
+
+    a, b = np.ones((2, MR), np.float32), np.ones((2, NR), np.float32)
+    tile = np.zeros((MR, NR), np.float32)
+    with threads.slp_vectorising, pytest.raises(IndexError):
+        microkernel(3, a, b, tile)
 
 
 def test_microkernel_compiles_to_vector_code(tmp_path):

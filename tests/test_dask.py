@@ -37,7 +37,7 @@ def _compare(got, want, dtype):
     assert_close(got.compute(), want, np, dtype=dtype)
 
 
-@pytest.mark.parametrize("seed", range(60))
+@pytest.mark.parametrize("seed", range(30))
 def test_conv_and_its_gradients_equal_the_numpy_path(seed):
     rng = np.random.default_rng(9100 + seed)
     cfg = random_config(rng)
@@ -56,7 +56,7 @@ def test_conv_and_its_gradients_equal_the_numpy_path(seed):
     np.testing.assert_array_equal(x, kept)
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(20))
 def test_conv_transpose_and_its_gradients_equal_the_numpy_path(seed):
     rng = np.random.default_rng(9300 + seed)
     cfg, x, w, b, kw = random_transpose_case(rng)

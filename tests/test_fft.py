@@ -127,6 +127,31 @@ def test_conv_transpose_backward(xp, seed):
     assert_normwise(got.weight, want[1], xp, cfg.dtype, _max(g) * _max(x) * terms, points)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "complex64"])
+def test_many_channels_mix_by_batched_matrix_products(dtype):
+    """With at least ``fft.MATMUL_MIN`` images, input and output channels, each frequency's
+    channel mixing is a batched ``matmul`` (``uses_matmul``), not broadcast products: every
+    map of the FFT lowering through it, against the definitions."""
+    rng = np.random.default_rng(11)
+    n, c_in, c_out = fft.MATMUL_MIN, fft.MATMUL_MIN + 1, fft.MATMUL_MIN + 2
+    x = random_array(rng, (n, c_in, 11, 10), dtype)
+    w = random_array(rng, (c_out, c_in, 4, 3), dtype)
+    keywords = dict(padding=2, stride=2, dilation=1, groups=1, data_format="channels_first",
+                    padding_mode="reflect")
+    points, call = _points(x, w, False, **keywords)
+    assert fft.uses_matmul(n, c_in, c_out)
+    got = convmm.conv(x, w, method="fft", **keywords)
+    want = reference.conv(wide(x), wide(w), **keywords)
+    assert_normwise(got, want, np, dtype, _max(x) * _row_sum(w), points)
+    g = random_array(rng, want.shape, dtype)
+    grads = convmm.conv_backward(g, x, w, method="fft", **keywords)
+    wanted = reference.conv_backward(wide(g), wide(x), wide(w), **keywords)
+    assert_normwise(grads.input, wanted[0], np, dtype,
+                    9 * _max(g) * _row_sum(np.swapaxes(w, 0, 1)), points)
+    terms = n * call.geometry.n_positions
+    assert_normwise(grads.weight, wanted[1], np, dtype, _max(g) * _max(x) * terms, points)
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_chunks_and_overlap_save_blocks_give_the_whole_result(seed):
     """The three maps cut into chunks of the batch and blocks of rows (budgets of one

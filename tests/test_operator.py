@@ -278,6 +278,7 @@ def test_norm_is_the_largest_singular_value(mode, seed):
     assert abs(op.H.norm(tol=1e-13, maxiter=100_000) - want) <= 1e-8 * want
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("nd,size,kernel,dilation", [
     (1, (9,), (3,), (1,)), (1, (8,), (4,), (2,)), (1, (5,), (4,), (3,)),   # the last wraps taps
     (2, (5, 6), (3, 3), (1, 1)), (2, (4, 4), (3, 2), (1, 3)),

@@ -77,6 +77,20 @@ def test_the_cache_is_bounded():
     assert len(policy._plans) <= policy.PLAN_CACHE_SIZE
 
 
+def test_the_plan_cache_forgets_its_least_recent_plans(monkeypatch):
+    monkeypatch.setattr(policy, "PLAN_CACHE_SIZE", 4)
+    with policy._plans_lock:
+        policy._plans.clear()
+    for size in range(5, 12):
+        convmm.conv(np.ones((1, 1, size), np.float32), np.ones((1, 1, 1), np.float32))
+    assert len(policy._plans) == 4
+    assert {key[0] for key in policy._plans} == {key[0] for key in list(policy._plans)[-4:]}
+    newest = list(policy._plans)[-1]
+    convmm.conv(np.ones((1, 1, 5), np.float32), np.ones((1, 1, 1), np.float32))
+    assert len(policy._plans) == 4 and newest in policy._plans
+    assert list(policy._plans)[0] != newest
+
+
 def test_small_work_runs_on_the_callers_thread(monkeypatch):
     monkeypatch.setattr(policy, "WORK_PER_THREAD", PRODUCTION_WORK_PER_THREAD)
     previous = convmm.set_num_threads(2)

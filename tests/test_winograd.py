@@ -16,6 +16,10 @@ from convmm._core.winograd import LINES, OUTPUT_TILE, transform
 from convmm._engines import policy
 from helpers import assert_close, make_conv_inputs, random_config, wide
 
+# One worker runs this file: on a cold cache its first tests compile the Winograd kernels,
+# which two workers would otherwise compile at the same time.
+pytestmark = pytest.mark.xdist_group("winograd")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
