@@ -114,3 +114,14 @@ def test_cpu_and_cuda_engines_name_their_files_alike():
 
     shared = {"__init__.py", "engine.py", "kernels.py", "gemm.py"}
     assert shared <= files("cpu") and shared <= files("cuda")
+
+
+def test_the_spectrum_is_computed_in_a_room_of_its_own():
+    """``ConvOperator`` applies C; its norm, bound and singular values are computed in
+    ``_operator/spectrum.py``, which its methods call: the operator's code (its docstrings
+    aside) names no eigensolver, SVD or transform."""
+    tree = ast.parse(MODULES["convmm._operator.conv_operator"].read_text(encoding="utf-8"))
+    names = ({node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+             | {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)})
+    assert not names & {"eigsh", "svdvals", "svd", "fftn", "rfftn", "transfer_matrices"}
+    assert "convmm._operator.spectrum" in GRAPH["convmm._operator.conv_operator"]

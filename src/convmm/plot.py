@@ -590,7 +590,8 @@ def spectrum(op: Any) -> Figure:
     >>> plot.spectrum(op).axes[0].lines[0].get_ydata()[0]
     np.float64(1.0)
     """
-    from ._operator.conv_operator import ConvOperator, _transfer_matrices
+    from ._operator.conv_operator import ConvOperator
+    from ._operator.spectrum import transfer_matrices
 
     if not isinstance(op, ConvOperator):
         raise TypeError(f"op must be a ConvOperator, got {type(op).__name__}")
@@ -614,8 +615,8 @@ def spectrum(op: Any) -> Figure:
     if two_d:
         size = call.geometry.input_size
         complex_dtype = np.complex128
-        transfer = _numpy(_transfer_matrices(call, size, call.xp.complex128
-                                             if hasattr(call.xp, "complex128") else complex_dtype))
+        transfer = _numpy(transfer_matrices(call, size, call.xp.complex128
+                                            if hasattr(call.xp, "complex128") else complex_dtype))
         gain = np.linalg.svd(transfer, compute_uv=False).max(axis=(-1, -2))
         gain = np.fft.fftshift(gain)
         extent = (-(size[1] // 2) - 0.5, (size[1] - 1) // 2 + 0.5,

@@ -55,10 +55,11 @@ VERSION = 4
 PLAUSIBLE_FRACTION = 0.7
 """A single-threaded GEMM (float32 or float64) reaching less than this fraction of the
 core's measured peak for its dtype was measured while something else ran.  Measured on a
-2-core AMD EPYC (Zen 4): NumPy's OpenBLAS runs the 256³ GEMM at 0.8-0.9 of
-``peak.fma_peak`` (above 1 on a CPU where it uses wider vectors than LLVM chooses); the
-records a busy machine left there were at 0.5 (the 104 GFLOP/s of issue 28 against 180
-idle) and 0.63."""
+2-core AMD EPYC (Zen 4), idle: NumPy's OpenBLAS runs the 256³ GEMM at 0.73-0.90 of
+``peak.fma_peak`` (``python -m convmm calibrate``, float32 and float64, one and two
+threads; above 1 where a BLAS uses wider vectors than LLVM chooses); the records a busy
+machine had left there were at 0.5 (the 104 GFLOP/s of issue 28 against 180 idle) and
+0.63.  A measurement near the line is taken again, and each rate keeps its best."""
 
 ROUNDS = 3
 """Measurements one process makes of an implausible record before keeping it."""
