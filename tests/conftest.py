@@ -19,8 +19,9 @@ PRODUCTION_WORK_PER_THREAD = policy.WORK_PER_THREAD
 
 MEASURED_RATES = {"gemm": 1.5e11, "fft": 6.7e9, "bandwidth": 2.4e10, "mix": 1.7e9,
                   "mix_small": 9.4e8}
-"""The cost model's rates of one machine (a 2-core AMD EPYC Zen 4, float32, idle): the
-rates ``machine_rates`` injects unless a test names others."""
+"""The rates ``machine_rates`` injects unless a test names others: fixed numbers of the
+order a 2-core AMD EPYC Zen 4 measures (float32, two threads; its GEMM there is nearer
+9e10), so that the choices tests assert follow from them alone."""
 
 
 def pytest_configure(config):
@@ -29,6 +30,14 @@ def pytest_configure(config):
     does, so that the workers' threads do not spin against each other; the engine on at
     least two, so that its threaded paths (tiles, partial sums in order) run in every
     worker, as in one process."""
+    if "CONVMM_CACHE_DIR" not in os.environ:
+        # Tests that run convmm in subprocesses calibrate there, while the suite keeps the
+        # cores busy: into a folder of this run's own (removed at the end), never into the
+        # user's cache.
+        import tempfile
+
+        config._convmm_cache_dir = tempfile.mkdtemp(prefix="convmm-tests-")
+        os.environ["CONVMM_CACHE_DIR"] = config._convmm_cache_dir
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers is None:
         return
@@ -38,6 +47,15 @@ def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     config._convmm_blas_limit = threadpool_limits(limits=1, user_api="blas")
     convmm.set_num_threads(max(2, (os.cpu_count() or 1) // int(workers)))
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_convmm_cache_dir", None)
+    if folder is not None:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        del os.environ["CONVMM_CACHE_DIR"]
 
 
 @pytest.fixture(autouse=True)

@@ -143,6 +143,32 @@ def test_calibrate_measures_afresh_and_stores_for_later_processes(measured, monk
         main(["calibrate", "--threads", "0"])
 
 
+def test_calibrate_holds_the_rates_to_the_peak_it_measures_and_stores_that_peak(
+        measured, monkeypatch):
+    """A stored peak above this machine's (another machine of the same model name sharing
+    the cache) would make every record implausible for good: asked afresh, the calibration
+    holds the rates to the peak it measures now, and stores that one."""
+    measured(FAST, peak=4 * PEAK)
+    calibration.record(np.float32, 1)
+    calls = measured(FAST, peak=PEAK)
+    found = calibration.record(np.float32, 1, fresh=True)
+    assert found["plausible"] and found["peak"] == PEAK and len(calls) == 1
+    assert json.loads(calibration.cache_path().read_text())[calibration._peak_key()] == PEAK
+
+
+def test_an_unwritable_cache_is_said_and_leaves_nothing_behind(measured, monkeypatch,
+                                                               tmp_path, capsys):
+    blocked = tmp_path / "cache"
+    (blocked / "calibration.json").mkdir(parents=True)    # a folder where the file goes
+    monkeypatch.setenv("CONVMM_CACHE_DIR", str(blocked))
+    measured(FAST)
+    assert calibration.record(np.float32, 1)["rates"] == FAST
+    assert not calibration.stored(np.float32, 1)
+    assert main(["calibrate", "--threads", "1"]) == 0
+    assert "could not store them" in capsys.readouterr().out
+    assert sorted(path.name for path in blocked.iterdir()) == ["calibration.json"]
+
+
 def test_records_of_earlier_versions_are_dropped_when_the_cache_is_written(measured):
     measured(FAST)
     calibration.cache_path().parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +180,7 @@ def test_records_of_earlier_versions_are_dropped_when_the_cache_is_written(measu
 
 @pytest.mark.parametrize("change", [{"plausible": "yes"}, {"attempts": 0}, {"peak": -1.0},
                                     {"dtype": "int8"}, {"threads": 0}, {"measured": None},
+                                    {"dtype": "float64"}, {"threads": 7},   # not its key's
                                     {"rates": {**FAST, "gemm": float("nan")}}])
 def test_a_damaged_record_is_measured_again(measured, monkeypatch, change):
     calls = measured(FAST)
@@ -210,7 +237,7 @@ def test_the_calibration_is_measured_once_and_read_back(tmp_path):
     assert done.returncode == 0 and done.stdout.strip().startswith("{"), done.stderr
 
 
-@pytest.mark.parametrize("content", ["[1, 2]", "null", "{\"v4|x\": 1}", "corrupt"])
+@pytest.mark.parametrize("content", ["[1, 2]", "null", "{\"v5|x\": 1}", "corrupt"])
 def test_a_corrupt_calibration_cache_is_measured_again(tmp_path, content):
     (tmp_path / "calibration.json").write_text(content)
     code = ("import numpy as np, convmm; from convmm._engines.cpu import calibration; "

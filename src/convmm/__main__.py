@@ -1,5 +1,5 @@
 """convmm's command line: worked examples of the lowering (demo), their pictures (show),
-benchmarks against PyTorch (bench) and this machine's rates for ``auto`` (calibrate)."""
+benchmarks against PyTorch (bench) and this machine's rates for 'auto' (calibrate)."""
 
 import argparse
 import sys
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return show_gallery(args.out, args.image_format, tuple(args.only))
     if args.command == "calibrate":
-        return _calibrate(parser, args.threads)
+        return _calibrate(calibrate, args.threads)
     if args.command == "bench":
         from .bench import run
 
@@ -72,14 +72,19 @@ def _calibrate(parser: argparse.ArgumentParser, threads: int | None) -> int:
 
     from . import get_num_threads
     from ._engines.cpu import calibration
+    from ._engines.cpu.threads import MAX_THREADS
 
     if threads is None:
         threads = get_num_threads()
-    if threads < 1:
-        parser.error(f"--threads must be at least 1, got {threads}")
+    if not 1 <= threads <= MAX_THREADS:
+        parser.error(f"--threads must be between 1 and {MAX_THREADS} (4 per CPU), got {threads}")
     for dtype in (np.float32, np.float64):
         print(calibration.describe(calibration.record(dtype, threads, fresh=True)))
-    print(f"stored in {calibration.cache_path()}")
+    if all(calibration.stored(dtype, threads) for dtype in (np.float32, np.float64)):
+        print(f"stored in {calibration.cache_path()}")
+    else:
+        print(f"could not store them in {calibration.cache_path()} (set CONVMM_CACHE_DIR to a "
+              f"folder you can write): every process measures them again")
     return 0
 
 

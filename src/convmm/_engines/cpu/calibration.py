@@ -28,8 +28,9 @@ Rates, per second:
 * ``fft``: points·log₂(points) of real transforms on the thread setting's workers (a
   batch of 64 transforms of 16384 points: out of cache, as a convolution's are; a
   complex transform costs twice as much);
-* ``bandwidth``: bytes written to freshly allocated memory and read back (the copies,
-  spectra and products around the transforms, page faults included);
+* ``bandwidth``: bytes written to a new 16 MiB array and read back, for either dtype (the
+  copies, spectra and products around the transforms; the best of five runs, so with the
+  allocator's reuse and without page faults);
 * ``mix``: complex multiply-adds of the per-frequency channel products (batched
   ``matmul``) and ``mix_small`` of the broadcast products that replace it for small
   matrices.
@@ -49,7 +50,7 @@ import numpy as np
 
 from ..._core.fft import channel_products
 
-VERSION = 4
+VERSION = 5
 """Bumped when what is measured or stored changes: older cache entries are then ignored."""
 
 PLAUSIBLE_FRACTION = 0.7
@@ -71,6 +72,7 @@ ROUND_PAUSE_SECONDS = 0.1
 """The pause between rounds: a busy spell, or another library's spinning threads, pass."""
 
 _records: dict = {}
+_unwritten: set = set()         # keys of records this process measured but could not store
 _lock = threading.Lock()
 
 
@@ -104,7 +106,7 @@ def _key(dtype: np.dtype, threads: int) -> str:
 def _peak_key() -> str:
     import numba
 
-    return f"v{VERSION}|peak|{_cpu_model()}|numba {numba.__version__}"
+    return f"v{VERSION}|peak|{_cpu_model()}|{os.cpu_count()}|numba {numba.__version__}"
 
 
 def _best_of(run, repeats=5) -> float:
@@ -130,7 +132,7 @@ def _measure(dtype: np.dtype, threads: int) -> dict:
         gemm = 256 ** 3 / _best_of(lambda: a @ a) * threads
         batch = rng.standard_normal((64, 16384)).astype(dtype)
         fft = batch.size * 14 / _best_of(lambda: scipy.fft.rfft(batch, workers=threads))
-        large = np.ones(4 << 20, dtype=dtype)
+        large = np.ones((16 << 20) // np.dtype(dtype).itemsize, dtype=dtype)
         bandwidth = 2 * large.nbytes / _best_of(lambda: large * 2)
         # The FFT lowering's own products: 16×16·16×16 matrices (matmul) and 1×16·16×16
         # ones (broadcast products), at 1024 frequencies.
@@ -167,13 +169,13 @@ def _valid(found) -> bool:
             and all(_positive(found[name]) for name in RATES))
 
 
-def _valid_record(found) -> bool:
-    """Whether a cache entry is a whole record (``_record``'s fields, rates valid)."""
+def _valid_record(found, dtype: np.dtype, threads: int) -> bool:
+    """Whether a cache entry is a whole record of ``dtype`` on ``threads`` threads
+    (``_record``'s fields, rates valid)."""
     return (isinstance(found, dict) and _valid(found.get("rates")) and _positive(found.get("peak"))
             and isinstance(found.get("plausible"), bool)
             and isinstance(found.get("attempts"), int) and found["attempts"] >= 1
-            and found.get("dtype") in ("float32", "float64")
-            and isinstance(found.get("threads"), int) and found["threads"] >= 1
+            and found.get("dtype") == dtype.name and found.get("threads") == threads
             and isinstance(found.get("measured"), str))
 
 
@@ -214,17 +216,23 @@ def _read() -> dict:
     return stored if isinstance(stored, dict) else {}
 
 
-def _write(stored: dict) -> None:
-    """Store the records, dropping those of earlier ``VERSION``s."""
+def _write(stored: dict) -> bool:
+    """Store the records, dropping those of earlier ``VERSION``s; whether that worked
+    (where it cannot, each process measures once, and nothing is left behind)."""
     stored = {key: value for key, value in stored.items() if key.startswith(f"v{VERSION}|")}
     path = cache_path()
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
         partial.write_text(json.dumps(stored, indent=1, sort_keys=True))
         partial.replace(path)       # atomic: a concurrent reader sees old or new
     except OSError:
-        pass                        # unwritable: measured once per process
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return False
+    return True
 
 
 def _best_peak(stored: dict) -> float:
@@ -242,7 +250,8 @@ def record(dtype, threads: int, fresh: bool = False) -> dict:
     """The calibration record for real ``dtype`` arrays on ``threads`` threads: ``rates``
     (see above), the ``peak`` the GEMM was held to, whether it was ``plausible``, the
     ``attempts`` that measured it and when it was ``measured``.  Read from the cache, or
-    measured (``fresh``: always) and stored."""
+    measured (``fresh``: always, and held to the peak measured with it) and stored
+    (``stored`` says whether that worked)."""
     dtype = _normalised(dtype)
     key = _key(dtype, threads)
     with _lock:
@@ -250,16 +259,27 @@ def record(dtype, threads: int, fresh: bool = False) -> dict:
             return _records[key]
         stored = _read()
         found: dict = stored.get(key)  # type: ignore[assignment]  # checked by _valid_record
-        whole = _valid_record(found)
+        whole = _valid_record(found, dtype, threads)
         if fresh or not whole or (not found["plausible"] and found["attempts"] < ATTEMPTS):
+            # Asked afresh (on an idle machine, as ``calibrate`` says), the peak is this
+            # measurement's: a peak stored from another machine of the same name goes.
             found = _record(dtype, threads, found if whole and not fresh else None,
-                            _best_peak(stored))
+                            0.0 if fresh else _best_peak(stored))
             stored = _read()        # another process may have written meanwhile
             stored[key] = found
-            stored[_peak_key()] = max(found["peak"], _best_peak(stored))
-            _write(stored)
+            stored[_peak_key()] = found["peak"] if fresh else max(found["peak"],
+                                                                   _best_peak(stored))
+            _unwritten.discard(key)
+            if not _write(stored):
+                _unwritten.add(key)
         _records[key] = found
         return found
+
+
+def stored(dtype, threads: int) -> bool:
+    """Whether the record for ``dtype`` on ``threads`` threads is in the cache file (False
+    where this process measured it and could not write it)."""
+    return _key(_normalised(dtype), threads) not in _unwritten
 
 
 def rates(dtype, threads: int) -> dict:
