@@ -25,7 +25,8 @@ order a 2-core AMD EPYC Zen 4 measures (float32, two threads; its GEMM there is 
 
 
 def pytest_configure(config):
-    """In each pytest-xdist worker (one per core): BLAS and OpenMP (PyTorch's, loaded
+    """A calibration cache of the run's own (below), and in each pytest-xdist worker (one
+    per core): BLAS and OpenMP (PyTorch's, loaded
     later, reads ``OMP_NUM_THREADS`` when imported) on one thread, as SciPy's conftest
     does, so that the workers' threads do not spin against each other; the engine on at
     least two, so that its threaded paths (tiles, partial sums in order) run in every
@@ -68,7 +69,7 @@ def machine_rates(monkeypatch):
     """The calibration's record (``calibration.record``, which ``rates`` reads) replaced by
     given rates, so that a choice ``auto`` makes from measured speeds is asserted from these,
     never from this machine's speed or load: in every test (the calibration's own tests
-    run it in subprocesses or call its parts).  Yields ``inject(**rates)``, which sets rates
+    put the real one back and inject its measurements instead).  Yields ``inject(**rates)``, which sets rates
     over ``MEASURED_RATES`` (already injected) and drops the plans chosen from other rates."""
     from convmm._engines.cpu import calibration
 

@@ -216,15 +216,15 @@ def _read() -> dict:
     return stored if isinstance(stored, dict) else {}
 
 
-def _write(stored: dict) -> bool:
+def _write(cache: dict) -> bool:
     """Store the records, dropping those of earlier ``VERSION``s; whether that worked
     (where it cannot, each process measures once, and nothing is left behind)."""
-    stored = {key: value for key, value in stored.items() if key.startswith(f"v{VERSION}|")}
+    cache = {key: value for key, value in cache.items() if key.startswith(f"v{VERSION}|")}
     path = cache_path()
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(stored, indent=1, sort_keys=True))
+        partial.write_text(json.dumps(cache, indent=1, sort_keys=True))
         partial.replace(path)       # atomic: a concurrent reader sees old or new
     except OSError:
         try:
@@ -235,9 +235,9 @@ def _write(stored: dict) -> bool:
     return True
 
 
-def _best_peak(stored: dict) -> float:
+def _best_peak(cache: dict) -> float:
     """The best peak measured on this CPU model so far (0 where none is stored)."""
-    peak = stored.get(_peak_key())
+    peak = cache.get(_peak_key())
     return float(peak) if peak is not None and _positive(peak) else 0.0
 
 
@@ -257,20 +257,20 @@ def record(dtype, threads: int, fresh: bool = False) -> dict:
     with _lock:
         if key in _records and not fresh:
             return _records[key]
-        stored = _read()
-        found: dict = stored.get(key)  # type: ignore[assignment]  # checked by _valid_record
+        cache = _read()
+        found: dict = cache.get(key)  # type: ignore[assignment]  # checked by _valid_record
         whole = _valid_record(found, dtype, threads)
         if fresh or not whole or (not found["plausible"] and found["attempts"] < ATTEMPTS):
             # Asked afresh (on an idle machine, as ``calibrate`` says), the peak is this
             # measurement's: a peak stored from another machine of the same name goes.
             found = _record(dtype, threads, found if whole and not fresh else None,
-                            0.0 if fresh else _best_peak(stored))
-            stored = _read()        # another process may have written meanwhile
-            stored[key] = found
-            stored[_peak_key()] = found["peak"] if fresh else max(found["peak"],
-                                                                   _best_peak(stored))
+                            0.0 if fresh else _best_peak(cache))
+            cache = _read()         # another process may have written meanwhile
+            cache[key] = found
+            cache[_peak_key()] = found["peak"] if fresh else max(found["peak"],
+                                                                  _best_peak(cache))
             _unwritten.discard(key)
-            if not _write(stored):
+            if not _write(cache):
                 _unwritten.add(key)
         _records[key] = found
         return found
