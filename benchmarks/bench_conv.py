@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 import convmm
-from convmm.bench import Layer, load_layers
+from convmm._bench.cases import Layer, load_layers
 
 LAYERS = {spec["name"]: spec for spec in load_layers()}
 METHODS = ["auto", "im2col", "tiled_blas", "implicit_gemm", "direct"]

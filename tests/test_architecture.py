@@ -125,3 +125,24 @@ def test_the_spectrum_is_computed_in_a_room_of_its_own():
              | {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)})
     assert not names & {"eigsh", "svdvals", "svd", "fftn", "rfftn", "transfer_matrices"}
     assert "convmm._operator.spectrum" in GRAPH["convmm._operator.conv_operator"]
+
+
+def test_the_bench_stays_out_of_the_library():
+    """The bench (``convmm._bench``, the harness behind ``python -m convmm bench``) is no
+    part of the library: nothing imports it but the command line, and it reaches the
+    library only through the public modules, the engines and the core."""
+    bench = {name for name in MODULES if name.split(".")[:2] == ["convmm", "_bench"]}
+    assert {"convmm._bench", "convmm._bench.cli"} <= bench
+    importers = sorted(name for name, imports in GRAPH.items()
+                       if name not in bench and imports & bench)
+    assert importers == ["convmm.__main__"], importers
+
+    def reachable(module):
+        parts = module.split(".")
+        return (not any(part.startswith("_") for part in parts)
+                or parts[1] in ("_engines", "_core"))
+
+    for name in sorted(bench):
+        through = sorted(m for m in GRAPH[name]
+                         if m.split(".")[0] == "convmm" and m not in bench and not reachable(m))
+        assert not through, f"{name} imports {through}"

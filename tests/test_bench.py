@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from convmm import bench
+from convmm._bench import cases, measure
 from convmm.__main__ import main
 
 TINY = {"about": "two tiny layers for the tests",
@@ -29,7 +29,7 @@ def test_numpy_bench_writes_its_figures(layers_file, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["backend"] == "numpy" and report["method"] == "tiled_blas"
     assert [(r["layer"], r["which"]) for r in report["results"]] == [
-        (name, which) for name in ("tiny_3x3", "tiny_depthwise") for which in bench.PASSES]
+        (name, which) for name in ("tiny_3x3", "tiny_depthwise") for which in cases.PASSES]
     flops = {(r["layer"], r["which"]): r["gflops"] * r["seconds"] for r in report["results"]}
     # Forward of tiny_3x3: 2 images · 6 channels · 5·5 positions · 4·9 multiply-adds, 2 FLOPs each.
     assert flops["tiny_3x3", "forward"] == pytest.approx(2 * 2 * 6 * 25 * 4 * 9 / 1e9)
@@ -44,16 +44,16 @@ def test_numpy_bench_writes_its_figures(layers_file, tmp_path, capsys):
         assert all(r["ratio"] > 0 for r in report["results"])
         assert "geometric mean convmm/torch" in printed
     # The small-layer section: per-call figures of every small case.
-    assert [r["case"] for r in report["small"]] == bench.small_cases()
+    assert [r["case"] for r in report["small"]] == cases.small_cases()
     assert all(0 < r["seconds"] < 1 for r in report["small"])
     assert "small layers (per call" in printed and "small_cnn_step" in printed
 
 
 def test_the_small_cnn_step_computes_the_gradients_pytorch_does():
     torch = pytest.importorskip("torch")
-    random = bench.Host.random("float64", seed=3)
-    first, second = bench.small_call("convmm", bench.CNN_STEP, random)()
-    random = bench.Host.random("float64", seed=3)
+    random = measure.Host.random("float64", seed=3)
+    first, second = cases.small_call("convmm", cases.CNN_STEP, random)()
+    random = measure.Host.random("float64", seed=3)
     x = torch.from_numpy(random((32, 1, 28, 28)))
     w1, b1 = torch.from_numpy(random((8, 1, 3, 3)) / 3), torch.from_numpy(random((8,)))
     w2, b2 = torch.from_numpy(random((16, 8, 3, 3)) / 8), torch.from_numpy(random((16,)))
@@ -67,7 +67,7 @@ def test_the_small_cnn_step_computes_the_gradients_pytorch_does():
 
 
 def test_batch_replaces_every_layers_n(layers_file):
-    layer = bench.Layer(TINY["layers"][0], batch=64)
+    layer = cases.Layer(TINY["layers"][0], batch=64)
     assert layer.n == 64 and layer.macs == 64 * 6 * 25 * 4 * 9
 
 
@@ -89,4 +89,4 @@ def test_cupy_backend_says_what_is_missing(layers_file, monkeypatch):
 
 def test_unknown_layer_lists_the_suite():
     with pytest.raises(SystemExit, match="the suite has: .*rgb_stride3_dilated"):
-        bench.pick(bench.load_layers(), ["no_such_layer"])
+        cases.pick(cases.load_layers(), ["no_such_layer"])

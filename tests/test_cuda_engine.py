@@ -239,13 +239,13 @@ _STAND_IN_CUPY = SimpleNamespace(
 @pytest.mark.parametrize("tf32", [False, True])
 def test_gpu_bench(on_cuda, tf32, tmp_path, monkeypatch, capsys):
     """``python -m convmm bench --backend cupy`` on a tiny layer: report, JSON and TF32 setting."""
-    from convmm import bench
+    from convmm._bench import cases, measure
     from convmm.__main__ import main
 
     if SIMULATED:
         monkeypatch.setitem(sys.modules, "cupy", _STAND_IN_CUPY)
-    monkeypatch.setattr(bench.Gpu, "GEMM_SIZE", 9)
-    monkeypatch.setattr(bench, "LARGE_KERNELS", (
+    monkeypatch.setattr(measure.Gpu, "GEMM_SIZE", 9)
+    monkeypatch.setattr(cases, "LARGE_KERNELS", (
         dict(name="tiny_blur", dtype="float32", peer="torch", target=1.0,
              x=(1, 1, 9, 8), w=(1, 1, 4, 3), padding="same"),
         dict(name="tiny_fwd+bwd", dtype="float32", peer="torch", target=1.0,

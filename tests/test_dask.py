@@ -210,7 +210,7 @@ def test_a_distributed_cluster_of_two_workers_computes_the_same():
     x = rng.standard_normal((2, 2, 24, 20))
     w = rng.standard_normal((3, 2, 3, 3))
     kw = dict(stride=2, padding=1, padding_mode="circular")
-    from convmm.bench_dask import environment_kept
+    from convmm._bench.larger_than_memory import environment_kept
 
     with environment_kept(), distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
                                   dashboard_address=":0") as cluster, \
@@ -277,14 +277,14 @@ def test_the_larger_than_memory_run_reports_its_figures(tmp_path, capsys):
     import json
     import os
 
-    from convmm import bench_dask
+    from convmm._bench import larger_than_memory
 
     environment = dict(os.environ)
 
     out = tmp_path / "figures.json"
-    assert bench_dask.main(["--shape", "40", "36", "20", "--chunk", "16", "12", "10",
-                            "--workers", "1", "--dir", str(tmp_path / "stores"),
-                            "--json", str(out)]) == 0
+    assert larger_than_memory.main(["--shape", "40", "36", "20", "--chunk", "16", "12", "10",
+                                    "--workers", "1", "--dir", str(tmp_path / "stores"),
+                                    "--json", str(out)]) == 0
     (figures,) = json.loads(out.read_text())["figures"]
     assert figures["workers"] == 1 and not figures["workers_lost_or_restarted"]
     assert len(figures["peak_bytes"]) == 1 and figures["peak_bytes"][0] > 0

@@ -316,7 +316,7 @@ def test_the_readmes_pictures_are_what_show_draws_now(tmp_path):
 
 
 def test_the_bench_chart_draws_each_ratio(tmp_path):
-    from convmm.bench import plot_report
+    from convmm._bench.reports import plot_report
 
     report = dict(peer="torch", backend="numpy", dtype="float32", date="2026-11-30",
                   results=[dict(layer="a", which="forward", ratio=0.5),

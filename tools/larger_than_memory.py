@@ -1,6 +1,6 @@
 """A convolution larger than a worker's memory: a Zarr volume through convmm on Dask.
 
-The run itself is ``convmm.bench_dask`` (``python -m convmm bench
+The run itself is ``convmm._bench.larger_than_memory`` (``python -m convmm bench
 --larger-than-memory`` runs it with the default sizes); this script takes its options:
 
     python tools/larger_than_memory.py                      # 2 GiB, workers of 512 MiB
@@ -10,7 +10,7 @@ The run itself is ``convmm.bench_dask`` (``python -m convmm bench
 
 import sys
 
-from convmm.bench_dask import main
+from convmm._bench.larger_than_memory import main
 
 if __name__ == "__main__":
     sys.exit(main())

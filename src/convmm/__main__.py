@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_help = "run six worked examples of the lowering through every method on every backend present"
     commands.add_parser("demo", help=demo_help, description=demo_help[0].upper() + demo_help[1:]
                         + " (a few seconds).")
-    from .bench import add_arguments
+    from ._bench.cli import add_arguments
 
     show = commands.add_parser(
         "show", help="draw the pictures of the lowering for the worked examples",
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "calibrate":
         return _calibrate(calibrate, args.threads)
     if args.command == "bench":
-        from .bench import run
+        from ._bench.cli import run
 
         return run(args)
     return 2
