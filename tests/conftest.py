@@ -2,7 +2,7 @@
 
 Every test runs the CPU engine's work on as many worker threads as the thread
 setting allows, however small: production plans give a thread only to work
-worth one (``policy.WORK_PER_THREAD``), and the tests' small arrays would
+worth one (``Tunables.work_per_thread``), and the tests' small arrays would
 otherwise never reach the threaded paths (tiles, partial sums in order).
 ``PRODUCTION_WORK_PER_THREAD`` is the real value, for the tests of that choice.
 """
@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from convmm._engines import policy
-from helpers import backend_names, namespace, within_budget
+from convmm._engines import policy, tunables
+from helpers import backend_names, namespace, tune, within_budget
 
-PRODUCTION_WORK_PER_THREAD = policy.WORK_PER_THREAD
+PRODUCTION_WORK_PER_THREAD = tunables.TUNABLES.work_per_thread
 
 MEASURED_RATES = {"gemm": 1.5e11, "fft": 6.7e9, "bandwidth": 2.4e10, "mix": 1.7e9,
                   "mix_small": 9.4e8}
@@ -61,7 +61,7 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(autouse=True)
 def _threads_for_small_work(monkeypatch):
-    monkeypatch.setattr(policy, "WORK_PER_THREAD", 1)
+    tune(monkeypatch, work_per_thread=1)
 
 
 @pytest.fixture(autouse=True)
@@ -82,13 +82,11 @@ def machine_rates(monkeypatch):
                     "plausible": True, "attempts": 1, "measured": "injected"}
 
         monkeypatch.setattr(calibration, "record", record)
-        with policy._plans_lock:
-            policy._plans.clear()
+        policy._plans.clear()
 
     inject()
     yield inject
-    with policy._plans_lock:
-        policy._plans.clear()
+    policy._plans.clear()
 
 
 @pytest.fixture(params=backend_names())

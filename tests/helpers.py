@@ -328,3 +328,14 @@ def signal_pair(rng, dtype, larger_in2=False, *, nd=None, in1_top=8, in2_top=6):
     if np.dtype(dtype).kind == "c":
         x, k = x + 1j * rng.standard_normal(a), k + 1j * rng.standard_normal(b)
     return x.astype(dtype), k.astype(dtype)
+
+
+def tune(monkeypatch, **changes):
+    """Run one test under a changed record of tunables (``convmm._engines.tunables``):
+    ``tune(monkeypatch, workspace_bytes=600)``.  The record is in every plan's key, so no
+    plan made under the production record is handed back."""
+    import dataclasses
+
+    from convmm._engines import tunables
+
+    monkeypatch.setattr(tunables, "TUNABLES", dataclasses.replace(tunables.TUNABLES, **changes))

@@ -1,5 +1,6 @@
 """The CPU engine on NumPy arrays (every method, every map) against the definition."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -9,11 +10,11 @@ import pytest
 
 import convmm
 from convmm import reference
-from convmm._engines import policy
+from convmm._engines import policy, tunables
 from convmm._engines.cpu import engine as cpu_engine
 from convmm._engines.cpu import threads
 from helpers import (assert_close, make_conv_inputs, random_array, random_config,
-                     random_transpose_case, wide)
+                     random_transpose_case, tune, wide)
 
 SEEDS = range(40)
 
@@ -22,7 +23,7 @@ SEEDS = range(40)
 def workspace(request, monkeypatch):
     """The default budget (mostly one tile) and a tiny one: many tiles, some across images."""
     if request.param == "tiny_tiles":
-        monkeypatch.setattr(policy, "WORKSPACE_BYTES", 600)
+        tune(monkeypatch, workspace_bytes=600)
     return request.param
 
 
@@ -37,7 +38,7 @@ def test_tiny_tiles_get_tiny_tiles_after_a_plan_of_one_tile(monkeypatch):
     convmm.set_num_threads(1)      # one worker: the whole budget's tile, on any machine
     try:
         assert tile() == 2 * 9 * 9
-        monkeypatch.setattr(policy, "WORKSPACE_BYTES", 600)
+        tune(monkeypatch, workspace_bytes=600)
         assert tile() <= 2
         assert f"tiles of {tile()} (image, position) pairs" in convmm.explain(
             convmm.conv, x, w, padding=1, method="tiled_blas")
@@ -45,8 +46,11 @@ def test_tiny_tiles_get_tiny_tiles_after_a_plan_of_one_tile(monkeypatch):
         convmm.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("name", policy.TUNABLES + ("PATCH_BYTES",))
+@pytest.mark.parametrize("name", [field.name for field in dataclasses.fields(tunables.Tunables)]
+                         + ["PATCH_BYTES"])
 def test_every_knob_a_plan_reads_is_in_its_key(name, monkeypatch):
+    """Every field of the record of tunables (and the array-API path's ``PATCH_BYTES``)
+    is in the plan's key: changing one plans the call again."""
     from convmm._core import algorithms
 
     x, w = np.ones((2, 8, 9, 9), np.float32), np.ones((8, 8, 3, 3), np.float32)
@@ -56,14 +60,15 @@ def test_every_knob_a_plan_reads_is_in_its_key(name, monkeypatch):
     monkeypatch.setattr(policy, "_planned", lambda *a, **k: planned.append(1) or real(*a, **k))
     convmm.conv(x, w, padding=1)
     assert planned == []                                   # the same key: the cached plan
-    module = algorithms if name == "PATCH_BYTES" else policy
-    value = getattr(module, name)
-    monkeypatch.setattr(module, name, (not value) if isinstance(value, bool) else value * 2 + 1)
-    if name == "NUMPY_ON_CUDA":      # would run the CUDA engine: its key alone is checked
-        changed = policy.tunables()
-        monkeypatch.setattr(module, name, value)
-        assert policy.tunables() != changed
-        return
+    if name == "PATCH_BYTES":
+        monkeypatch.setattr(algorithms, name, algorithms.PATCH_BYTES * 2 + 1)
+    else:
+        value = getattr(tunables.TUNABLES, name)
+        changed = (not value) if isinstance(value, bool) else value * 2 + 1
+        if name == "numpy_on_cuda":     # would run the CUDA engine: its record alone is checked
+            assert dataclasses.replace(tunables.TUNABLES, **{name: changed}) != tunables.TUNABLES
+            return
+        tune(monkeypatch, **{name: changed})
     convmm.conv(x, w, padding=1)
     assert planned == [1], f"{name} changed and the plan was not made again"
 
@@ -123,7 +128,7 @@ def test_tiles_fit_the_workspace_and_cut_images_evenly():
     x = np.ones((3, 8, 40, 40), dtype=np.float32)
     plan = policy.plan(_call(x, np.ones((8, 8, 3, 3), dtype=np.float32)), "forward")
     assert plan.method == "tiled_blas" and plan.rows == 72 and plan.positions == 3 * 1600
-    assert plan.workspace_bytes <= policy.WORKSPACE_BYTES
+    assert plan.workspace_bytes <= tunables.TUNABLES.workspace_bytes
     assert plan.workspace_bytes == plan.threads * plan.rows * plan.tile * 4
     assert plan.patch_matrix_bytes == 72 * 4800 * 4
     tiles = cpu_engine._tiles(plan.positions, 1600, plan.tile)
@@ -298,7 +303,7 @@ def test_implicit_forward_with_wide_channels(seed, monkeypatch):
 
     rng = np.random.default_rng(3000 + seed)
     if seed % 2:
-        monkeypatch.setattr(policy, "PADDED_BATCH_BYTES", 1)
+        tune(monkeypatch, padded_batch_bytes=1)
     cfg = random_config(rng)
     groups = cfg.groups
     cfg = dataclasses.replace(cfg, in_channels=groups * int(rng.integers(1, 12)),
@@ -496,7 +501,7 @@ def test_direct_on_the_padded_grid_gives_the_row_sweeps_bits(seed, monkeypatch):
     x, w, b = make_conv_inputs(rng, cfg)
     kw = cfg.kwargs(padding_mode=cfg.padding_mode)
     grid = convmm.conv(x, w, b, method="direct", **kw)
-    monkeypatch.setattr(cpu_engine, "WIDE_SAMPLES", 0)          # the row sweeps
+    tune(monkeypatch, wide_samples=0)          # the row sweeps
     np.testing.assert_array_equal(convmm.conv(x, w, b, method="direct", **kw), grid)
     assert_close(grid, reference.conv(wide(x), wide(w), wide(b), **kw), np, dtype=cfg.dtype)
 
@@ -505,7 +510,7 @@ def test_direct_on_the_padded_grid_gives_the_row_sweeps_bits(seed, monkeypatch):
 def test_weight_gradient_on_the_padded_grid(seed, monkeypatch):
     """The stride-1 channels-first weight gradient on each image's padded grid (taken
     here whatever its overhead) against the definition."""
-    monkeypatch.setattr(cpu_engine, "WIDE_OVERHEAD", 1e9)
+    tune(monkeypatch, wide_overhead=1e9)
     rng = np.random.default_rng(300 + seed)
     cfg = random_config(rng, dtypes=("float32", "float64"), formats=("channels_first",))
     cfg.stride = (1,) * cfg.nd
@@ -551,7 +556,7 @@ def test_direct_weight_gradient_on_the_padded_grid(seed, monkeypatch):
     grid = convmm.conv_backward(g, x, w, method="direct", needs="weight", **kw).weight
     want = reference.conv_backward(wide(g), wide(x), wide(w), **kw)[1]
     assert_close(grid, want, np, dtype=cfg.dtype)
-    monkeypatch.setattr(cpu_engine, "WIDE_SAMPLES", 0)
+    tune(monkeypatch, wide_samples=0)
     rows = convmm.conv_backward(g, x, w, method="direct", needs="weight", **kw).weight
     assert_close(rows, want, np, dtype=cfg.dtype)
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1",
                                 reason="the simulator replaces the compiler")
 
 import convmm  # noqa: E402
-from convmm._engines import policy  # noqa: E402
+from helpers import tune  # noqa: E402
 
 HOPPER = (9, 0)     # the compute capability of the H100/H200 the engine is measured on
 
@@ -63,7 +63,7 @@ def launches():
         recorded.add((kernel, tuple(typeof(a) for a in args)))
 
     patches = pytest.MonkeyPatch()
-    patches.setattr(policy, "NUMPY_ON_CUDA", True)
+    tune(patches, numpy_on_cuda=True)
     patches.setattr(cuda_engine, "_launch", record)
     try:
         rng = np.random.default_rng(0)

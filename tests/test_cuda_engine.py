@@ -8,13 +8,14 @@ does this)::
 
     NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda_engine.py
 
-There NumPy arrays stand in for CuPy's (``policy.NUMPY_ON_CUDA``), and the
+There NumPy arrays stand in for CuPy's (``Tunables.numpy_on_cuda``), and the
 kernels are built with tiny tiles (``kernels.SMALL_TILES``: 16 threads
 per GEMM block, 8 per element-wise block), so that every launch spans several
 blocks and ends in partial tiles.  The simulator runs each thread in Python:
 shapes stay tiny.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -44,10 +45,10 @@ pytestmark = pytest.mark.skipif(
            "NUMBA_ENABLE_CUDASIM=1 (a separate pytest run)")
 
 import convmm  # noqa: E402
-from convmm._engines import policy  # noqa: E402
+from convmm._engines import tunables  # noqa: E402
 from helpers import (assert_close, make_conv_inputs, namespace, random_array,  # noqa: E402
                      random_config, to_numpy)
-from helpers import random_transpose_case  # noqa: E402
+from helpers import random_transpose_case, tune  # noqa: E402
 
 METHODS = ["tiled_blas", "implicit_gemm", "direct"]
 MAX_OUTPUTS = 400     # samples of a case's output, to keep the simulator quick
@@ -76,21 +77,21 @@ def on_cuda(request, monkeypatch):
 
     if request.param == "small tiles":
         monkeypatch.setattr(cuda_engine, "TILES", kernels.SMALL_TILES)
-        monkeypatch.setattr(policy, "CUDA_WORKSPACE_BYTES", 1)
+        tune(monkeypatch, cuda_workspace_bytes=1)
     if SIMULATED:
-        monkeypatch.setattr(policy, "NUMPY_ON_CUDA", True)
+        tune(monkeypatch, numpy_on_cuda=True)
         return Device(np)
     return Device(namespace("cupy"))
 
 
 def _numpy_path(function, *args, **kw):
     """The same call on the CPU, through the array-API path (the oracle here)."""
-    before = policy.NUMPY_ON_CUDA
-    policy.NUMPY_ON_CUDA = False
+    before = tunables.TUNABLES
+    tunables.TUNABLES = dataclasses.replace(before, numpy_on_cuda=False)
     try:
         return function(*args, method="im2col", **kw)
     finally:
-        policy.NUMPY_ON_CUDA = before
+        tunables.TUNABLES = before
 
 
 def _small_case(rng, transposed=False):

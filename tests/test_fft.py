@@ -196,13 +196,16 @@ def test_a_long_signal_runs_in_overlap_save_blocks_within_the_budget():
     scale = _max(x) * _row_sum(w)
     assert float(np.max(np.abs(got - want))) <= FFT_ERROR_FACTOR * 2 * 1.2e-7 * 22 * scale
     from convmm._engines import policy
+    from convmm._engines.cpu import fft_cost
+    from convmm._engines.tunables import TUNABLES
 
     call = prepare(x, w, None, None, transposed=False, method="fft", stride=1, padding="same",
                    dilation=1, groups=1, padding_mode="zeros", data_format="channels_first")
     fft_plan = policy.plan(call, "forward")
     assert fft_plan.fft.rows > 0
-    assert fft_plan.workspace_bytes <= policy.fft_budget(call, "forward",
-                                                          fft_plan.patch_matrix_bytes, 4)
+    assert fft_plan.workspace_bytes <= fft_cost.fft_budget(call, "forward",
+                                                            fft_plan.patch_matrix_bytes, 4,
+                                                            TUNABLES)
 
 
 def test_fft_is_refused_where_the_kernels_spectrum_alone_would_not_fit():
@@ -260,10 +263,10 @@ def test_auto_takes_the_fft_for_large_kernels_and_says_why(machine_rates):
 
 @pytest.mark.parametrize("kernel", [(3, 3), (4, 3), (15,), (2, 2, 3)])
 def test_auto_never_takes_the_fft_for_small_kernels(kernel):
-    """Below FFT_MIN_TAPS taps the FFT's normwise error would show, however cheap it is."""
-    from convmm._engines import policy
+    """Below ``fft_min_taps`` taps the FFT's normwise error would show, however cheap it is."""
+    from convmm._engines import tunables
 
-    assert math.prod(kernel) < policy.FFT_MIN_TAPS
+    assert math.prod(kernel) < tunables.TUNABLES.fft_min_taps
     x = np.ones((1, 1, *(256 if len(kernel) < 3 else 32 for _ in kernel)), np.float32)
     w = np.ones((1, 1, *kernel), np.float32)
     assert "fft" not in convmm.explain(convmm.conv, x, w, padding="same").split("(")[0]

@@ -7,8 +7,9 @@ import pytest
 
 import convmm
 from conftest import PRODUCTION_WORK_PER_THREAD
+from helpers import tune
 from convmm._core import validation
-from convmm._engines import policy
+from convmm._engines import policy, tunables
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((2, 4, 9, 9)).astype(np.float32)
@@ -79,20 +80,19 @@ def test_the_cache_is_bounded():
 
 def test_the_plan_cache_forgets_its_least_recent_plans(monkeypatch):
     monkeypatch.setattr(policy, "PLAN_CACHE_SIZE", 4)
-    with policy._plans_lock:
-        policy._plans.clear()
+    policy._plans.clear()
     for size in range(5, 12):
         convmm.conv(np.ones((1, 1, size), np.float32), np.ones((1, 1, 1), np.float32))
     assert len(policy._plans) == 4
-    assert {key[0] for key in policy._plans} == {key[0] for key in list(policy._plans)[-4:]}
-    newest = list(policy._plans)[-1]
+    assert {key[0] for key in policy._plans.keys()} == {key[0] for key in policy._plans.keys()[-4:]}
+    newest = policy._plans.keys()[-1]
     convmm.conv(np.ones((1, 1, 5), np.float32), np.ones((1, 1, 1), np.float32))
     assert len(policy._plans) == 4 and newest in policy._plans
-    assert list(policy._plans)[0] != newest
+    assert policy._plans.keys()[0] != newest
 
 
 def test_small_work_runs_on_the_callers_thread(monkeypatch):
-    monkeypatch.setattr(policy, "WORK_PER_THREAD", PRODUCTION_WORK_PER_THREAD)
+    tune(monkeypatch, work_per_thread=PRODUCTION_WORK_PER_THREAD)
     previous = convmm.set_num_threads(2)
     try:
         small = "on 1 thread(s)"
@@ -128,8 +128,8 @@ def test_a_plan_is_made_for_the_thread_setting_its_key_holds():
                               data_format="channels_first", method="tiled_blas")
     previous = convmm.set_num_threads(2)
     try:
-        assert policy._planned(call, "weight_grad", 1).threads == 1
-        assert policy._planned(call, "weight_grad", 2).threads == 2
+        assert policy._planned(call, "weight_grad", 1, tunables.current()).threads == 1
+        assert policy._planned(call, "weight_grad", 2, tunables.current()).threads == 2
     finally:
         convmm.set_num_threads(previous)
 

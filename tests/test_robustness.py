@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import convmm
-from helpers import to_numpy
+from helpers import to_numpy, tune
 
 ENGINE_METHODS = ("tiled_blas", "implicit_gemm", "direct")
 
@@ -246,7 +246,9 @@ import numpy as np
 resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))   # an 8 GiB plan cannot even be asked for
 import convmm
 from convmm._core.algorithms import PATCH_BYTES
-from convmm._engines.policy import PLAN_BYTES, WORKSPACE_BYTES
+from convmm._engines.tunables import TUNABLES
+
+PLAN_BYTES, WORKSPACE_BYTES = TUNABLES.plan_bytes, TUNABLES.workspace_bytes
 
 kind, x_shape, w_shape, keywords, methods = json.loads(sys.argv[1])
 rng = np.random.default_rng(0)
@@ -321,9 +323,7 @@ def test_an_engine_method_whose_plan_would_not_fit_is_refused_and_auto_fits(monk
     x, w = np.ones((1, 4, 16000), np.float32), np.ones((4, 4, 2048), np.float32)
     # auto takes the FFT for kernels this long; without it, the GEMM methods' own fallback.
     assert convmm.explain(convmm.conv, x, w, padding="same").startswith("conv: fft")
-    from convmm._engines import policy
-
-    monkeypatch.setattr(policy, "FFT_MIN_TAPS", 1 << 62)
+    tune(monkeypatch, fft_min_taps=1 << 62)
     with pytest.raises(ValueError, match=r"method='tiled_blas' would build a 250 MiB index plan"
                                          r".*method='auto' takes one that needs none "
                                          r"\('implicit_gemm' here\)"):

@@ -13,8 +13,7 @@ import pytest
 import convmm
 from convmm import reference
 from convmm._core.winograd import LINES, OUTPUT_TILE, transform
-from convmm._engines import policy
-from helpers import assert_close, make_conv_inputs, random_config, wide
+from helpers import assert_close, make_conv_inputs, random_config, tune, wide
 
 # One worker runs this file: on a cold cache its first tests compile the Winograd kernels,
 # which two workers would otherwise compile at the same time.
@@ -59,7 +58,7 @@ def _stride_one(rng, **keywords):
 
 @pytest.fixture(params=[2, 0], ids=["F2", "largest"])
 def tile(request, monkeypatch):
-    monkeypatch.setattr(policy, "WINOGRAD_TILE", request.param)
+    tune(monkeypatch, winograd_tile=request.param)
     return request.param
 
 

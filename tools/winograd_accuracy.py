@@ -2,7 +2,7 @@
 methods' and PyTorch's: ``python tools/winograd_accuracy.py``.
 
 Relative RMS and maximum errors, ``‖y − y64‖ / ‖y64‖``, on random normal data
-(the oracle: convmm's im2col in float64).  ``policy.WINOGRAD_TILE`` chooses the
+(the oracle: convmm's im2col in float64).  ``Tunables.winograd_tile`` chooses the
 tiles: 2 gives F(2, r) (``method="winograd"``), 0 the largest, F(4×4, 3×3).
 PyTorch (if installed) is imported here only for its float32 results; no time
 is measured.
@@ -10,12 +10,13 @@ is measured.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
 
 import convmm
-from convmm._engines import policy
+from convmm._engines import tunables
 
 CASES = [  # (batch, C_in, size, C_out, kernel, spatial dims)
     (4, 64, 28, 64, 3, 2),
@@ -48,13 +49,14 @@ def main():
                              **keywords)
         results = {"implicit_gemm": convmm.conv(x, w, method="implicit_gemm", **keywords)}
         for tile in (2, 0):
-            previous, policy.WINOGRAD_TILE = policy.WINOGRAD_TILE, tile
+            previous = tunables.TUNABLES
+            tunables.TUNABLES = dataclasses.replace(previous, winograd_tile=tile)
             try:
                 name = convmm.explain(convmm.conv, x, w, method="winograd", **keywords)
                 name = re.search(r"F\([^)]*\)", name).group(0)
                 results[name] = convmm.conv(x, w, method="winograd", **keywords)
             finally:
-                policy.WINOGRAD_TILE = previous
+                tunables.TUNABLES = previous
         if torch is not None:
             results["PyTorch"] = torch_conv[nd](torch.from_numpy(x), torch.from_numpy(w),
                                                 **keywords).numpy()

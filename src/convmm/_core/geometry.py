@@ -63,6 +63,22 @@ class ConvGeometry:
         """L = ∏ output_size: the columns of the patch matrix."""
         return math.prod(self.output_size)
 
+    @property
+    def pointwise(self) -> bool:
+        """A 1×1 kernel without padding: the (strided) input is the patch matrix."""
+        return all(k == 1 for k in self.kernel_size) and not any(
+            b or a for b, a in self.padding)
+
+    @property
+    def padded_grid_span(self) -> int:
+        """The flat padded samples from the first output's window start to the last's,
+        inclusive: ``Σ_i (O_i − 1)·s_i·∏_{j>i} P_j + 1`` (P the padded size).  At stride 1
+        a kernel swept over every window start of that span computes every output
+        (``index_tables.wide_plan``'s ``crop[-1] + 1``)."""
+        padded = self.padded_size
+        return 1 + sum((o - 1) * s * math.prod(padded[i + 1:]) for i, (o, s) in
+                       enumerate(zip(self.output_size, self.stride)))
+
 
 def resolve_padding(spec, input_size, kernel_size, stride, dilation):
     """``(before, after)`` pairs for a canonical padding spec (see ``params.padding_spec``).

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
-from collections import OrderedDict
 
 import numpy as np
 
+from .bounded_cache import BoundedCache
 from .geometry import ConvGeometry
 
 
@@ -28,13 +27,9 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 PLAN_CACHE_BYTES = 64 << 20
 """The most bytes of index plans kept between calls, all plans together (least recently
 used dropped first; a plan larger than this is returned and not kept): as much as
-one map may build (``policy.PLAN_BYTES``).  A count
+one map may build (the tunables' ``plan_bytes``).  A count
 alone bounded nothing: a long-running process (a Dask worker convolving blocks of a
 few shapes) kept 64 plans of every kind, tens of MiB each."""
-
-_plans: OrderedDict = OrderedDict()
-_plans_bytes = 0
-_plans_lock = threading.Lock()
 
 
 def _nbytes(value) -> int:
@@ -45,48 +40,36 @@ def _nbytes(value) -> int:
     return 0
 
 
-def lru_cache(maxsize=None):
-    """``functools.lru_cache`` for index plans, bounded by ``PLAN_CACHE_BYTES`` across every
-    plan of this module (``maxsize`` is kept for the reader: the bytes bound)."""
-    def decorate(function):
-        @functools.wraps(function)
-        def cached(*args):
-            global _plans_bytes
-            key = (function.__qualname__, args)
-            with _plans_lock:
-                if key in _plans:
-                    _plans.move_to_end(key)
-                    return _plans[key][0]
-            value = function(*args)
-            size = _nbytes(value)
-            with _plans_lock:
-                if key not in _plans and size <= PLAN_CACHE_BYTES:
-                    _plans[key] = (value, size)
-                    _plans_bytes += size
-                    while _plans_bytes > PLAN_CACHE_BYTES:
-                        _, (_, dropped) = _plans.popitem(last=False)
-                        _plans_bytes -= dropped
-            return value
+_kept = BoundedCache(max_bytes=PLAN_CACHE_BYTES, size_of=_nbytes)
 
-        cached.cache_clear = clear_plans
-        return cached
-    return decorate
+
+def kept(function):
+    """Remember ``function``'s plans by its arguments, in the one cache of this module,
+    bounded by ``PLAN_CACHE_BYTES`` across every plan (``bounded_cache.BoundedCache``)."""
+    @functools.wraps(function)
+    def cached(*args):
+        key = (function.__qualname__, args)
+        found = _kept.get(key)
+        if found is None:
+            _kept.max_bytes = PLAN_CACHE_BYTES
+            found = _kept.put(key, function(*args))
+        return found
+
+    cached.cache_clear = clear_plans
+    return cached
 
 
 def clear_plans() -> None:
     """Forget every cached index plan."""
-    global _plans_bytes
-    with _plans_lock:
-        _plans.clear()
-        _plans_bytes = 0
+    _kept.clear()
 
 
 def cached_plan_bytes() -> int:
     """The bytes of index plans kept now (at most ``PLAN_CACHE_BYTES``)."""
-    return _plans_bytes
+    return _kept.nbytes
 
 
-@lru_cache(maxsize=1024)
+@kept
 def axis_source(size: int, before: int, after: int, mode: str) -> np.ndarray:
     """Input index read by each padded position along one axis; −1 reads a zero.
 
@@ -118,7 +101,7 @@ def coordinate_source(p: np.ndarray, size: int, mode: str) -> np.ndarray:
     raise AssertionError(mode)  # validated at the boundary
 
 
-@lru_cache(maxsize=256)
+@kept
 def gather_index(geometry: ConvGeometry, mode: str) -> np.ndarray:
     """The im2col plan: a (T, L) array of flat input indices, ``∏ input_size`` for a zero.
 
@@ -145,7 +128,7 @@ def gather_index(geometry: ConvGeometry, mode: str) -> np.ndarray:
     return _frozen(flat.reshape(geometry.n_taps, geometry.n_positions))
 
 
-@lru_cache(maxsize=64)
+@kept
 def toeplitz_pairs(geometry: ConvGeometry, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The non-zero pattern of one (output channel, input channel) block of the Toeplitz matrix.
 
@@ -202,7 +185,7 @@ def pairs_per_sample(geometry: ConvGeometry, mode: str) -> int:
     return pairs
 
 
-@lru_cache(maxsize=64)
+@kept
 def gather_index_adjoint(geometry: ConvGeometry, mode: str) -> np.ndarray:
     """The im2col plan inverted for col2im as a gather: a (2, R, P) array.
 
@@ -226,7 +209,7 @@ def gather_index_adjoint(geometry: ConvGeometry, mode: str) -> np.ndarray:
     return _frozen(np.stack((pairs // positions, pairs % positions)))
 
 
-@lru_cache(maxsize=64)
+@kept
 def tile_pixel_ranges(geometry: ConvGeometry, mode: str, tile: int) -> np.ndarray:
     """For each tile of ``tile`` output positions, the range [lo, hi) of input samples
     its taps read (zeros excluded): a (tiles, 2) array; col2im gathers only there."""
@@ -241,7 +224,7 @@ def tile_pixel_ranges(geometry: ConvGeometry, mode: str, tile: int) -> np.ndarra
     return _frozen(ranges)
 
 
-@lru_cache(maxsize=64)
+@kept
 def padded_source(geometry: ConvGeometry, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Padding as a gather and its adjoint, over flat (row-major) samples.
 
@@ -289,7 +272,7 @@ def padded_source_bytes(geometry: ConvGeometry, mode: str) -> int:
     return 8 * (math.prod(geometry.padded_size) + folds * pixels)
 
 
-@lru_cache(maxsize=64)
+@kept
 def direct_rows(geometry: ConvGeometry) -> np.ndarray:
     """Where each (output row, leading tap) starts in the flat padded input: (R, T_lead).
 
@@ -311,7 +294,7 @@ def direct_rows(geometry: ConvGeometry) -> np.ndarray:
     return _frozen(offset.reshape(rows, math.prod(geometry.kernel_size[:-1])))
 
 
-@lru_cache(maxsize=64)
+@kept
 def padded_taps(geometry: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
     """``(row_start, offsets)`` over the flat padded input, for reading patches in place.
 
@@ -325,7 +308,7 @@ def padded_taps(geometry: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
     return _frozen(np.ascontiguousarray(rows[:, 0])), _frozen(offsets)
 
 
-@lru_cache(maxsize=64)
+@kept
 def canvas_source(geometry: ConvGeometry, mode: str, canvas: tuple[int, ...]) -> np.ndarray:
     """``padded_source`` on a larger canvas: the padded input (every padding mode) at the
     start of each axis of ``canvas`` (≥ ``padded_size``), zeros (``P``) past it.
@@ -340,7 +323,7 @@ def canvas_source(geometry: ConvGeometry, mode: str, canvas: tuple[int, ...]) ->
     return _frozen(np.pad(padded, extra, constant_values=pixels).reshape(-1))
 
 
-@lru_cache(maxsize=64)
+@kept
 def wide_plan(geometry: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
     """A stride-1 convolution on the flat padded grid: ``(offsets, crop)``.
 

@@ -12,8 +12,6 @@ Whether an engine method can run on the arrays' device is the engines' to say
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .bounded_cache import BoundedCache
 from .geometry import ConvGeometry, conv_geometry, transpose_geometry
 from .layout import LAYOUTS, Layout
 from .params import (CONV_METHODS, CONV_TRANSPOSE_METHODS, DATA_FORMATS, GRADIENT_NAMES,
@@ -236,8 +235,7 @@ class Call:
 CALL_CACHE_SIZE = 256
 """How many call signatures ``prepare`` remembers (least recently used dropped first)."""
 
-_calls: OrderedDict = OrderedDict()   # signature → Call without its arrays
-_calls_lock = threading.Lock()
+_calls = BoundedCache(max_entries=CALL_CACHE_SIZE)   # signature → Call without its arrays
 
 
 _PLAIN = (int, bool, str, type(None))
@@ -285,10 +283,7 @@ def prepare(x, weight, bias, grad_output, **keywords):
     """
     signature = _signature((x, weight, bias, grad_output), keywords)
     if signature is not None:
-        with _calls_lock:
-            template = _calls.get(signature)
-            if template is not None:
-                _calls.move_to_end(signature)
+        template = _calls.get(signature)
         if template is not None:
             return _bind(template, x, weight, bias, grad_output)
     call = _checked(x, weight, bias, grad_output, **keywords)
@@ -296,10 +291,7 @@ def prepare(x, weight, bias, grad_output, **keywords):
         template = Call(call.xp, call.layout, None, None, None, call.geometry, call.groups,
                         call.mode, call.method, call.batched, call.out_channels, None,
                         signature)
-        with _calls_lock:
-            _calls[signature] = template
-            while len(_calls) > CALL_CACHE_SIZE:
-                _calls.popitem(last=False)
+        _calls.put(signature, template)
         call = _bind(template, x, weight, bias, grad_output)
     return call
 

@@ -80,7 +80,7 @@ def forward(call, plan, x, weight):
 
 def adjoint(call, plan, y, weight):
     """Cᵀ·y without bias, by the plan's method; at stride 1 the engines run it as the
-    forward map of the flipped kernel (``policy.flipped_call``)."""
+    forward map of the flipped kernel (``flipped.flipped_call``)."""
     if y.shape[0] == 0:
         return _zeros(call, y, call.layout.image_shape(0, call.forward_channels[0],
                                                        call.geometry.input_size))

@@ -508,8 +508,7 @@ def _implicit_weight_grad(call, plan, a, b):
                        dtype=np.result_type(a, b))
     kernel = kernels.weight_grad_channels_first if cf else kernels.weight_grad_channels_last
     units = _image_ranges(n, positions, plan.tile)
-    if cf and all(s == 1 for s in geometry.stride) and (
-            int(wide_plan(geometry)[1][-1]) + 1 <= WIDE_OVERHEAD * positions):
+    if plan.kernel == "weight_grad_wide":      # chosen by ``tiles.cpu_plan``
         return _wide_weight_grad(call, plan, grads, source, partial)
 
     def work(k):
@@ -521,11 +520,6 @@ def _implicit_weight_grad(call, plan, a, b):
     if cf:
         total = total.transpose(0, 2, 1)
     return layout.weight_from_operand(np, total, call.weight.shape)
-
-
-WIDE_OVERHEAD = 1.1
-"""The weight gradient runs on the padded grid where it has at most this many window
-starts per output (measured: 56×56 images, 1.05, 12 % faster; 14×14, 1.31, 17 % slower)."""
 
 
 def _wide_weight_grad(call, plan, grads, source, partial):
@@ -598,11 +592,6 @@ def _tiled_weight_grad(call, plan, a, b):
 
 
 # --------------------------------------------------------------------------- direct
-WIDE_SAMPLES = 1 << 20
-"""The direct forward map runs on the padded grid (``kernels.direct_forward_wide``) where
-a worker's O_g planes of it take at most this many samples."""
-
-
 def _direct(call, plan, operands, operation):
     """The direct kernels on channels-first planes (channels-last goes through a copy)."""
     from . import kernels
@@ -638,8 +627,7 @@ def _direct(call, plan, operands, operation):
         offsets, crop = wide_plan(geometry)
         span = int(crop[-1]) + 1
         per_group = out_channels // groups
-        if (all(s == 1 for s in geometry.stride) and w.shape[1] <= kernels.REDUCTION_DEPTH
-                and span <= 2 * positions and per_group * span <= WIDE_SAMPLES):
+        if plan.kernel == "direct_forward_wide":      # chosen by ``tiles.cpu_plan``
             run = lambda first, stop, k: kernels.direct_forward_wide(  # noqa: E731
                 x, w, groups, source, offsets, crop, geometry.output_size[-1], first, stop,
                 workspace("wide", (per_group, span), y.dtype), y)
@@ -662,8 +650,7 @@ def _direct(call, plan, operands, operation):
         offsets, crop = wide_plan(geometry)
         span = int(crop[-1]) + 1
         per_group = out_channels // groups
-        if (all(s == 1 for s in geometry.stride) and span <= 2 * positions
-                and per_group * span <= WIDE_SAMPLES):
+        if plan.kernel == "direct_weight_grad_wide":  # chosen by ``tiles.cpu_plan``
             run = lambda first, stop, k: kernels.direct_weight_grad_wide(  # noqa: E731
                 g, x, groups, source, offsets, crop, geometry.output_size[-1], first, stop,
                 workspace("padded", (source.size,), x.dtype),

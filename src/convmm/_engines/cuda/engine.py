@@ -17,7 +17,7 @@
 
 Everything stays on the device and runs on CuPy's current stream.  The same
 code runs NumPy arrays through the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``),
-which is how the tests check it without a GPU (``policy.NUMPY_ON_CUDA``).
+which is how the tests check it without a GPU (``Tunables.numpy_on_cuda``).
 The CPU engine's twin is ``_engines/cpu/engine.py``.
 """
 
