@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "convmm"
-LAYERS = ("_core", "_engines", "_operator")        # below them: the public modules
+LAYERS = ("_core", "_engines", "_chunked", "_operator")   # below them: the public modules
 KERNELS = ("convmm._engines.cpu.kernels", "convmm._engines.cpu.gemm",
            "convmm._engines.cpu.microkernel", "convmm._engines.cpu.winograd",
            "convmm._engines.cpu.winograd_lines", "convmm._engines.cuda.kernels",
@@ -54,7 +54,8 @@ GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
 
 
 def _layer(name):
-    """0 core, 1 engines, 2 operator, 3 the public modules (and the package itself)."""
+    """0 core, 1 engines, 2 the chunked executor, 3 operator, 4 the public modules (and the
+    package itself)."""
     parts = name.split(".")
     if len(parts) > 1 and parts[1] in LAYERS:
         return LAYERS.index(parts[1])
@@ -62,7 +63,8 @@ def _layer(name):
 
 
 def test_every_wing_is_there():
-    for wing in ("_core", "_engines", "_engines.cpu", "_engines.cuda", "_operator"):
+    for wing in ("_core", "_engines", "_engines.cpu", "_engines.cuda", "_chunked", "_operator",
+                 "_bench"):
         assert f"convmm.{wing}" in MODULES, wing
     assert len(GRAPH) > 20
 
@@ -146,3 +148,47 @@ def test_the_bench_stays_out_of_the_library():
         through = sorted(m for m in GRAPH[name]
                          if m.split(".")[0] == "convmm" and m not in bench and not reachable(m))
         assert not through, f"{name} imports {through}"
+
+
+def test_the_chunked_cuts_are_pure_arithmetic():
+    """The cut arithmetic (``_chunked/cuts.py``) imports neither Dask nor anything of the
+    package: testable without Dask."""
+    assert not {m for m in GRAPH["convmm._chunked.cuts"]
+                if m.startswith(("dask", "convmm", "numpy"))}
+
+
+def test_both_executors_offer_one_interface():
+    """``_api`` composes each public function once, over either executor: the eager one
+    (``_engines/eager.py``) and the chunked one (``_chunked/maps.py``) define the same
+    functions with the same parameters, and only ``_api`` and the operators choose one."""
+    import inspect
+
+    from convmm._chunked import maps
+    from convmm._engines import eager
+
+    for name in ("prepare", "grad_output", "forward", "adjoint", "weight_grad"):
+        assert (inspect.signature(getattr(eager, name)).parameters.keys()
+                == inspect.signature(getattr(maps, name)).parameters.keys()), name
+    public = {"conv", "conv_transpose", "conv_backward", "conv_transpose_backward"}
+    for name in MODULES:
+        if name.startswith(("convmm._chunked", "convmm._engines")):
+            tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+            defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+            assert not defined & public, f"{name} writes {defined & public} again"
+
+
+def test_a_plan_reads_its_numbers_from_the_record_of_tunables():
+    """The policy and the engines' planning modules define no numeric constant of their
+    own (the record in ``tunables.py`` holds them, and is the plan cache's key); the CPU
+    engine runs the kernel its plan names (``plan.kernel``) and chooses none itself."""
+    for name in ("convmm._engines.policy", "convmm._engines.cpu.tiles",
+                 "convmm._engines.cpu.fft_cost", "convmm._engines.cpu.winograd_plan",
+                 "convmm._engines.cuda.tiles"):
+        tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+        constants = [target.id for node in tree.body if isinstance(node, ast.Assign)
+                     for target in node.targets if isinstance(target, ast.Name)
+                     and isinstance(node.value, (ast.Constant, ast.BinOp))
+                     and target.id != "PLAN_CACHE_SIZE"]
+        assert not constants, f"{name} defines {constants}"
+    engine = MODULES["convmm._engines.cpu.engine"].read_text(encoding="utf-8")
+    assert "plan.kernel ==" in engine and "WIDE_" not in engine

@@ -18,15 +18,17 @@ from typing import Any, Callable, NamedTuple, TypeVar
 import array_api_compat.numpy  # noqa: F401
 
 from ._core import lowering
-from ._core.algorithms import bias_gradient, conj, correlate_over_overlap
+from ._core.algorithms import add_bias, bias_gradient, conj, correlate_over_overlap
 from ._core.geometry import conv_geometry, resolve_padding as _resolve, transpose_geometry
 from ._core.layout import LAYOUTS
 from ._core.params import DATA_FORMATS, GRADIENT_NAMES, choice, int_tuple, padding_spec
 from ._core.params import padding_mode as normalise_padding_mode
 from ._core.validation import (all_finite, check_dtype, check_in_memory, checked_grad_output,
-                               gradient_needs, lowering_geometry, namespace, prepare, rank_from,
+                               gradient_needs, lowering_geometry, namespace, rank_from,
                                shape_args, spatial_rank, unbatch, with_batch_axis)
-from ._engines import dask_blocks as _dask, dispatch, policy
+from ._chunked import arrays as chunked_arrays, explain as chunked_explain, is_dask
+from ._chunked import maps as chunked_maps
+from ._engines import eager, policy
 from ._core.types import (Array, DataFormat, Int, IntOrTuple, Method, Needs, Padding,
                           PaddingMode, PaddingPairs, Shape, SignalMode, TransposeMethod)
 
@@ -63,11 +65,28 @@ class ConvGrads(NamedTuple):
 
 
 # --------------------------------------------------------------------------- conv
+# Each public function is written once, over an executor: ``_engines.eager`` plans and
+# runs each map of arrays in memory at once; ``_chunked.maps`` builds a Dask graph of
+# blocks, each run eagerly.  Both take the same arguments and return the same results.
+def _executor(*arrays):
+    """The executor for a call's arrays: chunked where any is a Dask array."""
+    return chunked_maps if is_dask(*arrays) else eager
+
+
 def _prepare(x, weight, bias, grad_output, **keywords):
     """The validated call, its method checked against the engines the arrays can use."""
-    call = prepare(x, weight, bias, grad_output, **keywords)
-    policy.check_method(call)
-    return call
+    return eager.prepare(x, weight, bias, grad_output, **keywords)[0]
+
+
+def _with_bias(call, y, bias):
+    """y + bias, broadcast along the channel axis.  A NumPy result the maps have just made
+    is the caller's alone: the bias goes in place (no second output-sized array)."""
+    if bias is None:
+        return y
+    if array_api_compat.is_numpy_array(y) and y.flags.writeable:
+        y += bias.reshape(call.layout.bias_shape(bias.shape[0], call.geometry.nd))
+        return y
+    return add_bias(call.xp, y, bias, call.layout, call.geometry.nd)
 
 
 def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTuple = 1,
@@ -170,14 +189,13 @@ def conv(x: Array, weight: Array, bias: Array | None = None, *, stride: IntOrTup
     >>> convmm.conv(np.array([[[1., 2, 4, 5, 3, 0]]]), np.array([[[5., 4]]]))
     array([[[13., 26., 40., 37., 15.]]])
     """
-    if _dask.is_dask(x, weight, bias):
-        return _dask.conv(x, weight, bias, stride=stride, padding=padding, dilation=dilation,
-                          groups=groups, padding_mode=padding_mode, data_format=data_format,
-                          method=method)
-    call = _prepare(x, weight, bias, None, transposed=False, stride=stride,
-                    padding=padding, dilation=dilation, groups=groups,
-                    padding_mode=padding_mode, data_format=data_format, method=method)
-    return dispatch.conv(call)
+    executor = _executor(x, weight, bias)
+    call, x, weight, bias, _ = executor.prepare(
+        x, weight, bias, None, transposed=False, stride=stride, padding=padding,
+        dilation=dilation, groups=groups, padding_mode=padding_mode, data_format=data_format,
+        method=method)
+    y = executor.forward(call, x, weight, main=True)
+    return unbatch(_with_bias(call, y, bias), call.batched)
 
 
 def conv_transpose(x: Array, weight: Array, bias: Array | None = None, *,
@@ -268,26 +286,13 @@ def conv_transpose(x: Array, weight: Array, bias: Array | None = None, *,
            [ 3.,  0.,  4.,  0.],
            [ 0., -3.,  0., -4.]])
     """
-    if _dask.is_dask(x, weight, bias):
-        return _dask.conv_transpose(x, weight, bias, stride=stride, padding=padding,
-                                    dilation=dilation, groups=groups, padding_mode=padding_mode,
-                                    data_format=data_format, method=method,
-                                    output_padding=output_padding, output_size=output_size)
-    call = _prepare(x, weight, bias, None, transposed=True, stride=stride,
-                    padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
-                    data_format=data_format, method=method, output_padding=output_padding,
-                    output_size=output_size)
-    return dispatch.conv_transpose(call)
-
-
-def _gradient_plans(call, needs, input_operation):
-    """The plans a backward pass runs, by gradient name (explain shows them)."""
-    plans = {}
-    if "input" in needs:
-        plans["input"] = policy.plan(call, input_operation)
-    if "weight" in needs:
-        plans["weight"] = policy.plan(call, "weight_grad")
-    return plans
+    executor = _executor(x, weight, bias)
+    call, x, weight, bias, _ = executor.prepare(
+        x, weight, bias, None, transposed=True, stride=stride, padding=padding,
+        dilation=dilation, groups=groups, padding_mode=padding_mode, data_format=data_format,
+        method=method, output_padding=output_padding, output_size=output_size)
+    y = executor.adjoint(call, x, weight, main=True)
+    return unbatch(_with_bias(call, y, bias), call.batched)
 
 
 def conv_backward(grad_output: Array, x: Array, weight: Array, *,
@@ -335,22 +340,19 @@ def conv_backward(grad_output: Array, x: Array, weight: Array, *,
     >>> convmm.conv_backward(np.ones((1, 1, 4)), x, w).weight
     array([[[ 6., 10.]]])
     """
-    if _dask.is_dask(grad_output, x, weight):
-        return ConvGrads(*_dask.conv_backward(
-            grad_output, x, weight, needs, stride=stride, padding=padding, dilation=dilation,
-            groups=groups, padding_mode=padding_mode, data_format=data_format, method=method))
-    call = _prepare(x, weight, None, grad_output, transposed=False, stride=stride,
-                    padding=padding, dilation=dilation, groups=groups,
-                    padding_mode=padding_mode, data_format=data_format, method=method)
+    executor = _executor(grad_output, x, weight)
+    call, x, weight, _, g = executor.prepare(
+        x, weight, None, grad_output, transposed=False, stride=stride, padding=padding,
+        dilation=dilation, groups=groups, padding_mode=padding_mode, data_format=data_format,
+        method=method)
     needs = gradient_needs(needs)
-    g = checked_grad_output(call, call.geometry.output_size)
-    plans = _gradient_plans(call, needs, "adjoint")
+    g = executor.grad_output(call, g, call.geometry.output_size)
     xp = call.xp
     gi = gw = gb = None
     if "input" in needs:
-        gi = unbatch(dispatch.adjoint(call, plans["input"], g, conj(xp, call.weight)), call.batched)
+        gi = unbatch(executor.adjoint(call, g, conj(xp, weight)), call.batched)
     if "weight" in needs:
-        gw = dispatch.weight_grad(call, plans["weight"], g, conj(xp, call.x))
+        gw = executor.weight_grad(call, g, conj(xp, x), weight)
     if "bias" in needs:
         gb = bias_gradient(xp, g, call.layout)
     return ConvGrads(gi, gw, gb)
@@ -400,24 +402,19 @@ def conv_transpose_backward(grad_output: Array, x: Array, weight: Array, *,
     >>> convmm.conv_transpose_backward(np.arange(3.).reshape(1, 1, 3), x, w).input
     array([[[2., 5.]]])
     """
-    if _dask.is_dask(grad_output, x, weight):
-        return ConvGrads(*_dask.conv_transpose_backward(
-            grad_output, x, weight, needs, stride=stride, padding=padding, dilation=dilation,
-            groups=groups, padding_mode=padding_mode, data_format=data_format, method=method,
-            output_padding=output_padding, output_size=output_size))
-    call = _prepare(x, weight, None, grad_output, transposed=True, stride=stride,
-                    padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
-                    data_format=data_format, method=method, output_padding=output_padding,
-                    output_size=output_size)
+    executor = _executor(grad_output, x, weight)
+    call, x, weight, _, g = executor.prepare(
+        x, weight, None, grad_output, transposed=True, stride=stride, padding=padding,
+        dilation=dilation, groups=groups, padding_mode=padding_mode, data_format=data_format,
+        method=method, output_padding=output_padding, output_size=output_size)
     needs = gradient_needs(needs)
-    g = checked_grad_output(call, call.geometry.input_size)
-    plans = _gradient_plans(call, needs, "forward")
+    g = executor.grad_output(call, g, call.geometry.input_size)
     xp = call.xp
     gi = gw = gb = None
     if "input" in needs:
-        gi = unbatch(dispatch.forward(call, plans["input"], g, conj(xp, call.weight)), call.batched)
+        gi = unbatch(executor.forward(call, g, conj(xp, weight)), call.batched)
     if "weight" in needs:
-        gw = dispatch.weight_grad(call, plans["weight"], conj(xp, call.x), g)
+        gw = executor.weight_grad(call, conj(xp, x), g, weight)
     if "bias" in needs:
         gb = bias_gradient(xp, g, call.layout)
     return ConvGrads(gi, gw, gb)
@@ -477,7 +474,7 @@ _RANKED_EXAMPLES = {
 
 def _check_rank(x: Array, weight: Array, bias: Array | None, rank: int) -> None:
     """conv2d's own check: the arrays of one namespace, and a weight of 2 spatial dims."""
-    _dask.checked_namespace(x=x, weight=weight, bias=bias)
+    chunked_arrays.checked_namespace(x=x, weight=weight, bias=bias)
     spatial_rank(weight, rank)
 
 
@@ -508,9 +505,9 @@ SIGNAL_MODES = ("full", "valid", "same")
 def _plain_pair(in1, in2):
     """(namespace, in1, in2) checked as two plain 1-3-d arrays of one rank (both as Dask
     arrays where either is one)."""
-    if _dask.is_dask(in1, in2):
-        _dask.checked_namespace(in1=in1, in2=in2)
-        in1, in2 = _dask.as_dask(in1), _dask.as_dask(in2)
+    if is_dask(in1, in2):
+        chunked_arrays.checked_namespace(in1=in1, in2=in2)
+        in1, in2 = chunked_arrays.as_dask(in1), chunked_arrays.as_dask(in2)
     xp = namespace(in1=in1, in2=in2)
     for name, a in (("in1", in1), ("in2", in2)):
         if a.ndim not in (1, 2, 3):
@@ -1015,8 +1012,8 @@ def explain(function: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> st
     x, weight, bias = arguments.pop("x"), arguments.pop("weight"), arguments.pop("bias", None)
     if rank is not None:
         _check_rank(x, weight, bias, rank)
-    if _dask.is_dask(x, weight, bias, grad_output):    # how the graph is cut, block by block
-        return _dask.explain(transposed, maps, needs, public(*args, **kwargs), x, weight, bias,
+    if is_dask(x, weight, bias, grad_output):    # how the graph is cut, block by block
+        return chunked_explain.explain(transposed, maps, needs, public(*args, **kwargs), x, weight, bias,
                              grad_output, arguments)
     call = _prepare(x, weight, bias, grad_output, transposed=transposed, **arguments)
     if grad_output is not None:     # the shape the backward pass would check

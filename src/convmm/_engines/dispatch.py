@@ -3,8 +3,8 @@ device or by the array-API algorithms of ``_core``.
 
 ``forward``, ``adjoint`` and ``weight_grad`` take a ``ConvPlan`` from
 ``policy.plan`` and hand the call to ``cpu.engine`` (NumPy), ``cuda.engine``
-(CuPy) or ``_core.algorithms`` (every namespace); ``conv`` and
-``conv_transpose`` plan and run a whole call, bias included.
+(CuPy) or ``_core.algorithms`` (every namespace).  ``eager.py`` plans each map and
+calls these; ``_api`` composes the public functions (bias, batch axis, gradients).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import array_api_compat
 
 from .._core import algorithms, fft
 from .._core.params import ENGINE_METHODS
-from .._core.validation import all_finite, unbatch
-from . import policy
+from .._core.validation import all_finite
+from .flipped import flipped_call
 
 
 def _engine(plan):
@@ -86,7 +86,7 @@ def adjoint(call, plan, y, weight):
                                                        call.geometry.input_size))
     plan = _checked(call, plan, y, weight)
     if plan.flipped is not None:
-        return forward(policy.flipped_call(call, weight), plan.flipped, y, None)
+        return forward(flipped_call(call, weight), plan.flipped, y, None)
     if plan.method == "fft":
         return fft.adjoint(call.xp, _transforms(call, plan, y), y, weight, call.geometry,
                            call.mode, call.groups, call.layout, plan.fft)
@@ -110,29 +110,3 @@ def weight_grad(call, plan, a, b):
         return _engine(plan).weight_grad(call, plan, a, b)
     return algorithms.weight_gradient_of(call.xp, a, b, call.weight.shape, call.geometry,
                                          call.mode, call.groups, call.layout)
-
-
-def _bias_shape(call):
-    return call.layout.bias_shape(call.bias.shape[0], call.geometry.nd)
-
-
-def conv(call):
-    """``conv`` of a validated call: C·x + bias, without a batch axis where x came without."""
-    plan = policy.main_plan(call, "forward")
-    y = forward(call, plan, call.x, call.weight)
-    if call.bias is not None:
-        if plan.method in ENGINE_METHODS:   # in place: no second output-sized array
-            y += call.bias.reshape(_bias_shape(call))
-        else:
-            y = algorithms.add_bias(call.xp, y, call.bias, call.layout, call.geometry.nd)
-    return unbatch(y, call.batched)
-
-
-def conv_transpose(call):
-    """``conv_transpose`` of a validated call: Cᵀ·x + bias."""
-    y = adjoint(call, policy.main_plan(call, "adjoint"), call.x, call.weight)
-    if call.bias is not None and array_api_compat.is_numpy_array(y):
-        y += call.bias.reshape(_bias_shape(call))
-    else:
-        y = algorithms.add_bias(call.xp, y, call.bias, call.layout, call.geometry.nd)
-    return unbatch(y, call.batched)

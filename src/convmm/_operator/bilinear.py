@@ -11,8 +11,10 @@ from array_api_compat import device as device_of
 
 from .._core.layout import LAYOUTS
 from .._core.params import DATA_FORMATS, as_int, choice, int_tuple
-from .._core.validation import check_dtype, namespace, prepare, rank_from, with_batch_axis
-from .._engines import dask_blocks as _dask, dispatch
+from .._core.validation import check_dtype, namespace, rank_from, unbatch, with_batch_axis
+from .._chunked import arrays as chunked_arrays, is_dask
+from .._chunked import maps as chunked_maps
+from .._engines import eager
 from .._core.types import Array, DataFormat, Int, IntOrTuple
 
 
@@ -150,7 +152,7 @@ def upsample_bilinear(x: Array, factor: IntOrTuple, *,
     >>> convmm.upsample_bilinear(np.array([[[0., 3., 6.]]]), 3)
     array([[[0., 1., 2., 3., 4., 5., 6.]]])
     """
-    chunk = _dask.stand_in(x)           # a Dask array's checks see its chunks' kind
+    chunk = chunked_arrays.stand_in(x)           # a Dask array's checks see its chunks' kind
     xp = namespace(x=chunk)
     check_dtype(xp, chunk, "x")
     nd = rank_from(factor, x.ndim - 2, "factor", x.shape)
@@ -164,7 +166,6 @@ def upsample_bilinear(x: Array, factor: IntOrTuple, *,
     keywords = dict(stride=factors, padding=[f - 1 for f in factors], dilation=1,
                     groups=channels, padding_mode="zeros", data_format=data_format,
                     method="auto")
-    if _dask.is_dask(x):
-        return _dask.conv_transpose(x, weight, None, **keywords)
-    call = prepare(x, weight, None, None, transposed=True, **keywords)
-    return dispatch.conv_transpose(call)
+    executor = chunked_maps if is_dask(x) else eager
+    call, x, weight, _, _ = executor.prepare(x, weight, None, None, transposed=True, **keywords)
+    return unbatch(executor.adjoint(call, x, weight, main=True), call.batched)

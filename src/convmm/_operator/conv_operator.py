@@ -21,7 +21,9 @@ from array_api_compat import is_cupy_array, is_numpy_array
 from .._core.algorithms import conj
 from .._core.params import choice
 from .._core.validation import check_dtype, library, prepare_operator
-from .._engines import dask_blocks as _dask, dispatch, policy
+from .._chunked import arrays as chunked_arrays, is_dask
+from .._chunked import maps as chunked_maps
+from .._engines import eager, policy
 from .._core.types import (Array, DataFormat, Int, IntOrTuple, Method, Padding, PaddingMode,
                           Shape)
 from . import spectrum
@@ -181,28 +183,28 @@ class ConvOperator:
     def _namespace(self, v):
         """The namespace of v's own shape operations: Dask's for a Dask array, else the
         weight's."""
-        return array_api_compat.array_namespace(v) if _dask.is_dask(v) else self._call.xp
+        return array_api_compat.array_namespace(v) if is_dask(v) else self._call.xp
 
     def _apply(self, columns):
         """The operator applied to each row of ``columns`` (k, N) → (k, M)."""
         xp = self._namespace(columns)
         k = columns.shape[0]
-        if k == 0 and _dask.is_dask(columns):  # Dask reshapes no empty array of several chunks
+        if k == 0 and is_dask(columns):  # Dask reshapes no empty array of several chunks
             return xp.zeros((0, self.shape[0]), dtype=columns.dtype)
         images = xp.reshape(columns, (k, *self.input_shape))
-        if _dask.is_dask(columns):      # block by block, each by the engine
-            apply = _dask.adjoint if self._adjoint else _dask.forward
-            return xp.reshape(apply(self._call, images, self._weight(columns.dtype)),
-                              (k, self.shape[0]))
-        call = dataclasses.replace(self._call, x=images, weight=self._weight(columns.dtype))
-        result = dispatch.conv_transpose(call) if self._adjoint else dispatch.conv(call)
-        return xp.reshape(result, (k, self.shape[0]))
+        weight = self._weight(columns.dtype)
+        if is_dask(columns):            # block by block, each by the engine
+            executor, call = chunked_maps, self._call
+        else:
+            executor, call = eager, dataclasses.replace(self._call, x=images, weight=weight)
+        apply = executor.adjoint if self._adjoint else executor.forward
+        return xp.reshape(apply(call, images, weight, main=True), (k, self.shape[0]))
 
     def _operand(self, v, name, matrix):
         """v checked: in the weight's namespace, a float or complex dtype, N rows."""
-        _dask.checked_namespace(**{name: v, "weight": self._call.weight})
+        chunked_arrays.checked_namespace(**{name: v, "weight": self._call.weight})
         xp = self._call.xp
-        check_dtype(xp, _dask.stand_in(v, name), name)
+        check_dtype(xp, chunked_arrays.stand_in(v, name), name)
         n = self.shape[1]
         ok = (v.ndim == 2 and v.shape[0] == n) if matrix else (
             tuple(v.shape) in ((n,), (n, 1)))
