@@ -192,11 +192,11 @@ def test_cuda_launches_are_quiet_about_small_grids():
 
 def test_cuda_engine_host_code_with_a_stand_in_cupy(monkeypatch):
     """The CUDA engine's CuPy-only host code, which the simulator (NumPy arrays) never
-    runs: index plans copied to the device once per plan and device, keyed by the
+    runs: index tables copied to the device once per plan and device, keyed by the
     plan's description (a NumPy plan is not hashable), and the default stream as 0."""
     from types import SimpleNamespace
 
-    from convmm._core import geometry as _geometry, index_plans as _plan
+    from convmm._core import geometry as _geometry, index_tables as _plan
     from convmm._engines.cuda import engine as cuda_engine
 
     copies = []

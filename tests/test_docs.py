@@ -57,7 +57,7 @@ def test_documentation_page_examples(page):
 # modules whose docstrings have examples of their own.
 DOCTEST_MODULES = ["_api", "_operator.toeplitz", "_operator.conv_operator", "_operator.bilinear",
                    "_engines.cpu.threads", "reference", "plot"]
-INTERNAL_DOCTEST_MODULES = ["_core.geometry", "_core.index_plans", "_core.lowering",
+INTERNAL_DOCTEST_MODULES = ["_core.geometry", "_core.index_tables", "_core.lowering",
                             "_core.algorithms", "_core.layout", "_core.validation"]
 
 

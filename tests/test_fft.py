@@ -172,11 +172,11 @@ def test_chunks_and_overlap_save_blocks_give_the_whole_result(seed):
                                      cfg.groups, 16 if complex_input else 8, complex_input,
                                      budget)
                   for op in ("forward", "adjoint", "weight_grad")}
-        y = fft.forward(xp, transforms, call.x, call.weight, geometry, call.mode, call.groups,
+        y = fft.forward(xp, transforms, call.x, call.weight, geometry, call.padding_mode, call.groups,
                         call.layout, blocks["forward"])
-        z = fft.adjoint(xp, transforms, gb, np.conj(call.weight), geometry, call.mode,
+        z = fft.adjoint(xp, transforms, gb, np.conj(call.weight), geometry, call.padding_mode,
                         call.groups, call.layout, blocks["adjoint"])
-        r = fft.weight_gradient(xp, transforms, gb, np.conj(call.x), geometry, call.mode,
+        r = fft.weight_gradient(xp, transforms, gb, np.conj(call.x), geometry, call.padding_mode,
                                 call.groups, call.layout, blocks["weight_grad"])
         want = reference.conv_backward(g, x, w, **keywords)
         y_want = reference.conv(x, w, **keywords)

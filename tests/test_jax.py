@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 
 import convmm
+from convmm._engines import capabilities
 from helpers import (assert_close, make_conv_inputs, namespace, random_array, random_config,
                      random_transpose_case)
 
 jax = pytest.importorskip("jax")
 jnp = namespace("jax")            # x64 on: float64 and complex128 as the other backends
 SEEDS = range(3)
-METHODS = ("auto", "im2col", "fft")
+METHODS = capabilities.methods("array API with fft")   # what runs on JAX arrays
 WIDE = ("float32", "float64", "complex64", "complex128")
 NARROW = ("float32", "complex64")
 

@@ -113,7 +113,7 @@ def test_im2col_draws_im2cols_columns_and_outlines_their_patches(shape, kernel, 
     # The first outlined patch on the left, tap by tap, reads the samples of column 0.
     from matplotlib.colors import to_rgba
 
-    from convmm._core.index_plans import coordinate_source
+    from convmm._core.index_tables import coordinate_source
 
     outline = to_rgba(matplotlib.colormaps["tab10"](0))
     centres = [(p.get_x() + p.get_width() / 2, p.get_y() + p.get_height() / 2)

@@ -248,7 +248,7 @@ import convmm
 from convmm._core.algorithms import PATCH_BYTES
 from convmm._engines.tunables import TUNABLES
 
-PLAN_BYTES, WORKSPACE_BYTES = TUNABLES.plan_bytes, TUNABLES.workspace_bytes
+PLAN_BYTES, WORKSPACE_BYTES = TUNABLES.index_table_bytes, TUNABLES.workspace_bytes
 
 kind, x_shape, w_shape, keywords, methods = json.loads(sys.argv[1])
 rng = np.random.default_rng(0)
@@ -324,7 +324,7 @@ def test_an_engine_method_whose_plan_would_not_fit_is_refused_and_auto_fits(monk
     # auto takes the FFT for kernels this long; without it, the GEMM methods' own fallback.
     assert convmm.explain(convmm.conv, x, w, padding="same").startswith("conv: fft")
     tune(monkeypatch, fft_min_taps=1 << 62)
-    with pytest.raises(ValueError, match=r"method='tiled_blas' would build a 250 MiB index plan"
+    with pytest.raises(ValueError, match=r"method='tiled_blas' would build a 250 MiB index table"
                                          r".*method='auto' takes one that needs none "
                                          r"\('implicit_gemm' here\)"):
         convmm.conv(x, w, padding="same", method="tiled_blas")
@@ -332,7 +332,7 @@ def test_an_engine_method_whose_plan_would_not_fit_is_refused_and_auto_fits(monk
     with pytest.raises(ValueError, match=r"method='implicit_gemm' would build .*weight_grad"
                                          r".*\('im2col' here\)"):
         convmm.conv_backward(g, x, w, padding="same", method="implicit_gemm", needs="weight")
-    assert "implicit_gemm would need a 250 MiB index plan: im2col needs none" in convmm.explain(
+    assert "implicit_gemm would need a 250 MiB index table: im2col needs none" in convmm.explain(
         convmm.conv_backward, g, x, w, padding="same", needs="weight")
     grads = convmm.conv_backward(g, x, w, padding="same")        # auto: every map fits
     assert grads.weight.shape == w.shape and np.isfinite(grads.weight).all()
@@ -417,15 +417,15 @@ def test_float32_sums_are_as_accurate_as_pytorchs(case):
 def test_pairs_per_sample_bounds_the_inverse_plan(seed):
     """The col2im plan's pairs per sample, which decide its size before it is built, are
     at most the bound computed from the geometry."""
-    from convmm._core import index_plans
+    from convmm._core import index_tables
     from convmm._core.geometry import conv_geometry
     from helpers import random_config
 
     cfg = random_config(np.random.default_rng(3300 + seed))
     geometry = conv_geometry(cfg.size, cfg.kernel, cfg.stride, cfg.pairs, cfg.dilation,
                              cfg.padding_mode)
-    ranks = index_plans.gather_index_adjoint(geometry, cfg.padding_mode).shape[1]
-    bound = index_plans.pairs_per_sample(geometry, cfg.padding_mode)
+    ranks = index_tables.gather_index_adjoint(geometry, cfg.padding_mode).shape[1]
+    bound = index_tables.pairs_per_sample(geometry, cfg.padding_mode)
     assert ranks <= bound
 
 
@@ -502,32 +502,32 @@ def test_the_padded_grid_tables_of_a_long_signal_count_against_the_plan_limit():
     16)."""
     x = np.ones((1, 1, 5_000_000), np.float32)
     w = np.ones((1, 1, 15), np.float32)
-    with pytest.raises(ValueError, match=r"method='direct' would build a \d+ MiB index plan"):
+    with pytest.raises(ValueError, match=r"method='direct' would build a \d+ MiB index table"):
         convmm.conv(x, w, padding="same", method="direct")
     plan = convmm.explain(convmm.conv, x, w, padding="same")
-    assert plan.startswith("conv: im2col") and "index plan" in plan, plan
+    assert plan.startswith("conv: im2col") and "index table" in plan, plan
     y = convmm.conv(x, w, padding="same")
     assert y.shape == x.shape and float(y[0, 0, 100]) == 15.0
 
 
 def test_index_plans_kept_between_calls_are_bounded_in_bytes():
     """A long-running process (a Dask worker convolving blocks of many shapes) keeps at
-    most PLAN_CACHE_BYTES of index plans, however many geometries it has seen."""
+    most TABLE_CACHE_BYTES of index tables, however many geometries it has seen."""
     import numpy as np
 
     import convmm
-    from convmm._core import index_plans
+    from convmm._core import index_tables
 
     w = np.ones((2, 1, 3, 3, 3), np.float32)
-    limit = index_plans.PLAN_CACHE_BYTES
+    limit = index_tables.TABLE_CACHE_BYTES
     try:
-        index_plans.PLAN_CACHE_BYTES = 4 << 20
-        index_plans.clear_plans()
+        index_tables.TABLE_CACHE_BYTES = 4 << 20
+        index_tables.clear_tables()
         kept = []
         for n in range(12, 26):
             convmm.conv(np.ones((1, 1, n, n, 16), np.float32), w, method="tiled_blas")
-            kept.append(index_plans.cached_plan_bytes())
+            kept.append(index_tables.cached_table_bytes())
         assert max(kept) <= 4 << 20 and max(kept) > 2 << 20, kept
     finally:
-        index_plans.PLAN_CACHE_BYTES = limit
-        index_plans.clear_plans()
+        index_tables.TABLE_CACHE_BYTES = limit
+        index_tables.clear_tables()

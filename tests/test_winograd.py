@@ -129,11 +129,11 @@ def test_winograd_refuses_what_it_cannot_compute():
 
 
 def test_a_substitute_for_winograd_falls_back_as_auto_would():
-    """Where Winograd's substitute would need an index plan over the limit, it falls
+    """Where Winograd's substitute would need an index table over the limit, it falls
     back as "auto" does instead of refusing a method the user never named."""
     x, w = np.zeros((1, 4, 600, 600)), np.zeros((4, 4, 5, 5))
     plans = convmm.explain(convmm.conv_backward, x, x, w, padding=2, method="winograd")
-    assert "weight: im2col" in plans and "index plan" in plans
+    assert "weight: im2col" in plans and "index table" in plans
     assert convmm.conv_backward(x, x, w, padding=2, method="winograd").weight.shape == w.shape
 
 

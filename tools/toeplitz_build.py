@@ -2,7 +2,7 @@
 
     python tools/toeplitz_build.py [--repeats 5]
 
-Each build starts from a cold plan cache (the index plans are rebuilt too);
+Each build starts from a cold plan cache (the index tables are rebuilt too);
 memory is the tracemalloc peak during one build (NumPy reports its buffers to
 tracemalloc), next to the size of the finished matrix.
 """
@@ -17,7 +17,7 @@ import tracemalloc
 import numpy as np
 
 import convmm
-from convmm._core import index_plans
+from convmm._core import index_tables
 
 CASES = [
     ("2-d 64→64 3×3 on 56×56, pad 1", (64, 64, 3, 3), (64, 56, 56), {"padding": 1}),
@@ -32,8 +32,8 @@ CASES = [
 
 
 def _cold_build(weight, shape, keywords):
-    index_plans.toeplitz_pairs.cache_clear()
-    index_plans.gather_index.cache_clear()
+    index_tables.toeplitz_pairs.cache_clear()
+    index_tables.gather_index.cache_clear()
     return convmm.toeplitz(weight, shape, **keywords)
 
 

@@ -1,4 +1,4 @@
-"""Pictures of the lowering, drawn from the same index plans the engines run on.
+"""Pictures of the lowering, drawn from the same index tables the engines run on.
 
 Each function takes the arguments of the function it pictures and returns a
 ``matplotlib.figure.Figure`` (nothing is shown or saved: ``fig.savefig(...)``).
@@ -31,7 +31,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
         "pip install 'convmm[plot]' (or pip install matplotlib)") from error
 
 from . import _api
-from ._core.index_plans import coordinate_source, toeplitz_pairs
+from ._core.index_tables import coordinate_source, toeplitz_pairs
 from ._core.params import int_tuple
 from ._core.params import padding_mode as padding_mode_name
 from ._core.types import Array, DataFormat, Int, IntOrTuple, Padding, PaddingMode
@@ -99,8 +99,8 @@ def toeplitz(weight: Array, input_shape: Sequence[int], *, stride: IntOrTuple = 
     Matrices over ``DENSE_CELLS`` cells are drawn as a sparsity picture: one pixel
     per cell up to ``SPARSITY_PIXELS`` rows and columns, beyond that one pixel per
     run of cells, coloured by its taps (grey where cells of different taps share
-    a pixel).  Each cell's taps come from the index plan the engines run on
-    (``index_plans.toeplitz_pairs``, the non-zero pattern of every channel block).
+    a pixel).  Each cell's taps come from the index table the engines run on
+    (``index_tables.toeplitz_pairs``, the non-zero pattern of every channel block).
 
     Parameters
     ----------
@@ -182,7 +182,7 @@ def _cell_codes(call):
     blocks are placed as ``convmm.toeplitz`` places them.
     """
     geometry, groups = call.geometry, call.groups
-    position, pixel, taps = toeplitz_pairs(geometry, call.mode)
+    position, pixel, taps = toeplitz_pairs(geometry, call.padding_mode)
     n_taps = geometry.n_taps
     code = np.where((taps[1:] == n_taps).all(axis=0), taps[0] + 1, n_taps + 1)
     in_channels, out_channels = call.forward_channels

@@ -26,7 +26,7 @@ def explain(transposed, maps, needs, result, x, weight, bias, grad_output, keywo
     tasks = len(graph)
     data = x if g is None else g
     halos = ", ".join(str(d * (k - 1)) for k, d in zip(geometry.kernel_size, geometry.dilation))
-    pads = (f"padding ({', '.join(f'({a}, {b})' for a, b in geometry.padding)}) {call.mode} "
+    pads = (f"padding ({', '.join(f'({a}, {b})' for a, b in geometry.padding)}) {call.padding_mode} "
             f"on the whole array" if any(map(any, geometry.padding)) else "no padding")
     lines = [f"dask: {'grad_output' if g is not None else 'x'} chunks {shape_text(given.chunks)}"
              f" → " + ", ".join(f"{name}{shape_text(r.chunks)}" for name, r in results)

@@ -75,7 +75,7 @@ def padded_windows(call, b):
     pads = [(0, 0)] * b.ndim
     for axis, pair in zip(axes, geometry.padding):
         pads[axis] = pair
-    padded = da.pad(b, pads, mode=PAD_MODES[call.mode]) if any(map(any, pads)) else b
+    padded = da.pad(b, pads, mode=PAD_MODES[call.padding_mode]) if any(map(any, pads)) else b
     sizes, cuts = {}, {}
     for axis, output, stride, kernel, dilation in zip(
             axes, geometry.output_size, geometry.stride, geometry.kernel_size, geometry.dilation):
@@ -99,11 +99,11 @@ def pad_adjoint(grid, call):
             return (slice(None),) * axis + (slice(start, stop), ...)
 
         interior = grid[at(before, before + size)]
-        if call.mode == "zeros":
+        if call.padding_mode == "zeros":
             grid = interior
             continue
         added = {}      # source sample → the padded positions that copy it
-        for position, source in _padded_rows(size, before, after, call.mode):
+        for position, source in _padded_rows(size, before, after, call.padding_mode):
             added.setdefault(int(source), []).append(int(position))
         pieces, done = [], 0
         for source in sorted(added):

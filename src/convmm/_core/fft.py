@@ -49,7 +49,7 @@ from array_api_compat import is_cupy_array, is_numpy_array
 
 from . import lowering
 from .geometry import ConvGeometry
-from .index_plans import coordinate_source
+from .index_tables import coordinate_source
 from .layout import LAYOUTS, Layout
 from .lowering import pad, pad_adjoint
 from .validation import library
@@ -57,7 +57,7 @@ from .validation import library
 FIRST = LAYOUTS["channels_first"]
 
 
-# --------------------------------------------------------------------------- the plan
+# --------------------------------------------------------------------------- the polyphase geometry
 @dataclass(frozen=True)
 class FFTGeometry:
     """The transforms of one convolution's geometry, per spatial axis.
@@ -216,19 +216,19 @@ def _merge_phases(xp, a, lengths, phases):
                       (a.shape[0], channels, *(q * s for q, s in zip(lengths, phases))))
 
 
-def _space_to_depth(xp, x, plan: FFTGeometry):
+def _space_to_depth(xp, x, phased: FFTGeometry):
     """(N, C, *P) → (N, C·∏s, *Q): the padded input, zero-extended to Q·s, in phases."""
-    extended = tuple(q * s for q, s in zip(plan.phase_length, plan.phases))
+    extended = tuple(q * s for q, s in zip(phased.phase_length, phased.phases))
     if extended != tuple(x.shape[2:]):
         canvas = _zeros(xp, (*x.shape[:2], *extended), x)
         x = xpx.at(canvas, (slice(None), slice(None), *(slice(0, p) for p in x.shape[2:]))).set(x)
-    return _split_phases(xp, x, plan.phase_length, plan.phases)
+    return _split_phases(xp, x, phased.phase_length, phased.phases)
 
 
-def _depth_to_space(xp, u, plan: FFTGeometry):
+def _depth_to_space(xp, u, phased: FFTGeometry):
     """``_space_to_depth``'s transpose: (N, C·∏s, *Q) → (N, C, *P), P the padded size."""
-    u = _merge_phases(xp, u, plan.phase_length, plan.phases)
-    return u[(slice(None), slice(None), *(slice(0, p) for p in plan.geometry.padded_size))]
+    u = _merge_phases(xp, u, phased.phase_length, phased.phases)
+    return u[(slice(None), slice(None), *(slice(0, p) for p in phased.geometry.padded_size))]
 
 
 def _dilated_taps(geometry):
@@ -237,12 +237,12 @@ def _dilated_taps(geometry):
             *(slice(0, d * (k - 1) + 1, d) for k, d in zip(geometry.kernel_size, geometry.dilation)))
 
 
-def _phased_rows(xp, images, plan: FFTGeometry, mode, first, last):
+def _phased_rows(xp, images, phased: FFTGeometry, mode, first, last):
     """Rows ``first:last`` (phase rows, along the first spatial axis) of
     ``_space_to_depth(pad(images))``, built from the input rows they read: a block's
     copy, never the whole image's, so overlap-save blocks bound the memory."""
-    geometry = plan.geometry
-    stride, (before, _), size = plan.phases[0], geometry.padding[0], geometry.input_size[0]
+    geometry = phased.geometry
+    stride, (before, _), size = phased.phases[0], geometry.padding[0], geometry.input_size[0]
     padded = np.arange(first * stride, last * stride)
     source = np.where(padded < geometry.padded_size[0],
                       coordinate_source(padded - before, size, mode), -1)
@@ -260,28 +260,28 @@ def _phased_rows(xp, images, plan: FFTGeometry, mode, first, last):
     rest = dataclasses.replace(geometry, input_size=(padded.size, *geometry.input_size[1:]),
                                padding=((0, 0), *geometry.padding[1:]))
     rows = pad(xp, rows, rest, mode, FIRST)
-    extended = (padded.size, *(q * s for q, s in zip(plan.phase_length[1:], plan.phases[1:])))
+    extended = (padded.size, *(q * s for q, s in zip(phased.phase_length[1:], phased.phases[1:])))
     if tuple(rows.shape[2:]) != extended:
         canvas = _zeros(xp, (*rows.shape[:2], *extended), rows)
         rows = xpx.at(canvas, (slice(None), slice(None),
                                *(slice(0, n) for n in rows.shape[2:]))).set(rows)
-    return _split_phases(xp, rows, (last - first, *plan.phase_length[1:]), plan.phases)
+    return _split_phases(xp, rows, (last - first, *phased.phase_length[1:]), phased.phases)
 
 
-def _kernel_phases(xp, w, plan: FFTGeometry):
+def _kernel_phases(xp, w, phased: FFTGeometry):
     """(O, C_g, *K) → (O, C_g·∏s, *⌈E/s⌉): the dilated kernel (zeros inserted), split into
     the stride's phases as ``_space_to_depth`` splits the input."""
-    extended = tuple(t * s for t, s in zip(plan.phase_taps, plan.phases))
+    extended = tuple(t * s for t, s in zip(phased.phase_taps, phased.phases))
     if extended != tuple(w.shape[2:]):
         canvas = _zeros(xp, (*w.shape[:2], *extended), w)
-        w = xpx.at(canvas, _dilated_taps(plan.geometry)).set(w)
-    return _split_phases(xp, w, plan.phase_taps, plan.phases)
+        w = xpx.at(canvas, _dilated_taps(phased.geometry)).set(w)
+    return _split_phases(xp, w, phased.phase_taps, phased.phases)
 
 
-def _kernel_from_phases(xp, v, plan: FFTGeometry):
+def _kernel_from_phases(xp, v, phased: FFTGeometry):
     """``_kernel_phases``'s inverse on a gradient: (O, C_g·∏s, *⌈E/s⌉) → (O, C_g, *K), the
     taps the dilation keeps."""
-    return _merge_phases(xp, v, plan.phase_taps, plan.phases)[_dilated_taps(plan.geometry)]
+    return _merge_phases(xp, v, phased.phase_taps, phased.phases)[_dilated_taps(phased.geometry)]
 
 
 # --------------------------------------------------------------------------- blocks
@@ -300,7 +300,7 @@ class FFTBlocks:
     spectrum_bytes: int
 
 
-def _block_bytes(plan: FFTGeometry, operation: str, images: int, lengths, rows: int,
+def _block_bytes(phased: FFTGeometry, operation: str, images: int, lengths, rows: int,
                  inner: int, outer: int, groups: int, size: int, complex_input: bool):
     """(workspace, kernel spectrum) bytes of one block of ``images`` images transformed at
     ``lengths``: its padded, phase-split input (twice: the copy and its phases; for a
@@ -312,8 +312,8 @@ def _block_bytes(plan: FFTGeometry, operation: str, images: int, lengths, rows: 
     points = math.prod(lengths)
     csize = 2 * size if not complex_input else size
     kernel = outer * (inner // groups) * spectrum * csize * 2
-    read = plan.phase_length if rows == 0 else (rows + plan.phase_taps[0] - 1,
-                                                *plan.phase_length[1:])
+    read = phased.phase_length if rows == 0 else (rows + phased.phase_taps[0] - 1,
+                                                *phased.phase_length[1:])
     image = inner * math.prod(read) * size * 2
     transformed = (inner + outer) * spectrum * csize * 2
     inverse = (outer if operation == "forward" else inner) * points * size
@@ -333,15 +333,15 @@ def fft_blocks(geometry: ConvGeometry, operation: str, n: int, in_channels: int,
     too large), the smallest block: the caller compares ``workspace_bytes`` with the
     budget.  ``size`` is the real itemsize (4 or 8), or the complex one where
     ``complex_input`` (full transforms)."""
-    plan = fft_geometry(geometry)
-    inner = in_channels * plan.n_phases
-    reach = plan.phase_taps[0] - 1
-    last_rows = plan.geometry.output_size[0] if operation == "forward" else plan.phase_length[0]
+    phased = fft_geometry(geometry)
+    inner = in_channels * phased.n_phases
+    reach = phased.phase_taps[0] - 1
+    last_rows = phased.geometry.output_size[0] if operation == "forward" else phased.phase_length[0]
 
     def measure(images, rows):
-        lengths = plan.length if rows == 0 else (
-            next_fast_length(rows + reach, not complex_input), *plan.length[1:])
-        work, spectrum = _block_bytes(plan, operation, images, lengths, rows, inner,
+        lengths = phased.length if rows == 0 else (
+            next_fast_length(rows + reach, not complex_input), *phased.length[1:])
+        work, spectrum = _block_bytes(phased, operation, images, lengths, rows, inner,
                                       out_channels, groups, size, complex_input)
         return FFTBlocks(images, rows, lengths, work, spectrum)
 
@@ -507,8 +507,8 @@ def forward(xp, transforms, x, weight, geometry, mode, groups, layout, blocks: F
     ``y[n, o, l] = Σ_{c, t} v[o, c, t]·x̃[n, g·C_g + c, l + t]`` on the phase-split padded
     input x̃ and kernel v: ŷ(f) = V̂(f)·x̂(f) with V̂ the transform of the flipped kernel,
     the valid outputs read from index ⌈E/s⌉ − 1 on."""
-    plan = fft_geometry(geometry)
-    v = _kernel_phases(xp, _weight_first(xp, weight, layout), plan)
+    phased = fft_geometry(geometry)
+    v = _kernel_phases(xp, _weight_first(xp, weight, layout), phased)
     spectra = _Spectra(xp, transforms, blocks.lengths, _is_real(xp, x, weight), groups)
     v_hat = xp.permute_dims(spectra.kernel(v, flipped=True), (0, 2, 1, 3))   # (g, c, o, f)
     taps, out_size = v.shape[2:], geometry.output_size
@@ -527,14 +527,14 @@ def forward(xp, transforms, x, weight, geometry, mode, groups, layout, blocks: F
     for start, stop in _chunks(x.shape[0], blocks.images):
         chunk = images[start:stop, ...]
         if blocks.rows == 0:
-            phased = chunk if implicit else _space_to_depth(
-                xp, pad(xp, chunk, geometry, mode, FIRST), plan)
-            y.put(start, stop, 0, valid(phased, out_size))
+            split = chunk if implicit else _space_to_depth(
+                xp, pad(xp, chunk, geometry, mode, FIRST), phased)
+            y.put(start, stop, 0, valid(split, out_size))
             continue
         for first in range(0, out_size[0], blocks.rows):
             last = min(out_size[0], first + blocks.rows)
             y.put(start, stop, first, valid(
-                _phased_rows(xp, chunk, plan, mode, first, last + taps[0] - 1),
+                _phased_rows(xp, chunk, phased, mode, first, last + taps[0] - 1),
                 (last - first, *out_size[1:])))
     return _image_back(xp, y.result, layout)
 
@@ -546,12 +546,12 @@ def adjoint(xp, transforms, y, weight, geometry, mode, groups, layout, blocks: F
     kernel itself, ``û(f) = V̂(f)ᵀ·ŷ(f)``; then the phases back to space and the
     padding's adjoint.  Blocks of rows of u read the rows of y that reach them
     (overlap-save, as ``forward``)."""
-    plan = fft_geometry(geometry)
+    phased = fft_geometry(geometry)
     w = _weight_first(xp, weight, layout)
-    v = _kernel_phases(xp, w, plan)
+    v = _kernel_phases(xp, w, phased)
     spectra = _Spectra(xp, transforms, blocks.lengths, _is_real(xp, y, weight), groups)
     v_hat = spectra.kernel(v, flipped=False)                                 # (g, o, c, f)
-    channels, reach, rows_out = v.shape[1] * groups, v.shape[2] - 1, plan.phase_length
+    channels, reach, rows_out = v.shape[1] * groups, v.shape[2] - 1, phased.phase_length
     grads = _image_first(xp, y, layout)
 
     def full(block, sizes, starts=None):
@@ -559,9 +559,9 @@ def adjoint(xp, transforms, y, weight, geometry, mode, groups, layout, blocks: F
                                starts or [0] * len(sizes), sizes)
 
     # At stride 1 with zero padding the padding's adjoint is a crop: taken in the inverse.
-    cropped = mode == "zeros" and blocks.rows == 0 and plan.n_phases == 1
+    cropped = mode == "zeros" and blocks.rows == 0 and phased.n_phases == 1
     dtype = xp.result_type(y.dtype, weight.dtype)
-    z = _Assembled(xp, (y.shape[0], channels // plan.n_phases, *geometry.input_size), dtype, y)
+    z = _Assembled(xp, (y.shape[0], channels // phased.n_phases, *geometry.input_size), dtype, y)
     for start, stop in _chunks(y.shape[0], blocks.images):
         chunk = grads[start:stop, ...]
         if cropped:
@@ -581,7 +581,7 @@ def adjoint(xp, transforms, y, weight, geometry, mode, groups, layout, blocks: F
                     block = full(_rows(chunk, low, high), (last - low, *rows_out[1:]))
                     u = xpx.at(u, (slice(None), slice(None), slice(first, last), ...)).set(
                         _rows(block, first - low, last - low))
-        padded = _depth_to_space(xp, u, plan)
+        padded = _depth_to_space(xp, u, phased)
         z.put(start, stop, 0, pad_adjoint(xp, padded, geometry, mode, FIRST))
     return _image_back(xp, z.result, layout)
 
@@ -593,10 +593,10 @@ def weight_gradient(xp, transforms, a, b, geometry, mode, groups, layout, blocks
     ``r[o, c, t] = Σ_{n, l} a[n, o, l]·b̃[n, c, l + t]``: R̂(f) = Σ_n â_n(f)·b̂_n(f)ᵀ with â
     the transform of a flipped, summed over chunks and blocks in the frequency domain
     (in a fixed order), one inverse transform at the end."""
-    plan = fft_geometry(geometry)
+    phased = fft_geometry(geometry)
     spectra = _Spectra(xp, transforms, blocks.lengths, _is_real(xp, a, b), groups)
     outputs, inputs = _image_first(xp, a, layout), _image_first(xp, b, layout)
-    out_size, taps = geometry.output_size, plan.phase_taps
+    out_size, taps = geometry.output_size, phased.phase_taps
     span = blocks.rows or out_size[0]                      # a's rows per transform
     total = None
 
@@ -611,7 +611,7 @@ def weight_gradient(xp, transforms, a, b, geometry, mode, groups, layout, blocks
         chunk = outputs[start:stop, ...]
         if blocks.rows == 0:
             total = add(total, chunk, _space_to_depth(
-                xp, pad(xp, inputs[start:stop, ...], geometry, mode, FIRST), plan))
+                xp, pad(xp, inputs[start:stop, ...], geometry, mode, FIRST), phased))
             continue
         for first in range(0, out_size[0], span):
             last = min(out_size[0], first + span)
@@ -621,11 +621,11 @@ def weight_gradient(xp, transforms, a, b, geometry, mode, groups, layout, blocks
                 a_block = xpx.at(extended, (slice(None), slice(None), slice(0, last - first),
                                             ...)).set(a_block)
             total = add(total, a_block, _phased_rows(
-                xp, inputs[start:stop, ...], plan, mode, first,
-                min(plan.phase_length[0], first + span + taps[0] - 1)))
+                xp, inputs[start:stop, ...], phased, mode, first,
+                min(phased.phase_length[0], first + span + taps[0] - 1)))
     r_hat = xp.permute_dims(total, (1, 0, 2, 3))                               # (g, o, c, f)
     o_g, c_g = r_hat.shape[1], r_hat.shape[2]
     r_hat = xp.reshape(r_hat, (groups * o_g, 1, c_g, r_hat.shape[3]))
     r = spectra.inverse(r_hat, c_g, [span - 1, *(o - 1 for o in out_size[1:])], taps)
     r = xp.reshape(r, (groups * o_g, c_g, *taps))
-    return _weight_back(xp, _kernel_from_phases(xp, r, plan), layout)
+    return _weight_back(xp, _kernel_from_phases(xp, r, phased), layout)

@@ -11,7 +11,7 @@ Along one spatial dimension with input size ``i``, kernel size ``k``, stride
 where ``a`` is the output padding that picks one of the inputs which the
 convolution maps to the same ``o``.  A transposed convolution is described
 here by the geometry of the *forward* convolution whose adjoint it is, so that
-one object (and one cached index plan) serves both directions.
+one object (and one cached index table) serves both directions.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ConvGeometry:
         """The flat padded samples from the first output's window start to the last's,
         inclusive: ``Σ_i (O_i − 1)·s_i·∏_{j>i} P_j + 1`` (P the padded size).  At stride 1
         a kernel swept over every window start of that span computes every output
-        (``index_tables.wide_plan``'s ``crop[-1] + 1``)."""
+        (``index_tables.wide_table``'s ``crop[-1] + 1``)."""
         padded = self.padded_size
         return 1 + sum((o - 1) * s * math.prod(padded[i + 1:]) for i, (o, s) in
                        enumerate(zip(self.output_size, self.stride)))

@@ -11,7 +11,7 @@ im2col has two implementations of the same plan:
   (HWC, WC, C, 1) the view (N, H_o, W_o, K_h, K_w, C) has strides
   (HWC, s·WC, s·C, d·WC, d·C, 1) — (HWC, WC, C, WC, C, 1) for
   s = d = 1 — and one reshape turns it into the patch matrix;
-* a ``take`` gather with the cached index plan elsewhere, which also folds the
+* a ``take`` gather with the cached index table elsewhere, which also folds the
   padding into the indices, so no padded copy is made.
 
 col2im is the exact adjoint: a loop over the kernel taps (never over pixels)
@@ -34,7 +34,7 @@ import numpy as np
 from array_api_compat import device as device_of
 from array_api_compat import is_cupy_array, is_jax_array, is_numpy_array
 
-from .index_plans import gather_index, gather_index_adjoint, padding_sources, pairs_per_sample
+from .index_tables import gather_index, gather_index_adjoint, padding_sources, pairs_per_sample
 
 
 def index_array(xp, plan: np.ndarray, like):
@@ -213,20 +213,20 @@ def _col2im_gather(xp, cols, geometry, layout, channels, inverse):
     taps, positions = geometry.n_taps, geometry.n_positions
     pixels = math.prod(geometry.input_size)
     ranks = inverse.shape[1]
-    cf = layout.name == "channels_first"
-    axis = 2 if cf else 1
+    channels_first = layout.name == "channels_first"
+    axis = 2 if channels_first else 1
     # Each pair's entry along that axis: cols (N, C·T, L) has rows c·T + t, so t·L + l in
     # one channel's flat block; cols (N, L, T·C) flattens to (l·T + t, c).  The sentinel
     # tap T reads an appended zero.
-    pair = inverse[0] * positions + inverse[1] if cf else inverse[1] * taps + inverse[0]
+    pair = inverse[0] * positions + inverse[1] if channels_first else inverse[1] * taps + inverse[0]
     flat = np.where(inverse[0] < taps, pair, taps * positions)
-    source = xp.reshape(cols, (n, channels, taps * positions) if cf
+    source = xp.reshape(cols, (n, channels, taps * positions) if channels_first
                         else (n, positions * taps, channels))
-    zero = xp.zeros((n, channels, 1) if cf else (n, 1, channels), dtype=cols.dtype,
+    zero = xp.zeros((n, channels, 1) if channels_first else (n, 1, channels), dtype=cols.dtype,
                     device=device_of(cols))
     picked = xp.take(xp.concat([source, zero], axis=axis),
                      index_array(xp, np.reshape(flat, -1), cols), axis=axis)
-    picked = xp.reshape(picked, (n, channels, ranks, pixels) if cf
+    picked = xp.reshape(picked, (n, channels, ranks, pixels) if channels_first
                         else (n, ranks, pixels, channels))
     lead = (slice(None),) * axis
     total = picked[(*lead, 0, ...)]

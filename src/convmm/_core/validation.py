@@ -4,7 +4,7 @@ Every public function, the operator and upsampling call these helpers once and
 get back canonical values (a batched input, one promoted dtype, a resolved
 ``ConvGeometry``, a layout class) or a ``Call`` holding them all; a ValueError
 or TypeError names the offending parameter.  Everything below (``algorithms``,
-``lowering``, ``index_plans``, the engines) trusts what it is given.
+``lowering``, ``index_tables``, the engines) trusts what it is given.
 
 Whether an engine method can run on the arrays' device is the engines' to say
 (``_engines.policy.check_method``): this module knows the method names only.
@@ -213,7 +213,7 @@ class Call:
     bias: Any
     geometry: ConvGeometry
     groups: int
-    mode: str
+    padding_mode: str     # "zeros", "reflect", "replicate", "circular" or "symmetric"
     method: str
     batched: bool
     out_channels: int
@@ -289,7 +289,7 @@ def prepare(x, weight, bias, grad_output, **keywords):
     call = _checked(x, weight, bias, grad_output, **keywords)
     if signature is not None:
         template = Call(call.xp, call.layout, None, None, None, call.geometry, call.groups,
-                        call.mode, call.method, call.batched, call.out_channels, None,
+                        call.padding_mode, call.method, call.batched, call.out_channels, None,
                         signature)
         _calls.put(signature, template)
         call = _bind(template, x, weight, bias, grad_output)
@@ -304,7 +304,7 @@ def _bind(template, x, weight, bias, grad_output):
     if not template.batched:
         x = x[np.newaxis]
     return Call(template.xp, template.layout, x, weight, bias, template.geometry,
-                template.groups, template.mode, template.method, template.batched,
+                template.groups, template.padding_mode, template.method, template.batched,
                 template.out_channels, grad_output, template.signature)
 
 

@@ -71,10 +71,11 @@ def forward(call, plan, x, weight):
     plan = _checked(call, plan, x, weight)
     if plan.method == "fft":
         return fft.forward(call.xp, _transforms(call, plan, x), x, weight, call.geometry,
-                           call.mode, call.groups, call.layout, plan.fft)
+                           call.padding_mode, call.groups, call.layout, plan.fft)
     if plan.method in ENGINE_METHODS:
         return _engine(plan).forward(_with(call, weight), plan, x)
-    return algorithms.conv_forward(call.xp, x, weight, call.geometry, call.mode, call.groups,
+    return algorithms.conv_forward(call.xp, x, weight, call.geometry, call.padding_mode,
+                                   call.groups,
                                    call.layout)
 
 
@@ -89,10 +90,11 @@ def adjoint(call, plan, y, weight):
         return forward(flipped_call(call, weight), plan.flipped, y, None)
     if plan.method == "fft":
         return fft.adjoint(call.xp, _transforms(call, plan, y), y, weight, call.geometry,
-                           call.mode, call.groups, call.layout, plan.fft)
+                           call.padding_mode, call.groups, call.layout, plan.fft)
     if plan.method in ENGINE_METHODS:
         return _engine(plan).adjoint(_with(call, weight), plan, y)
-    return algorithms.conv_adjoint(call.xp, y, weight, call.geometry, call.mode, call.groups,
+    return algorithms.conv_adjoint(call.xp, y, weight, call.geometry, call.padding_mode,
+                                   call.groups,
                                    call.layout, plan.method)
 
 
@@ -105,8 +107,8 @@ def weight_grad(call, plan, a, b):
     plan = _checked(call, plan, a, b)
     if plan.method == "fft":
         return fft.weight_gradient(call.xp, _transforms(call, plan, a), a, b, call.geometry,
-                                   call.mode, call.groups, call.layout, plan.fft)
+                                   call.padding_mode, call.groups, call.layout, plan.fft)
     if plan.method in ENGINE_METHODS:
         return _engine(plan).weight_grad(call, plan, a, b)
     return algorithms.weight_gradient_of(call.xp, a, b, call.weight.shape, call.geometry,
-                                         call.mode, call.groups, call.layout)
+                                         call.padding_mode, call.groups, call.layout)

@@ -28,7 +28,7 @@ def flipped_padding(geometry):
 def flippable(call) -> bool:
     """Stride 1, zero padding no wider than the kernel: Cᵀ is a convolution (no col2im)."""
     geometry = call.geometry
-    return (call.mode == "zeros" and not geometry.pointwise
+    return (call.padding_mode == "zeros" and not geometry.pointwise
             and all(s == 1 for s in geometry.stride)
             and all(b >= 0 and a >= 0 for b, a in flipped_padding(geometry)))
 

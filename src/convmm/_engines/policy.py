@@ -54,7 +54,7 @@ import numpy as np
 from .._core import algorithms
 from .._core.algorithms import transposed_method
 from .._core.bounded_cache import BoundedCache
-from .._core.index_plans import pairs_per_sample, padded_source_bytes
+from .._core.index_tables import pairs_per_sample, padded_source_bytes
 from .._core.params import ENGINE_METHODS
 from .._core.validation import itemsize, library
 from .._core.winograd import applies as winograd_applies
@@ -121,7 +121,7 @@ def _auto_without_fft(call, operation, in_per_group, target, tuned):
     if target is None:
         why = "no CUDA engine" if array_api_compat.is_cupy_array(call.weight) else "not a NumPy array"
         if operation == "adjoint":
-            return transposed_method("auto", call.geometry, call.mode), why
+            return transposed_method("auto", call.geometry, call.padding_mode), why
         return "im2col", why
     per_group = call.forward_channels[1] // call.groups
     if in_per_group * per_group <= tuned.direct_max_channel_pairs:
@@ -244,9 +244,9 @@ def _plan(call, operation, setting, tuned, fft_allowed=True, flip_allowed=True):
                             "stride 1, zero padding: no col2im", inner, inner.device,
                             fallback=fallback)
     if method in ENGINE_METHODS:
-        needed = _index_plan_bytes(call, method, operation, target)
-        if needed > tuned.plan_bytes:
-            method, reason = _without_index_plan(call, method, operation, target, needed,
+        needed = _index_table_bytes(call, method, operation, target)
+        if needed > tuned.index_table_bytes:
+            method, reason = _without_index_table(call, method, operation, target, needed,
                                                  tuned)
     if method == "implicit_gemm" and operation == "forward" and target == "cpu":
         method, reason = _implicit_overhang(call, method, reason, size, tuned)
@@ -320,15 +320,15 @@ def _implicit_overhang(call, method, reason, size, tuned):
     return "tiled_blas", text
 
 
-def _index_plan_bytes(call, method, operation, target):
-    """Bytes of the index plans ``method`` builds for one map of the call.
+def _index_table_bytes(call, method, operation, target):
+    """Bytes of the index tables ``method`` builds for one map of the call.
 
-    The im2col plan of ``index_plans.gather_index`` is T × L (taps × output
+    The im2col plan of ``index_tables.gather_index`` is T × L (taps × output
     positions); col2im's inverse 2 × R × P, R the most (tap, position) pairs
-    reading one sample (``index_plans.pairs_per_sample`` bounds it).  The CPU
+    reading one sample (``index_tables.pairs_per_sample`` bounds it).  The CPU
     engine's ``direct`` kernels and its implicit GEMM read the padded grid through
-    ``index_plans.padded_source`` (a map of the padded grid and its adjoint) and,
-    on the padded grid, ``wide_plan``'s L window starts: tables as long as the image,
+    ``index_tables.padded_source`` (a map of the padded grid and its adjoint) and,
+    on the padded grid, ``wide_table``'s L window starts: tables as long as the image,
     which a long signal or a large volume makes large.
     """
     geometry = call.geometry
@@ -336,28 +336,30 @@ def _index_plan_bytes(call, method, operation, target):
     pixels = math.prod(geometry.input_size)
     if method == "winograd" or (method == "tiled_blas" and geometry.pointwise):
         return 0
-    grid = (padded_source_bytes(geometry, call.mode) + 8 * positions) if target == "cpu" else 0
+    grid = ((padded_source_bytes(geometry, call.padding_mode) + 8 * positions)
+            if target == "cpu" else 0)
     if method == "direct":
         return grid
     if method == "implicit_gemm" and operation == "forward" and target == "cpu":
         return grid
     needed = taps * positions * 8
     if operation == "adjoint":
-        needed += 2 * pairs_per_sample(geometry, call.mode) * pixels * 8
+        needed += 2 * pairs_per_sample(geometry, call.padding_mode) * pixels * 8
     if method == "implicit_gemm" and operation == "weight_grad":
         needed += grid
     return needed
 
 
-def _without_index_plan(call, method, operation, target, needed, tuned):
-    """(method, reason) that needs no large index plan, where ``auto`` chose ``method``;
+def _without_index_table(call, method, operation, target, needed, tuned):
+    """(method, reason) that needs no large index table, where ``auto`` chose ``method``;
     a ValueError naming the size and ``auto`` where ``method`` was asked for.
 
     The forward map on the CPU: ``implicit_gemm`` (patches read in place); the adjoint:
     zero insertion as a sub-pixel convolution (no patch matrix at all); the weight
     gradient: the array-API path in pieces."""
     if (operation == "forward" and target == "cpu" and np.dtype(call.weight.dtype).kind == "f"
-            and _index_plan_bytes(call, "implicit_gemm", operation, target) <= tuned.plan_bytes):
+            and _index_table_bytes(call, "implicit_gemm", operation, target)
+            <= tuned.index_table_bytes):
         alternative = "implicit_gemm"
     elif operation == "adjoint":
         alternative = "zero_insertion"
@@ -366,10 +368,10 @@ def _without_index_plan(call, method, operation, target, needed, tuned):
     size = f"{needed / 2 ** 20:.0f} MiB"
     if call.method == method:      # asked for by name (not "auto", not a substitute)
         raise ValueError(
-            f"method={method!r} would build a {size} index plan for one of this call's "
+            f"method={method!r} would build a {size} index table for one of this call's "
             f"maps ({operation}, {call.geometry.n_taps} kernel taps), over convmm's limit "
-            f"of {tuned.plan_bytes >> 20} MiB; method='auto' takes one that needs none "
+            f"of {tuned.index_table_bytes >> 20} MiB; method='auto' takes one that needs none "
             f"({alternative!r} here)")
-    return alternative, f"{method} would need a {size} index plan: {alternative} needs none"
+    return alternative, f"{method} would need a {size} index table: {alternative} needs none"
 
 

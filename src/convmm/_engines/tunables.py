@@ -28,7 +28,7 @@ class Tunables:
     """The CUDA engine's patch tiles' budget on the device (a tile holds at least one
     whole image)."""
 
-    plan_bytes: int = 64 << 20
+    index_table_bytes: int = 64 << 20
     """The index tables an engine method may build for one map (int64 entries; building
     one takes about three times its size).  Above it "auto" takes a method that needs
     none, and an engine method asked for by name is refused with a ValueError that

@@ -18,7 +18,7 @@ import numpy as np
 from array_api_compat import device as device_of
 from array_api_compat import is_cupy_array, is_numpy_array
 
-from .._core.index_plans import axis_source, gather_index
+from .._core.index_tables import axis_source, gather_index
 from .._core.params import as_int, choice
 from .._core.validation import library
 from .toeplitz import gather_taps, toeplitz_matrix
@@ -78,7 +78,7 @@ def norm_bound(op, iterations):
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
     call = op._call
-    xp, geometry, mode = call.xp, call.geometry, call.mode
+    xp, geometry, mode = call.xp, call.geometry, call.padding_mode
     _, in_per_group, _ = call.layout.weight_parts(call.weight.shape, geometry.nd)
     out_per_group = call.out_channels // call.groups
     real_dtype = _widest(xp, False)
@@ -155,7 +155,7 @@ def singular_values(op):
 def is_circulant(op):
     """Whether C is a full multi-channel circulant: circular padding, stride 1, O = S."""
     geometry = op._call.geometry
-    return (op._call.mode == "circular" and all(s == 1 for s in geometry.stride)
+    return (op._call.padding_mode == "circular" and all(s == 1 for s in geometry.stride)
             and geometry.output_size == geometry.input_size)
 
 

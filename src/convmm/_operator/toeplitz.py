@@ -1,5 +1,5 @@
 """``toeplitz``: the explicit matrix of a convolution (its doubly-blocked Toeplitz matrix),
-built from an index plan.
+built from an index table.
 
 For one sample, ``conv`` is ``y = C·x`` with x and y flattened in the data
 format's order.  Channels-first, C has shape (C_out·L, C_in·P) — L output
@@ -35,7 +35,7 @@ import numpy as np
 from array_api_compat import device as device_of
 from array_api_compat import is_cupy_array, is_numpy_array
 
-from .._core.index_plans import toeplitz_pairs
+from .._core.index_tables import toeplitz_pairs
 from .._core.lowering import index_array
 from .._core.params import choice
 from .._core.validation import itemsize, library, prepare_operator
@@ -161,12 +161,12 @@ def sparse(call, format):
         xpm, csr = np, sparse_module.csr_array
     w = xpm.ascontiguousarray(call.layout.weight_taps(call.xp, weight))
     if call.layout.name == "channels_first":
-        data, indices, indptr, shape = _csr_channels_first(xpm, w, call.geometry, call.mode,
+        data, indices, indptr, shape = _csr_channels_first(xpm, w, call.geometry, call.padding_mode,
                                                            call.groups)
         matrix = csr((data, indices, indptr), shape=shape)
     else:
         data, indices, indptr, shape = _csr_channels_last_transposed(xpm, w, call.geometry,
-                                                                     call.mode, call.groups)
+                                                                     call.padding_mode, call.groups)
         matrix = csr((data, indices, indptr), shape=shape).T.tocsr()
     if xpm is np:
         # Each row's columns are increasing and distinct by construction.
@@ -192,7 +192,7 @@ def gather_taps(xp, w, tap_rows):
 def dense(call):
     """C as a dense array in the weight's namespace and on its device."""
     xp, geometry, layout, groups = call.xp, call.geometry, call.layout, call.groups
-    position, pixel, taps = toeplitz_pairs(geometry, call.mode)
+    position, pixel, taps = toeplitz_pairs(geometry, call.padding_mode)
     w = layout.weight_taps(xp, call.weight)
     out_channels, in_per_group, n_taps = w.shape
     per_group = out_channels // groups

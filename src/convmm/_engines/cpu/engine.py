@@ -20,8 +20,8 @@ import math
 
 import numpy as np
 
-from ..._core.index_plans import (canvas_source, direct_rows, gather_index, gather_index_adjoint,
-                                  padded_source, padded_taps, tile_pixel_ranges, wide_plan)
+from ..._core.index_tables import (canvas_source, direct_rows, gather_index, gather_index_adjoint,
+                                  padded_source, padded_taps, tile_pixel_ranges, wide_table)
 from ..._core.winograd import kernel_transform, tiling
 from .threads import (get_num_threads, run_workers, single_threaded_blas, sum_in_order,
                       workspace)
@@ -112,19 +112,19 @@ def _pointwise_gemm(call, plan, operand, weights, n):
     G·weights.shape[2] channels-first, G·weights.shape[1] channels-last; returns
     (N, G, rows, L) or (N·L, G, columns)."""
     groups, positions = call.groups, call.geometry.n_positions
-    cf = call.layout.name == "channels_first"
-    if cf:
+    channels_first = call.layout.name == "channels_first"
+    if channels_first:
         a = operand.reshape(n, groups, weights.shape[2], positions)
         out = np.empty((n, groups, weights.shape[1], positions), dtype=operand.dtype)
     else:
         a = operand.reshape(n * positions, groups, weights.shape[1])
         out = np.empty((n * positions, groups, weights.shape[2]), dtype=operand.dtype)
-    units = _position_units(n, positions, plan.threads, cf)
+    units = _position_units(n, positions, plan.threads, channels_first)
 
     def work(k):
         for image, first, stop in units[k::plan.threads]:
             for g in range(groups):
-                if cf:
+                if channels_first:
                     np.matmul(weights[g], a[image, g, :, first:stop],
                               out=out[image, g, :, first:stop])
                 else:
@@ -150,7 +150,7 @@ def _tiled_forward(call, plan, x):
     in_channels, out_channels = call.forward_channels
     in_per_group, per_group = in_channels // groups, out_channels // groups
     positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
-    index = gather_index(geometry, call.mode)
+    index = gather_index(geometry, call.padding_mode)
     tiles = _tiles(plan.positions, positions, plan.tile)
     w = _weight_operand(call)
 
@@ -215,13 +215,13 @@ def _weight_panels(call):
 def _implicit_forward(call, plan, x):
     """Each image padded once into a channels-last copy, then every output row's patches
     read in place by ``microkernel_padded``: nothing but the weight is packed."""
-    from . import gemm as kernels
+    from . import gemm
 
     layout, geometry = call.layout, call.geometry
     n = x.shape[0]
     in_channels, out_channels = call.forward_channels
     pixels, positions = math.prod(geometry.input_size), geometry.n_positions
-    source, _ = padded_source(geometry, call.mode)
+    source, _ = padded_source(geometry, call.padding_mode)
     row_start, offsets = padded_taps(geometry)
     width, step = geometry.output_size[-1], geometry.stride[-1]
     panels = _weight_panels(call)
@@ -242,17 +242,17 @@ def _implicit_forward(call, plan, x):
 
     def work(k):
         # The last row tile of an image reads up to MR − 1 samples past its row's end.
-        padded = workspace("padded", (batch * image_rows + (kernels.MR - 1) * step, in_channels),
+        padded = workspace("padded", (batch * image_rows + (gemm.MR - 1) * step, in_channels),
                            x.dtype)
         padded[batch * image_rows:] = 0
         current = None
         for first, stop, r0, r1 in units[k::plan.threads]:
             if (first, stop) != current:
                 for b in range(stop - first):
-                    kernels.pad_channels_last(images[first + b], source, channels_first,
+                    gemm.pad_channels_last(images[first + b], source, channels_first,
                                               padded[b * image_rows:(b + 1) * image_rows])
                 current = first, stop
-            kernels.conv_padded(padded, image_rows, row_start, offsets, step, width, panels,
+            gemm.conv_padded(padded, image_rows, row_start, offsets, step, width, panels,
                                 call.groups, not channels_first, r0, r1, zero, y[first:stop])
 
     run_workers(work, plan.threads, blas=False)
@@ -272,7 +272,7 @@ def _winograd_forward(call, plan, x):
     in_g, out_g = in_channels // groups, out_channels // groups
     cut = tiling(geometry, plan.winograd_tile)
     lead = (1,) * (3 - nd)
-    source = canvas_source(geometry, call.mode, cut.canvas[3 - nd:])
+    source = canvas_source(geometry, call.padding_mode, cut.canvas[3 - nd:])
     channels_first = layout.name == "channels_first"
     images = np.ascontiguousarray(x).reshape(
         (n, in_channels, -1) if channels_first else (n, -1, in_channels))
@@ -363,14 +363,14 @@ def _tiled_adjoint(call, plan, y):
     in_channels, out_channels = call.forward_channels
     in_per_group, per_group = in_channels // groups, out_channels // groups
     positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
-    inverse, taps = gather_index_adjoint(geometry, call.mode), geometry.n_taps
+    inverse, taps = gather_index_adjoint(geometry, call.padding_mode), geometry.n_taps
     w_t = np.ascontiguousarray(_weight_operand(call).transpose(0, 2, 1))  # (G, rows, O_g) / (G, O_g, rows)
     offsets = range(0, positions, plan.tile)
-    reads = tile_pixel_ranges(geometry, call.mode, plan.tile)
-    cf = layout.name == "channels_first"
-    grads = np.ascontiguousarray(y).reshape((n, out_channels, positions) if cf
+    reads = tile_pixel_ranges(geometry, call.padding_mode, plan.tile)
+    channels_first = layout.name == "channels_first"
+    grads = np.ascontiguousarray(y).reshape((n, out_channels, positions) if channels_first
                                             else (n, positions, out_channels))
-    x = np.zeros((n, in_channels, pixels) if cf else (n, pixels, in_channels), dtype=y.dtype)
+    x = np.zeros((n, in_channels, pixels) if channels_first else (n, pixels, in_channels), dtype=y.dtype)
 
     if plan.tile > positions:           # several whole images per GEMM, col2im image by image
         batch = plan.tile // positions
@@ -384,7 +384,7 @@ def _tiled_adjoint(call, plan, y):
                 count = min(plan.tile, positions - start)
                 for g in range(groups):
                     channels = slice(g * per_group, (g + 1) * per_group)
-                    if cf:
+                    if channels_first:
                         cols = _view(buffer, plan.rows, count)
                         _product(w_t[g], grads[image, channels, start:start + count], cols)
                         kernels.col2im_channels_first(cols, inverse, taps, start, count,
@@ -411,7 +411,7 @@ def _tiled_adjoint_images(call, plan, grads, w_t, inverse, blocks, x):
     positions, taps = geometry.n_positions, geometry.n_taps
     whole = np.array([0, x.shape[2] if layout.name == "channels_first" else x.shape[1]],
                      dtype=np.intp)
-    cf = layout.name == "channels_first"
+    channels_first = layout.name == "channels_first"
 
     def work(k):
         buffer = _buffer(grads.dtype, plan.tile * plan.rows)
@@ -419,7 +419,7 @@ def _tiled_adjoint_images(call, plan, grads, w_t, inverse, blocks, x):
             count = (stop - first) * positions
             for g in range(groups):
                 channels = slice(g * per_group, (g + 1) * per_group)
-                if cf:      # (O_g, images·L): the block's output planes side by side
+                if channels_first:      # (O_g, images·L): the block's output planes side by side
                     block = np.ascontiguousarray(grads[first:stop, channels].transpose(1, 0, 2))
                     cols = _view(buffer, plan.rows, count)
                     _product(w_t[g], block.reshape(per_group, count), cols)
@@ -467,9 +467,9 @@ def _pointwise_weight_grad(call, plan, a, b):
     in_channels, out_channels = call.forward_channels
     n, positions = a.shape[0], geometry.n_positions
     p = _subsampled(call, b)
-    cf = layout.name == "channels_first"
+    channels_first = layout.name == "channels_first"
     in_g, out_g = in_channels // groups, out_channels // groups
-    if cf:      # partials (G, O_g, C_g)
+    if channels_first:      # partials (G, O_g, C_g)
         o = np.ascontiguousarray(a).reshape(n, groups, out_g, positions)
         p = p.reshape(n, groups, in_g, positions)
         partial = np.zeros((plan.threads, groups, out_g, in_g), dtype=np.result_type(a, b))
@@ -477,12 +477,12 @@ def _pointwise_weight_grad(call, plan, a, b):
         o = np.ascontiguousarray(a).reshape(n * positions, groups, out_g)
         p = p.reshape(n * positions, groups, in_g)
         partial = np.zeros((plan.threads, groups, in_g, out_g), dtype=np.result_type(a, b))
-    units = _position_units(n, positions, plan.threads, cf)
+    units = _position_units(n, positions, plan.threads, channels_first)
 
     def work(k):
         for image, first, stop in units[k::plan.threads]:
             for g in range(groups):
-                if cf:
+                if channels_first:
                     partial[k, g] += o[image, g, :, first:stop] @ p[image, g, :, first:stop].T
                 else:
                     partial[k, g] += p[first:stop, g].T @ o[first:stop, g]
@@ -492,21 +492,21 @@ def _pointwise_weight_grad(call, plan, a, b):
 
 
 def _implicit_weight_grad(call, plan, a, b):
-    from . import gemm as kernels
+    from . import gemm
 
     layout, groups, geometry = call.layout, call.groups, call.geometry
     n = a.shape[0]
     in_channels, out_channels = call.forward_channels
     positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
-    index = gather_index(geometry, call.mode)
-    cf = layout.name == "channels_first"
-    grads = np.ascontiguousarray(a).reshape((n, out_channels, positions) if cf
+    index = gather_index(geometry, call.padding_mode)
+    channels_first = layout.name == "channels_first"
+    grads = np.ascontiguousarray(a).reshape((n, out_channels, positions) if channels_first
                                             else (n, positions, out_channels))
-    source = np.ascontiguousarray(b).reshape((n, in_channels, pixels) if cf
+    source = np.ascontiguousarray(b).reshape((n, in_channels, pixels) if channels_first
                                              else (n, pixels, in_channels))
     partial = np.zeros((plan.threads, groups, plan.rows, out_channels // groups),
                        dtype=np.result_type(a, b))
-    kernel = kernels.weight_grad_channels_first if cf else kernels.weight_grad_channels_last
+    kernel = gemm.weight_grad_channels_first if channels_first else gemm.weight_grad_channels_last
     units = _image_ranges(n, positions, plan.tile)
     if plan.kernel == "weight_grad_wide":      # chosen by ``tiles.cpu_plan``
         return _wide_weight_grad(call, plan, grads, source, partial)
@@ -517,7 +517,7 @@ def _implicit_weight_grad(call, plan, a, b):
 
     run_workers(work, plan.threads, blas=False)
     total = sum_in_order(partial)
-    if cf:
+    if channels_first:
         total = total.transpose(0, 2, 1)
     return layout.weight_from_operand(np, total, call.weight.shape)
 
@@ -526,12 +526,12 @@ def _wide_weight_grad(call, plan, grads, source, partial):
     """The stride-1 channels-first weight gradient on each image's padded grid
     (``gemm.weight_grad_wide``): units of window starts, each worker widening the
     image it works on once."""
-    from . import gemm as kernels
+    from . import gemm
 
     geometry, groups = call.geometry, call.groups
     n, in_channels, out_channels = source.shape[0], source.shape[1], grads.shape[1]
-    padded_source_map, _ = padded_source(geometry, call.mode)
-    offsets, crop = wide_plan(geometry)
+    padded_source_map, _ = padded_source(geometry, call.padding_mode)
+    offsets, crop = wide_table(geometry)
     span = int(crop[-1]) + 1
     units = _image_ranges(n, span, max(1, -(-span * plan.tile // geometry.n_positions)))
 
@@ -541,10 +541,10 @@ def _wide_weight_grad(call, plan, grads, source, partial):
         current = None
         for image, start, stop in units[k::plan.threads]:
             if image != current:
-                kernels.widen(source[image], padded_source_map, grads[image], crop,
+                gemm.widen(source[image], padded_source_map, grads[image], crop,
                               geometry.output_size[-1], padded, wide)
                 current = image
-            kernels.weight_grad_wide(padded, offsets, wide, groups, partial[k], start, stop)
+            gemm.weight_grad_wide(padded, offsets, wide, groups, partial[k], start, stop)
 
     run_workers(work, plan.threads, blas=False)
     total = sum_in_order(partial).transpose(0, 2, 1)
@@ -559,14 +559,14 @@ def _tiled_weight_grad(call, plan, a, b):
     in_channels, out_channels = call.forward_channels
     in_per_group, per_group = in_channels // groups, out_channels // groups
     positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
-    index = gather_index(geometry, call.mode)
+    index = gather_index(geometry, call.padding_mode)
     tiles = _tiles(plan.positions, positions, plan.tile)
-    cf = layout.name == "channels_first"
-    grads = np.ascontiguousarray(a).reshape((n, out_channels, positions) if cf
+    channels_first = layout.name == "channels_first"
+    grads = np.ascontiguousarray(a).reshape((n, out_channels, positions) if channels_first
                                             else (n, positions, out_channels))
-    source = np.ascontiguousarray(b).reshape((n, in_channels, pixels) if cf
+    source = np.ascontiguousarray(b).reshape((n, in_channels, pixels) if channels_first
                                              else (n, pixels, in_channels))
-    shape = (groups, per_group, plan.rows) if cf else (groups, plan.rows, per_group)
+    shape = (groups, per_group, plan.rows) if channels_first else (groups, plan.rows, per_group)
     partial = np.zeros((plan.threads, *shape), dtype=np.result_type(a, b))
 
     def work(k):
@@ -575,7 +575,7 @@ def _tiled_weight_grad(call, plan, a, b):
             image, offset = divmod(start, positions)
             for g in range(groups):
                 channels = slice(g * per_group, (g + 1) * per_group)
-                if cf:
+                if channels_first:
                     patches = _view(buffer, plan.rows, count)
                     kernels.patches_channels_first(source, index, start, count,
                                                    g * in_per_group, patches)
@@ -599,23 +599,23 @@ def _direct(call, plan, operands, operation):
     layout, geometry, groups = call.layout, call.geometry, call.groups
     in_channels, out_channels = call.forward_channels
     positions, pixels = geometry.n_positions, math.prod(geometry.input_size)
-    cf = layout.name == "channels_first"
+    channels_first = layout.name == "channels_first"
 
     def planes(a, channels, samples):
-        if not cf:
+        if not channels_first:
             a = np.moveaxis(a, -1, 1)
         return np.ascontiguousarray(a).reshape(-1, samples)
 
     def images(a, channels, spatial):
         a = a.reshape(-1, channels, *spatial)
-        return a if cf else np.ascontiguousarray(np.moveaxis(a, 1, -1))
+        return a if channels_first else np.ascontiguousarray(np.moveaxis(a, 1, -1))
 
-    if cf:
+    if channels_first:
         w = np.ascontiguousarray(call.weight.reshape(out_channels, -1))
     else:   # (*K, C_g, C_out) → (C_out, C_g·T), the channels-first order
         w = call.weight.reshape(geometry.n_taps, in_channels // groups, out_channels)
         w = np.ascontiguousarray(w.transpose(2, 1, 0).reshape(out_channels, -1))
-    source, adjoint_index = padded_source(geometry, call.mode)
+    source, adjoint_index = padded_source(geometry, call.padding_mode)
     rows = direct_rows(geometry)
     sweep = (rows, geometry.output_size[-1], geometry.dilation[-1], geometry.stride[-1])
     n = operands[0].shape[0] if operation == "weight_grad" else operands.shape[0]
@@ -624,7 +624,7 @@ def _direct(call, plan, operands, operation):
     if operation == "forward":
         x = planes(operands, in_channels, pixels)
         y = np.empty((n * out_channels, positions), dtype=x.dtype)
-        offsets, crop = wide_plan(geometry)
+        offsets, crop = wide_table(geometry)
         span = int(crop[-1]) + 1
         per_group = out_channels // groups
         if plan.kernel == "direct_forward_wide":      # chosen by ``tiles.cpu_plan``
@@ -647,7 +647,7 @@ def _direct(call, plan, operands, operation):
         g = planes(operands[0], out_channels, positions)
         x = planes(operands[1], in_channels, pixels)
         partial = np.zeros((plan.threads, *w.shape), dtype=np.result_type(g, x))
-        offsets, crop = wide_plan(geometry)
+        offsets, crop = wide_table(geometry)
         span = int(crop[-1]) + 1
         per_group = out_channels // groups
         if plan.kernel == "direct_weight_grad_wide":  # chosen by ``tiles.cpu_plan``
@@ -669,7 +669,7 @@ def _direct(call, plan, operands, operation):
     if operation == "adjoint":
         return images(x, in_channels, geometry.input_size)
     dw = sum_in_order(partial)
-    if cf:
+    if channels_first:
         return dw.reshape(call.weight.shape)
     dw = dw.reshape(out_channels, in_channels // groups, geometry.n_taps).transpose(2, 1, 0)
     return np.ascontiguousarray(dw).reshape(call.weight.shape)
@@ -685,12 +685,12 @@ def gemm(a, b, c, threads=None):
     nest inside their own kernels; this is the plain GEMM the benchmarks hold
     against BLAS (the CUDA engine's ``gemm`` is its twin).
     """
-    from . import gemm as kernels
+    from . import gemm as packed
 
     threads = threads or get_num_threads()
     n = c.shape[1]
-    step = max(1, -(-n // threads // kernels.NR)) * kernels.NR
+    step = max(1, -(-n // threads // packed.NR)) * packed.NR
     blocks = [(j, min(j + step, n)) for j in range(0, n, step)]
-    run_workers(lambda k: [kernels.gemm(a, b, c, j0, j1) for j0, j1 in blocks[k::threads]],
+    run_workers(lambda k: [packed.gemm(a, b, c, j0, j1) for j0, j1 in blocks[k::threads]],
                 threads)
     return c

@@ -17,7 +17,7 @@ tap, tap after tap), with the weight packed once into NR-wide panels:
     Y_n[l, o] = Σ_t Σ_c X̃_n[start(l) + offset(t), c] · W[t·C_g + c, o]
 
 The weight gradient is the packed nest with its A operand packed straight from
-the image through the im2col plan (``index_plans.gather_index``):
+the image through the im2col plan (``index_tables.gather_index``):
 
     ΔW_g[k, o] += Σ_l P_n[k, l]·G_n[l, o]
 
@@ -275,10 +275,10 @@ def _pack_wide_rows_a(padded, offsets, first_channel, i0, mc, p0, kc, ap):
 def weight_grad_wide(padded, offsets, grads, groups, dw, q0, q1):
     """dw[g, c·T + t, o] += Σ_{q0 ≤ q < q1} x̃[g·C_g + c, q + offsets[t]]·grads[g·O_g + o, q].
 
-    A stride-1 weight gradient on the padded grid of one image (``index_plans.wide_plan``):
+    A stride-1 weight gradient on the padded grid of one image (``index_tables.wide_table``):
     padded (C_in, P̃) its padded planes; grads (C_out, span) the output gradient at
     every window start q of the grid, zero where q starts no output.  The patch
-    operand is packed from contiguous runs of the planes (no index plan, no
+    operand is packed from contiguous runs of the planes (no index table, no
     branch per sample), which made the gather-packing the cost of the whole GEMM.
     dw (groups, C_g·T, O_g), a worker's partial sum.
     """

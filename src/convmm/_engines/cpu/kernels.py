@@ -6,19 +6,19 @@ kernels are serial and release the GIL (``nogil=True``): the engine runs one
 per worker thread, each followed by a single-threaded BLAS GEMM on the same
 thread, so no two thread pools ever compete for the cores.
 
-Both kernels apply the im2col plan of ``index_plans.gather_index``: ``plan[t, l]`` is
+Both kernels apply the im2col plan of ``index_tables.gather_index``: ``plan[t, l]`` is
 the flat input sample that tap ``t`` reads at output position ``l`` — every
 stride, dilation, rank and padding mode folded into one table — or ``P`` (the
 number of samples) where the tap reads a zero.  A tile covers the flat
 (image, position) indices ``start … start + count − 1`` of the whole batch,
 so small images share one tile and large ones are cut into several.
 
-``col2im_*`` are the adjoint as a *gather* (``index_plans.gather_index_adjoint``):
+``col2im_*`` are the adjoint as a *gather* (``index_tables.gather_index_adjoint``):
 every input sample sums, in a fixed order, the tile entries that read it, so
 the transposed operator has no scatter, no races and no atomics, and gives
 the same bits on every run.  ``direct_*`` compute convolutions with few channels per
 group (depthwise above all) straight from a padded copy of one channel plane
-(``index_plans.padded_source``), the inner loop running along the last spatial dim.
+(``index_tables.padded_source``), the inner loop running along the last spatial dim.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def pad_plane(x, source, padded):
 
 @njit(nogil=True, cache=True)
 def widen_plane(values, crop, width, plane):
-    """An output plane onto the padded grid (``index_plans.wide_plan``): plane[crop[l]] =
+    """An output plane onto the padded grid (``index_tables.wide_table``): plane[crop[l]] =
     values[l], rows of ``width`` outputs contiguous there, zero at the other window
     starts up to the last output's."""
     plane[:crop[crop.shape[0] - 1] + 1] = 0

@@ -31,7 +31,7 @@ from functools import lru_cache
 import array_api_compat
 import numpy as np
 
-from ..._core.index_plans import gather_index, gather_index_adjoint
+from ..._core.index_tables import gather_index, gather_index_adjoint
 
 TILES = None
 """The kernels' tile configuration: ``kernels.DEFAULT_TILES`` unless a test sets
@@ -88,7 +88,7 @@ def _external_stream(pointer):
 
 
 def _on_device(a, plan_of, geometry, mode):
-    """The index plan ``plan_of(geometry, mode)`` on a's device, copied there once per
+    """The index table ``plan_of(geometry, mode)`` on a's device, copied there once per
     device and plan (a fresh copy for the simulator, which copies kernel arguments back)."""
     if array_api_compat.is_numpy_array(a):
         return plan_of(geometry, mode).copy()
@@ -179,8 +179,8 @@ def _flat(call, a, channels, samples):
     """An image batch as (N, C, S) channels-first or (N, S, C) channels-last, contiguous."""
     xp = _module(a)
     n = a.shape[0]
-    cl = call.layout.name == "channels_last"
-    return xp.ascontiguousarray(a).reshape((n, samples, channels) if cl else (n, channels, samples))
+    channels_last = call.layout.name == "channels_last"
+    return xp.ascontiguousarray(a).reshape((n, samples, channels) if channels_last else (n, channels, samples))
 
 
 def _kernels(dtype):
@@ -196,29 +196,29 @@ def forward(call, plan, x):
 
     xp, stream, tiles = _module(x), _stream(x), _tiles()
     in_channels, out_channels, groups, in_per_group, per_group, taps, positions, pixels = _parts(call)
-    cl = int(call.layout.name == "channels_last")
+    channels_last = int(call.layout.name == "channels_last")
     n = x.shape[0]
     source = _flat(call, x, in_channels, pixels)
-    index = _on_device(x, gather_index, call.geometry, call.mode)
+    index = _on_device(x, gather_index, call.geometry, call.padding_mode)
     w = _weight_rows(call, call.weight)
-    y = xp.empty((n, positions, out_channels) if cl else (n, out_channels, positions), x.dtype)
+    y = xp.empty((n, positions, out_channels) if channels_last else (n, out_channels, positions), x.dtype)
     if plan.method == "direct":
         kernel = _kernels(x.dtype).direct_forward
         _launch(kernel, (_grid(positions, tiles.threads), out_channels, n), (tiles.threads, 1, 1),
-                stream, source, index, w, cl, y)
+                stream, source, index, w, channels_last, y)
     elif plan.method == "implicit_gemm":
         kernel = gemm_kernels.implicit_conv_kernel(tiles, np.dtype(x.dtype).name)
         grid = (_grid(positions, tiles.bn), _grid(per_group, tiles.bm), n * groups)
         _launch(kernel, grid, tiles.gemm_threads, stream,
-                source, index, w.reshape(groups, per_group, -1), cl, y)
+                source, index, w.reshape(groups, per_group, -1), channels_last, y)
     else:
         w = w.reshape(groups, per_group, -1)
         for first, images, cols in _patch_tiles(call, plan, x):
             for g in range(groups):
-                _im2col(source, index, cl, g * in_per_group, first * positions, cols, stream)
+                _im2col(source, index, channels_last, g * in_per_group, first * positions, cols, stream)
                 product = xp.matmul(w[g], cols).reshape(per_group, images, positions)
                 channels = slice(g * per_group, (g + 1) * per_group)
-                if cl:
+                if channels_last:
                     y[first:first + images, :, channels] = product.transpose(1, 2, 0)
                 else:
                     y[first:first + images, channels] = product.transpose(1, 0, 2)
@@ -229,25 +229,25 @@ def adjoint(call, plan, y):
     """X = Cᵀ·y (no bias) on the device, y shaped like conv's output."""
     xp, stream, tiles = _module(y), _stream(y), _tiles()
     in_channels, out_channels, groups, in_per_group, per_group, taps, positions, pixels = _parts(call)
-    cl = int(call.layout.name == "channels_last")
+    channels_last = int(call.layout.name == "channels_last")
     n = y.shape[0]
     grads = _flat(call, y, out_channels, positions)
-    inverse = _on_device(y, gather_index_adjoint, call.geometry, call.mode)
+    inverse = _on_device(y, gather_index_adjoint, call.geometry, call.padding_mode)
     w = _weight_rows(call, call.weight)
-    x = xp.empty((n, pixels, in_channels) if cl else (n, in_channels, pixels), y.dtype)
+    x = xp.empty((n, pixels, in_channels) if channels_last else (n, in_channels, pixels), y.dtype)
     kernels = _kernels(y.dtype)
     if plan.method == "direct":
         _launch(kernels.direct_adjoint, (_grid(pixels, tiles.threads), in_channels, n),
-                (tiles.threads, 1, 1), stream, grads, inverse, taps, w, cl, x)
+                (tiles.threads, 1, 1), stream, grads, inverse, taps, w, channels_last, x)
     else:
         w_t = xp.ascontiguousarray(w.reshape(groups, per_group, -1).transpose(0, 2, 1))
         for first, images, cols in _patch_tiles(call, plan, y):
             for g in range(groups):
-                block = _output_block(grads, first, images, g, per_group, cl)
+                block = _output_block(grads, first, images, g, per_group, channels_last)
                 xp.matmul(w_t[g], block, out=cols)
                 grid = (_grid(pixels, tiles.threads), in_per_group, images)
                 _launch(kernels.col2im, grid, (tiles.threads, 1, 1), stream,
-                        cols, inverse, taps, positions, cl, g * in_per_group, first, x)
+                        cols, inverse, taps, positions, channels_last, g * in_per_group, first, x)
     return x.reshape(call.layout.image_shape(n, in_channels, call.geometry.input_size))
 
 
@@ -255,21 +255,21 @@ def weight_grad(call, plan, a, b):
     """Σ_n A·P(b)ᵀ shaped like the weight, on the device (no conjugation here)."""
     xp, stream, tiles = _module(a), _stream(a), _tiles()
     in_channels, out_channels, groups, in_per_group, per_group, taps, positions, pixels = _parts(call)
-    cl = int(call.layout.name == "channels_last")
+    channels_last = int(call.layout.name == "channels_last")
     grads = _flat(call, a, out_channels, positions)
     source = _flat(call, b, in_channels, pixels)
-    index = _on_device(a, gather_index, call.geometry, call.mode)
+    index = _on_device(a, gather_index, call.geometry, call.padding_mode)
     dtype = np.result_type(a.dtype, b.dtype)
     dw = xp.zeros((out_channels, in_per_group * taps), dtype)
     if plan.method == "direct":
         _launch(_kernels(dtype).direct_weight_grad, (in_per_group * taps, out_channels),
-                tiles.threads, stream, grads, source, index, cl, dw)
+                tiles.threads, stream, grads, source, index, channels_last, dw)
         return _weight_from_rows(call, dw)
     dw = dw.reshape(groups, per_group, -1)
     for first, images, cols in _patch_tiles(call, plan, b, dtype):
         for g in range(groups):
-            _im2col(source, index, cl, g * in_per_group, first * positions, cols, stream)
-            block = _output_block(grads, first, images, g, per_group, cl)
+            _im2col(source, index, channels_last, g * in_per_group, first * positions, cols, stream)
+            block = _output_block(grads, first, images, g, per_group, channels_last)
             dw[g] += xp.matmul(block, cols.T)
     return _weight_from_rows(call, dw.reshape(out_channels, -1))
 
@@ -308,19 +308,19 @@ def _patch_tiles(call, plan, a, dtype=None):
         yield first, images, buffer[:plan.rows * images * positions].reshape(plan.rows, -1)
 
 
-def _output_block(grads, first, images, g, per_group, cl):
+def _output_block(grads, first, images, g, per_group, channels_last):
     """Group g's output channels of images first … first + images − 1 as (O_g, images·L)."""
     channels = slice(g * per_group, (g + 1) * per_group)
-    if cl:
+    if channels_last:
         block = grads[first:first + images, :, channels].transpose(2, 0, 1)
     else:
         block = grads[first:first + images, channels].transpose(1, 0, 2)
     return block.reshape(per_group, -1)
 
 
-def _im2col(source, index, cl, first_channel, start, cols, stream):
+def _im2col(source, index, channels_last, first_channel, start, cols, stream):
     tiles = _tiles()
     kernel = _kernels(cols.dtype).im2col
     rows, count = cols.shape
     _launch(kernel, (_grid(count, tiles.threads), rows), (tiles.threads, 1), stream,
-            source, index, cl, first_channel, start, cols)
+            source, index, channels_last, first_channel, start, cols)

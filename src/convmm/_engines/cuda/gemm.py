@@ -5,7 +5,7 @@ patch tiles are gathered into shared memory straight from the image.
 The CPU engine's twin is ``_engines/cpu/gemm.py``.  Like every kernel of the
 CUDA engine they come from factories closed over a ``kernels.Tiles``
 configuration (compile-time constants of the shared and local arrays) and the
-element type, built once per pair; images are read through ``index_plans``'
+element type, built once per pair; images are read through ``index_tables``'
 ``gather_index`` (see ``kernels``).  No atomics: each element of C is written
 by one thread, so results are the same bits on every run.
 """
@@ -118,7 +118,7 @@ def gemm_kernel(tiles: Tiles, dtype_name: str):
 
 @lru_cache(maxsize=None)
 def implicit_conv_kernel(tiles: Tiles, dtype_name: str):
-    """``conv[grid, block](x, plan, w, cl, y)``: y = W_g·P_n for every image and group,
+    """``conv[grid, block](x, plan, w, channels_last, y)``: y = W_g·P_n for every image and group,
     the patch tile built in shared memory from the image (the patch matrix never exists).
 
     x (N, C_in, P) or (N, P, C_in); plan (T, L); w (G, O_g, C_g·T);
@@ -131,7 +131,7 @@ def implicit_conv_kernel(tiles: Tiles, dtype_name: str):
     load_a, multiply = _block_tiling(tiles)
 
     @cuda.jit
-    def conv(x, plan, w, cl, y):
+    def conv(x, plan, w, channels_last, y):
         w_tile = cuda.shared.array((bk, bm), dtype)
         p_tile = cuda.shared.array((bk, bn), dtype)
         acc = cuda.local.array((tm, tn), dtype)
@@ -139,7 +139,7 @@ def implicit_conv_kernel(tiles: Tiles, dtype_name: str):
         b_reg = cuda.local.array(tn, dtype)
         groups, per_group, k = w.shape
         taps, positions = plan.shape
-        pixels = x.shape[2] if cl == 0 else x.shape[1]
+        pixels = x.shape[2] if channels_last == 0 else x.shape[1]
         in_per_group = k // taps
         thread = cuda.threadIdx.x
         tx, ty = thread % columns, thread // columns
@@ -161,7 +161,7 @@ def implicit_conv_kernel(tiles: Tiles, dtype_name: str):
                                 s = plan[t, l]
                                 if s < pixels:
                                     channel = g * in_per_group + c
-                                    value = x[image, channel, s] if cl == 0 else x[image, s, channel]
+                                    value = x[image, channel, s] if channels_last == 0 else x[image, s, channel]
                             p_tile[kk, cc] = value
                         cuda.syncthreads()
                         multiply(w_tile, p_tile, acc, a_reg, b_reg, thread)
@@ -172,7 +172,7 @@ def implicit_conv_kernel(tiles: Tiles, dtype_name: str):
                             for j in range(tn):
                                 l = col0 + tx + j * columns
                                 if l < positions:
-                                    if cl == 0:
+                                    if channels_last == 0:
                                         y[image, g * per_group + o, l] = acc[i, j]
                                     else:
                                         y[image, l, g * per_group + o] = acc[i, j]

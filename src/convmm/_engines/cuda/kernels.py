@@ -1,12 +1,12 @@
 """CUDA kernels (numba-cuda) for the GPU engine: patch tiles, col2im as a gather and the
 direct kernels, one thread per output element; the GEMMs are in ``gemm``.
 
-Every kernel reads images through the im2col plan of ``_core.index_plans`` (``gather_index``:
-``plan[t, l]`` is the flat input sample tap ``t`` reads at output position
+Every kernel reads images through the im2col index of ``_core.index_tables`` (``gather_index``:
+``index[t, l]`` is the flat input sample tap ``t`` reads at output position
 ``l``, ``P`` for a zero of the padding) or its inverse (``gather_index_adjoint``),
 so strides, dilation and every padding mode cost nothing here.  Images are
 flat: ``x[n, c, p]`` channels-first, ``x[n, p, c]`` channels-last (the flag
-``cl``); a weight is the GEMM operand ``w[g, o, k]`` with ``k = c·T + t``.
+``channels_last``); a weight is the GEMM operand ``w[g, o, k]`` with ``k = c·T + t``.
 
 The kernels come from factories closed over a ``Tiles`` configuration (block
 and register tile sizes are compile-time constants for shared and local
@@ -74,23 +74,23 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
     """The kernels of one thread per output element (one block per weight element
     for the weight gradient), launched with ``tiles.threads`` threads per block:
 
-    ``im2col[grid, block](x, plan, cl, first_channel, start, cols)``
-        cols[c·T + t, j] = x[n, first_channel + c, plan[t, l]] for the flat
+    ``im2col[grid, block](x, index, channels_last, first_channel, start, cols)``
+        cols[c·T + t, j] = x[n, first_channel + c, index[t, l]] for the flat
         (image, position) index q = start + j = n·L + l; cols (C_g·T, count);
         grid over (count, C_g·T).
-    ``col2im[grid, block](cols, inverse, T, L, cl, first_channel, first_image, out)``
+    ``col2im[grid, block](cols, inverse, T, L, channels_last, first_channel, first_image, out)``
         out[n, first_channel + c, p] = Σ_r cols[c·T + t_r, (n − first_image)·L + l_r] over the
         (tap, position) pairs (t_r, l_r) = inverse[:, r, p] that read p (t_r < T)
         for the whole images the tile holds (a gather: no atomics); grid over
         (P, C_g, images).
-    ``direct_forward[grid, block](x, plan, w, cl, y)``
-        y[n, o, l] = Σ_{c,t} w[o, c·T + t]·x[n, g·C_g + c, plan[t, l]] with w
+    ``direct_forward[grid, block](x, index, w, channels_last, y)``
+        y[n, o, l] = Σ_{c,t} w[o, c·T + t]·x[n, g·C_g + c, index[t, l]] with w
         (C_out, C_g·T), g = o // O_g; grid over (L, C_out, N).
-    ``direct_adjoint[grid, block](gy, inverse, T, w, cl, out)``
+    ``direct_adjoint[grid, block](gy, inverse, T, w, channels_last, out)``
         out[n, g·C_g + c, p] = Σ_{o ∈ g, r} w[o, c·T + t_r]·gy[n, o, l_r] over the same pairs;
         grid over (P, C_in, N).
-    ``direct_weight_grad[grid, block](gy, x, plan, cl, dw)``
-        dw[o, c·T + t] = Σ_{n,l} gy[n, o, l]·x[n, g·C_g + c, plan[t, l]]; one
+    ``direct_weight_grad[grid, block](gy, x, index, channels_last, dw)``
+        dw[o, c·T + t] = Σ_{n,l} gy[n, o, l]·x[n, g·C_g + c, index[t, l]]; one
         block per weight element, its threads' partial sums reduced in shared
         memory in a fixed order; grid (C_g·T, C_out).
     """
@@ -98,23 +98,23 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
     dtype = zero = numba_type(dtype_name)
 
     @cuda.jit
-    def im2col(x, plan, cl, first_channel, start, cols):
+    def im2col(x, index, channels_last, first_channel, start, cols):
         rows, count = cols.shape
-        taps, positions = plan.shape
-        pixels = x.shape[2] if cl == 0 else x.shape[1]
+        taps, positions = index.shape
+        pixels = x.shape[2] if channels_last == 0 else x.shape[1]
         for row in range(cuda.blockIdx.y, rows, cuda.gridDim.y):
             c, t = row // taps, row % taps
             for j in range(cuda.grid(1), count, cuda.gridsize(1)):
                 q = start + j
                 image, l = q // positions, q % positions
-                s = plan[t, l]
+                s = index[t, l]
                 value = zero(0)
                 if s < pixels:
-                    value = x[image, first_channel + c, s] if cl == 0 else x[image, s, first_channel + c]
+                    value = x[image, first_channel + c, s] if channels_last == 0 else x[image, s, first_channel + c]
                 cols[row, j] = value
 
     @cuda.jit
-    def col2im(cols, inverse, taps, positions, cl, first_channel, first_image, out):
+    def col2im(cols, inverse, taps, positions, channels_last, first_channel, first_image, out):
         ranks, pixels = inverse.shape[1], inverse.shape[2]
         channels, images = cols.shape[0] // taps, cols.shape[1] // positions
         for local in range(cuda.blockIdx.z, images, cuda.gridDim.z):
@@ -125,17 +125,17 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
                         t = inverse[0, r, p]
                         if t < taps:
                             total += cols[c * taps + t, local * positions + inverse[1, r, p]]
-                    if cl == 0:
+                    if channels_last == 0:
                         out[first_image + local, first_channel + c, p] = total
                     else:
                         out[first_image + local, p, first_channel + c] = total
 
     @cuda.jit
-    def direct_forward(x, plan, w, cl, y):
+    def direct_forward(x, index, w, channels_last, y):
         out_channels, k = w.shape
-        taps, positions = plan.shape
-        pixels = x.shape[2] if cl == 0 else x.shape[1]
-        in_channels = x.shape[1] if cl == 0 else x.shape[2]
+        taps, positions = index.shape
+        pixels = x.shape[2] if channels_last == 0 else x.shape[1]
+        in_channels = x.shape[1] if channels_last == 0 else x.shape[2]
         in_per_group = k // taps
         per_group = out_channels // (in_channels // in_per_group)
         for image in range(cuda.blockIdx.z, y.shape[0], cuda.gridDim.z):
@@ -144,21 +144,21 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
                 for l in range(cuda.grid(1), positions, cuda.gridsize(1)):
                     total = zero(0)
                     for t in range(taps):
-                        s = plan[t, l]
+                        s = index[t, l]
                         if s < pixels:
                             for c in range(in_per_group):
-                                value = x[image, first + c, s] if cl == 0 else x[image, s, first + c]
+                                value = x[image, first + c, s] if channels_last == 0 else x[image, s, first + c]
                                 total += w[o, c * taps + t] * value
-                    if cl == 0:
+                    if channels_last == 0:
                         y[image, o, l] = total
                     else:
                         y[image, l, o] = total
 
     @cuda.jit
-    def direct_adjoint(gy, inverse, taps, w, cl, out):
+    def direct_adjoint(gy, inverse, taps, w, channels_last, out):
         ranks, pixels = inverse.shape[1], inverse.shape[2]
         out_channels, k = w.shape
-        in_channels = out.shape[1] if cl == 0 else out.shape[2]
+        in_channels = out.shape[1] if channels_last == 0 else out.shape[2]
         in_per_group = k // taps
         per_group = out_channels // (in_channels // in_per_group)
         for image in range(cuda.blockIdx.z, out.shape[0], cuda.gridDim.z):
@@ -170,22 +170,22 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
                         t, position = inverse[0, r, p], inverse[1, r, p]
                         if t < taps:
                             for o in range(g * per_group, (g + 1) * per_group):
-                                value = gy[image, o, position] if cl == 0 else gy[image, position, o]
+                                value = gy[image, o, position] if channels_last == 0 else gy[image, position, o]
                                 total += w[o, c * taps + t] * value
-                    if cl == 0:
+                    if channels_last == 0:
                         out[image, channel, p] = total
                     else:
                         out[image, p, channel] = total
 
     @cuda.jit
-    def direct_weight_grad(gy, x, plan, cl, dw):
+    def direct_weight_grad(gy, x, index, channels_last, dw):
         partial = cuda.shared.array(threads, dtype)
         thread = cuda.threadIdx.x
         out_channels, k = dw.shape
-        taps, positions = plan.shape
+        taps, positions = index.shape
         n = x.shape[0]
-        pixels = x.shape[2] if cl == 0 else x.shape[1]
-        in_channels = x.shape[1] if cl == 0 else x.shape[2]
+        pixels = x.shape[2] if channels_last == 0 else x.shape[1]
+        in_channels = x.shape[1] if channels_last == 0 else x.shape[2]
         in_per_group = k // taps
         per_group = out_channels // (in_channels // in_per_group)
         for o in range(cuda.blockIdx.y, out_channels, cuda.gridDim.y):
@@ -195,10 +195,10 @@ def elementwise_kernels(tiles: Tiles, dtype_name: str) -> Elementwise:
                 total = zero(0)
                 for q in range(thread, n * positions, threads):
                     image, l = q // positions, q % positions
-                    s = plan[t, l]
+                    s = index[t, l]
                     if s < pixels:
-                        value = x[image, channel, s] if cl == 0 else x[image, s, channel]
-                        grad = gy[image, o, l] if cl == 0 else gy[image, l, o]
+                        value = x[image, channel, s] if channels_last == 0 else x[image, s, channel]
+                        grad = gy[image, o, l] if channels_last == 0 else gy[image, l, o]
                         total += grad * value
                 partial[thread] = total
                 cuda.syncthreads()

@@ -1,6 +1,6 @@
-"""Index plans: which input sample feeds which (kernel tap, output position).
+"""Index tables: which input sample feeds which (kernel tap, output position).
 
-Plans are NumPy integer arrays that depend only on a geometry and a padding
+Tables are NumPy integer arrays that depend only on a geometry and a padding
 mode, never on data, so they are computed once, cached, frozen, and applied to
 arrays of any namespace with ``take``.  Every padding mode is an index remap of
 the padded coordinate onto the input (zero padding maps to a sentinel that
@@ -24,12 +24,12 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-PLAN_CACHE_BYTES = 64 << 20
-"""The most bytes of index plans kept between calls, all plans together (least recently
-used dropped first; a plan larger than this is returned and not kept): as much as
-one map may build (the tunables' ``plan_bytes``).  A count
+TABLE_CACHE_BYTES = 64 << 20
+"""The most bytes of index tables kept between calls, all tables together (least recently
+used dropped first; a table larger than this is returned and not kept): as much as
+one map may build (the tunables' ``index_table_bytes``).  A count
 alone bounded nothing: a long-running process (a Dask worker convolving blocks of a
-few shapes) kept 64 plans of every kind, tens of MiB each."""
+few shapes) kept 64 tables of every kind, tens of MiB each."""
 
 
 def _nbytes(value) -> int:
@@ -40,32 +40,32 @@ def _nbytes(value) -> int:
     return 0
 
 
-_kept = BoundedCache(max_bytes=PLAN_CACHE_BYTES, size_of=_nbytes)
+_kept = BoundedCache(max_bytes=TABLE_CACHE_BYTES, size_of=_nbytes)
 
 
 def kept(function):
-    """Remember ``function``'s plans by its arguments, in the one cache of this module,
-    bounded by ``PLAN_CACHE_BYTES`` across every plan (``bounded_cache.BoundedCache``)."""
+    """Remember ``function``'s tables by its arguments, in the one cache of this module,
+    bounded by ``TABLE_CACHE_BYTES`` across every table (``bounded_cache.BoundedCache``)."""
     @functools.wraps(function)
     def cached(*args):
         key = (function.__qualname__, args)
         found = _kept.get(key)
         if found is None:
-            _kept.max_bytes = PLAN_CACHE_BYTES
+            _kept.max_bytes = TABLE_CACHE_BYTES
             found = _kept.put(key, function(*args))
         return found
 
-    cached.cache_clear = clear_plans
+    cached.cache_clear = clear_tables
     return cached
 
 
-def clear_plans() -> None:
-    """Forget every cached index plan."""
+def clear_tables() -> None:
+    """Forget every cached index table."""
     _kept.clear()
 
 
-def cached_plan_bytes() -> int:
-    """The bytes of index plans kept now (at most ``PLAN_CACHE_BYTES``)."""
+def cached_table_bytes() -> int:
+    """The bytes of index tables kept now (at most ``TABLE_CACHE_BYTES``)."""
     return _kept.nbytes
 
 
@@ -103,7 +103,7 @@ def coordinate_source(p: np.ndarray, size: int, mode: str) -> np.ndarray:
 
 @kept
 def gather_index(geometry: ConvGeometry, mode: str) -> np.ndarray:
-    """The im2col plan: a (T, L) array of flat input indices, ``∏ input_size`` for a zero.
+    """The im2col table: a (T, L) array of flat input indices, ``∏ input_size`` for a zero.
 
     Entry ``[t, l]`` is the row-major flat index into one channel of the
     *unpadded* input read by kernel tap ``t`` (row-major over ``kernel_size``)
@@ -140,11 +140,11 @@ def toeplitz_pairs(geometry: ConvGeometry, mode: str) -> tuple[np.ndarray, np.nd
     one sample (their weights add up), and shorter lists are filled with the
     sentinel ``T`` (a tap that reads a zero weight).
     """
-    plan = gather_index(geometry, mode)
-    n_taps = plan.shape[0]
+    table = gather_index(geometry, mode)
+    n_taps = table.shape[0]
     pixels = math.prod(geometry.input_size)
-    tap, position = np.nonzero(plan != pixels)         # tap-major, so ties keep tap order
-    pixel = plan[tap, position]
+    tap, position = np.nonzero(table != pixels)         # tap-major, so ties keep tap order
+    pixel = table[tap, position]
     order = np.argsort(position * pixels + pixel, kind="stable")
     tap, position, pixel = tap[order], position[order], pixel[order]
     new_entry = np.ones(tap.size, dtype=bool)
@@ -187,7 +187,7 @@ def pairs_per_sample(geometry: ConvGeometry, mode: str) -> int:
 
 @kept
 def gather_index_adjoint(geometry: ConvGeometry, mode: str) -> np.ndarray:
-    """The im2col plan inverted for col2im as a gather: a (2, R, P) array.
+    """The im2col table inverted for col2im as a gather: a (2, R, P) array.
 
     For input sample ``p``, the pairs ``(t, l) = ([0, r, p], [1, r, p])``,
     r = 0, 1, …, are the (kernel tap, output position) pairs whose tap reads
@@ -195,16 +195,16 @@ def gather_index_adjoint(geometry: ConvGeometry, mode: str) -> np.ndarray:
     ``r + 1`` do.  R is the most pairs any sample has: ∏⌈K/s⌉ for zero padding
     (at stride s a sample is read by that many taps, not by all ∏K), a few more
     at the edges for reflect, replicate and circular padding, which let a tap
-    read an edge sample from several positions.  So the plan grows with the
+    read an edge sample from several positions.  So the table grows with the
     samples and the reads, never with ∏K × P.
     ``col2im(cols)[c, p] = Σ_r cols[c·T + [0, r, p], [1, r, p]]`` (the zero tap T
     skipped).
     """
-    plan = gather_index(geometry, mode)
-    n_taps, positions = plan.shape
+    table = gather_index(geometry, mode)
+    n_taps, positions = table.shape
     pixels = math.prod(geometry.input_size)
-    tap, position = np.nonzero(plan != pixels)
-    pairs = _ranked_table(plan[tap, position], tap * positions + position, pixels,
+    tap, position = np.nonzero(table != pixels)
+    pairs = _ranked_table(table[tap, position], tap * positions + position, pixels,
                           n_taps * positions)
     return _frozen(np.stack((pairs // positions, pairs % positions)))
 
@@ -213,11 +213,11 @@ def gather_index_adjoint(geometry: ConvGeometry, mode: str) -> np.ndarray:
 def tile_pixel_ranges(geometry: ConvGeometry, mode: str, tile: int) -> np.ndarray:
     """For each tile of ``tile`` output positions, the range [lo, hi) of input samples
     its taps read (zeros excluded): a (tiles, 2) array; col2im gathers only there."""
-    plan = gather_index(geometry, mode)
+    table = gather_index(geometry, mode)
     pixels = math.prod(geometry.input_size)
-    ranges = np.zeros((-(-plan.shape[1] // tile), 2), dtype=np.intp)
-    for k, start in enumerate(range(0, plan.shape[1], tile)):
-        read = plan[:, start:start + tile]
+    ranges = np.zeros((-(-table.shape[1] // tile), 2), dtype=np.intp)
+    for k, start in enumerate(range(0, table.shape[1], tile)):
+        read = table[:, start:start + tile]
         read = read[read < pixels]
         if read.size:
             ranges[k] = read.min(), read.max() + 1
@@ -324,7 +324,7 @@ def canvas_source(geometry: ConvGeometry, mode: str, canvas: tuple[int, ...]) ->
 
 
 @kept
-def wide_plan(geometry: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
+def wide_table(geometry: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
     """A stride-1 convolution on the flat padded grid: ``(offsets, crop)``.
 
     ``offsets[t]`` is the flat padded offset of tap ``t`` (row-major over the
