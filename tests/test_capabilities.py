@@ -51,6 +51,8 @@ def test_every_method_runs_or_is_refused_as_the_table_says(xp, method, transpose
         assert cell.why in text, text
     elif method not in ("auto", "im2col"):
         assert method in text, text
+    if method in ("tiled_blas", "implicit_gemm", "direct", "winograd"):
+        assert "; kernel " in text, text        # the plan names the engine's kernels
 
 
 def test_each_kind_of_array_is_named_by_its_namespace():

@@ -38,7 +38,7 @@ class ConvPlan:
     # fft chosen by auto: the plan for inputs it cannot take; flipped: the plan for a weight
     # that is not finite (the flipped map would multiply its padding's zeros)
     fallback: ConvPlan | None = None
-    kernel: str = ""        # the CPU engine: the Numba kernel that runs (its name in cpu/)
+    kernel: str = ""        # the engine's kernels that run (their names in cpu/ or cuda/)
 
 
     def describe(self) -> str:
@@ -89,7 +89,7 @@ class ConvPlan:
                 what = "one implicit-GEMM CUDA kernel, patch tiles built in shared memory"
             else:
                 what = "direct CUDA kernels, one thread per output sample"
-            return (f"{self.operation}: {self.method}{why}: on the GPU, {what}; workspace "
+            return (f"{self.operation}: {self.method}{why}: on the GPU, {what}{runs}; workspace "
                     f"{self.workspace_bytes / mib:.2f} MiB ({full})")
         if self.method == "winograd":
             return (f"{self.operation}: winograd{why}: {self.winograd_name}, blocks of "

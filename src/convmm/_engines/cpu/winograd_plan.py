@@ -40,4 +40,5 @@ def winograd_plan(call, operation, reason, rows, positions, patch_bytes, size, t
     work = threads * (batch * canvas_bytes + (block + 2) * transforms) \
         + cut.points * in_channels * out_channels * size
     return ConvPlan("winograd", operation, rows, positions, block, threads, work, patch_bytes,
-                    reason, winograd_tile=tuned.winograd_tile, winograd_name=cut.name(geometry.nd))
+                    reason, winograd_tile=tuned.winograd_tile, winograd_name=cut.name(geometry.nd),
+                    kernel="winograd_input, transform_products, winograd_output")

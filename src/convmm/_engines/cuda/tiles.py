@@ -12,6 +12,19 @@ from ..plan import ConvPlan
 from ..tunables import Tunables
 
 
+KERNELS = {
+    ("tiled_blas", "forward"): "im2col, cuBLAS",
+    ("tiled_blas", "adjoint"): "cuBLAS, col2im",
+    ("tiled_blas", "weight_grad"): "im2col, cuBLAS",
+    ("implicit_gemm", "forward"): "implicit_conv_kernel",
+    ("direct", "forward"): "direct_forward",
+    ("direct", "adjoint"): "direct_adjoint",
+    ("direct", "weight_grad"): "direct_weight_grad",
+}
+"""The CUDA kernels each (method, map) runs (``kernels.py``, ``gemm.py``); their tile sizes
+are ``kernels.DEFAULT_TILES``, the same for every call."""
+
+
 def cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, size,
               tuned: Tunables) -> ConvPlan:
     """The CUDA engine's plan: the implicit GEMM's one kernel (the forward map only: the
@@ -23,6 +36,6 @@ def cuda_plan(call, operation, method, reason, rows, positions, patch_bytes, siz
                             positions // image))
         tile = images * image
         return ConvPlan(method, operation, rows, positions, tile, 1, rows * tile * size,
-                        patch_bytes, reason, device="cuda")
+                        patch_bytes, reason, device="cuda", kernel=KERNELS[method, operation])
     return ConvPlan(method, operation, rows, positions, positions, 1, 0, patch_bytes, reason,
-                    device="cuda")
+                    device="cuda", kernel=KERNELS[method, operation])
