@@ -182,7 +182,8 @@ def test_a_plan_reads_its_numbers_from_the_record_of_tunables():
     own (the record in ``tunables.py`` holds them, and is the plan cache's key); the CPU
     engine runs the kernel its plan names (``plan.kernel``) and chooses none itself."""
     for name in ("convmm._engines.policy", "convmm._engines.cpu.tiles",
-                 "convmm._engines.cpu.fft_cost", "convmm._engines.cpu.winograd_plan",
+                 "convmm._engines.cpu.fft_cost", "convmm._engines.fft_blocks",
+                 "convmm._engines.cpu.winograd_plan",
                  "convmm._engines.cuda.tiles"):
         tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
         constants = [target.id for node in tree.body if isinstance(node, ast.Assign)

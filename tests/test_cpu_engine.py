@@ -218,7 +218,7 @@ def test_cuda_engine_host_code_with_a_stand_in_cupy(monkeypatch):
     cupy = SimpleNamespace(asarray=asarray, cuda=SimpleNamespace(
         Device=Device, get_current_stream=lambda: SimpleNamespace(ptr=0)))
     monkeypatch.setitem(sys.modules, "cupy", cupy)
-    cuda_engine._device_plan.cache_clear()
+    cuda_engine._device_table.cache_clear()
     geometry = _geometry.conv_geometry((7, 6), (3, 2), (2, 1), ((1, 1), (0, 1)), (1, 2),
                                        "reflect")
     on_gpu = SimpleNamespace(device=Device(0))
@@ -231,7 +231,7 @@ def test_cuda_engine_host_code_with_a_stand_in_cupy(monkeypatch):
         np.testing.assert_array_equal(inverse, _plan.gather_index_adjoint(geometry, "reflect"))
         assert cuda_engine._stream(on_gpu) == 0
     finally:
-        cuda_engine._device_plan.cache_clear()
+        cuda_engine._device_table.cache_clear()
 
 
 def _gpu_present():

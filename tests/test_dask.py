@@ -334,3 +334,23 @@ def test_dask_arrays_of_cupy_chunks_match_the_numpy_path(seed):
     expected = convmm.conv_backward(g, x, w, **keywords)
     for have, wanted in zip(grads, expected):
         assert_close(have.compute().get(), wanted, np, dtype=cfg.dtype)
+
+
+def test_a_method_named_runs_block_by_block_where_the_blocks_allow():
+    """Each block is a "valid" convolution of its window, planned for itself: Winograd asked
+    for by name runs the blocks of a padded transpose (which, whole, it cannot run), and a
+    block it cannot run (stride 2) runs auto's choice, as a backward pass's map would."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((4, 3, 3, 3))
+    y = rng.standard_normal((2, 4, 9, 8))
+    got = convmm.conv_transpose(da.from_array(y, chunks=(1, 4, 5, 4)), w, padding=1,
+                                padding_mode="reflect", method="winograd").compute()
+    want = convmm.conv_transpose(y, w, padding=1, padding_mode="reflect", method="im2col")
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    x = rng.standard_normal((2, 3, 9, 8))
+    got = convmm.conv(da.from_array(x, chunks=(1, 3, 5, 4)), w, stride=2,
+                      method="winograd").compute()
+    np.testing.assert_allclose(got, convmm.conv(x, w, stride=2, method="im2col"),
+                               rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="method='winograd' cannot run this convolution"):
+        convmm.conv(x, w, stride=2, method="winograd")

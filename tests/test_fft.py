@@ -196,16 +196,15 @@ def test_a_long_signal_runs_in_overlap_save_blocks_within_the_budget():
     scale = _max(x) * _row_sum(w)
     assert float(np.max(np.abs(got - want))) <= FFT_ERROR_FACTOR * 2 * 1.2e-7 * 22 * scale
     from convmm._engines import policy
-    from convmm._engines.cpu import fft_cost
+    from convmm._engines import fft_blocks
     from convmm._engines.tunables import TUNABLES
 
     call = prepare(x, w, None, None, transposed=False, method="fft", stride=1, padding="same",
                    dilation=1, groups=1, padding_mode="zeros", data_format="channels_first")
     fft_plan = policy.plan(call, "forward")
     assert fft_plan.fft.rows > 0
-    assert fft_plan.workspace_bytes <= fft_cost.fft_budget(call, "forward",
-                                                            fft_plan.patch_matrix_bytes, 4,
-                                                            TUNABLES)
+    assert fft_plan.workspace_bytes <= fft_blocks.fft_budget(call, fft_plan.patch_matrix_bytes,
+                                                              4, TUNABLES)
 
 
 def test_fft_is_refused_where_the_kernels_spectrum_alone_would_not_fit():

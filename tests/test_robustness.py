@@ -248,7 +248,7 @@ import convmm
 from convmm._core.algorithms import PATCH_BYTES
 from convmm._engines.tunables import TUNABLES
 
-PLAN_BYTES, WORKSPACE_BYTES = TUNABLES.index_table_bytes, TUNABLES.workspace_bytes
+INDEX_TABLE_BYTES, WORKSPACE_BYTES = TUNABLES.index_table_bytes, TUNABLES.workspace_bytes
 
 kind, x_shape, w_shape, keywords, methods = json.loads(sys.argv[1])
 rng = np.random.default_rng(0)
@@ -271,7 +271,7 @@ for method in methods:
     out = run(method, x, w, **keywords)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    bound = (x.nbytes + w.nbytes + 3 * out.nbytes + PATCH_BYTES + 3 * PLAN_BYTES
+    bound = (x.nbytes + w.nbytes + 3 * out.nbytes + PATCH_BYTES + 3 * INDEX_TABLE_BYTES
              + WORKSPACE_BYTES + (64 << 20))
     report[method] = [peak, bound, float(np.abs(out).max())]
 print(json.dumps(report))
@@ -302,7 +302,7 @@ _LARGE = {   # (map, x, weight, keywords, methods)
 def test_large_kernels_and_strides_stay_within_their_bounds(case):
     """Under a 6 GiB address-space limit, every method's first call (plans built, kernels
     already compiled) stays within the bound tracemalloc sees: inputs, the output three
-    times, PATCH_BYTES, three times PLAN_BYTES (a plan's build), WORKSPACE_BYTES and 64 MiB."""
+    times, PATCH_BYTES, three times INDEX_TABLE_BYTES (an index table's build), WORKSPACE_BYTES and 64 MiB."""
     import json
     import subprocess
     import sys
@@ -318,7 +318,7 @@ def test_large_kernels_and_strides_stay_within_their_bounds(case):
         assert np.isfinite(largest) and largest > 0, method
 
 
-def test_an_engine_method_whose_plan_would_not_fit_is_refused_and_auto_fits(monkeypatch,
+def test_an_engine_method_whose_index_table_would_not_fit_is_refused_and_auto_fits(monkeypatch,
                                                                           machine_rates):
     x, w = np.ones((1, 4, 16000), np.float32), np.ones((4, 4, 2048), np.float32)
     # auto takes the FFT for kernels this long; without it, the GEMM methods' own fallback.
@@ -414,7 +414,7 @@ def test_float32_sums_are_as_accurate_as_pytorchs(case):
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_pairs_per_sample_bounds_the_inverse_plan(seed):
+def test_pairs_per_sample_bounds_the_inverse_table(seed):
     """The col2im plan's pairs per sample, which decide its size before it is built, are
     at most the bound computed from the geometry."""
     from convmm._core import index_tables
@@ -495,9 +495,9 @@ def test_the_first_engine_call_leaves_every_blas_on_its_threads():
     assert counts and all(threads == 2 for _, threads in counts), counts
 
 
-def test_the_padded_grid_tables_of_a_long_signal_count_against_the_plan_limit():
+def test_the_padded_grid_tables_of_a_long_signal_count_against_the_table_limit():
     """The engine's direct and implicit-GEMM paths map the padded grid with int64 tables
-    as long as the signal: over PLAN_BYTES, a method asked for by name is refused and
+    as long as the signal: over INDEX_TABLE_BYTES, a method asked for by name is refused and
     auto takes one that needs none (a 5-million-sample signal, 15 taps: below the FFT's
     16)."""
     x = np.ones((1, 1, 5_000_000), np.float32)
@@ -510,7 +510,7 @@ def test_the_padded_grid_tables_of_a_long_signal_count_against_the_plan_limit():
     assert y.shape == x.shape and float(y[0, 0, 100]) == 15.0
 
 
-def test_index_plans_kept_between_calls_are_bounded_in_bytes():
+def test_index_tables_kept_between_calls_are_bounded_in_bytes():
     """A long-running process (a Dask worker convolving blocks of many shapes) keeps at
     most TABLE_CACHE_BYTES of index tables, however many geometries it has seen."""
     import numpy as np

@@ -2,7 +2,7 @@
 
     python tools/toeplitz_build.py [--repeats 5]
 
-Each build starts from a cold plan cache (the index tables are rebuilt too);
+Each build starts from a cold cache of index tables (they are rebuilt too);
 memory is the tracemalloc peak during one build (NumPy reports its buffers to
 tracemalloc), next to the size of the finished matrix.
 """

@@ -1,10 +1,11 @@
 """The public functions: validated once at the boundary, then planned and run.
 
-Every public function checks its arguments once with ``_core.validation``
-(a ValueError or TypeError naming the offending parameter), lets
-``_engines.policy`` check that the method asked for can run on those arrays,
-and hands the validated call to ``_engines.dispatch``, which runs each map by
-its plan.  Nothing below trusts less than it is given here.
+Every public function is written once here, over an executor: ``_engines.eager``
+for arrays in memory, ``_chunked.maps`` for Dask arrays.  The executor's ``prepare``
+checks the arguments once with ``_core.validation`` (a ValueError or TypeError naming
+the offending parameter) and lets ``_engines.policy`` check that the method asked for
+can run on those arrays; its maps (forward, adjoint, weight gradient) are then planned
+and run.  Nothing below trusts less than it is given here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Callable, NamedTuple, TypeVar
 
 # NumPy's namespace wrapper costs 0.08 s to import (it probes every numpy
 # attribute); paid here rather than inside a user's first timed call.
+import array_api_compat
 import array_api_compat.numpy  # noqa: F401
 
 from ._core import lowering
@@ -78,12 +80,22 @@ def _prepare(x, weight, bias, grad_output, **keywords):
     return eager.prepare(x, weight, bias, grad_output, **keywords)[0]
 
 
+def _owns_its_buffer(y):
+    """A NumPy or CuPy result that is its buffer, no view into a larger one: the maps have
+    just made it, so it is the caller's alone."""
+    if not (array_api_compat.is_numpy_array(y) or array_api_compat.is_cupy_array(y)):
+        return False
+    writeable = getattr(getattr(y, "flags", None), "writeable", True)
+    return writeable and (y.base is None or y.base.nbytes == y.nbytes)
+
+
 def _with_bias(call, y, bias):
-    """y + bias, broadcast along the channel axis.  A NumPy result the maps have just made
-    is the caller's alone: the bias goes in place (no second output-sized array)."""
+    """y + bias, broadcast along the channel axis: in place where the result owns its
+    buffer (no second output-sized array), else a new array (which also leaves no view of
+    a larger buffer, as an FFT's crop would be, to the caller)."""
     if bias is None:
         return y
-    if array_api_compat.is_numpy_array(y) and y.flags.writeable:
+    if _owns_its_buffer(y):
         y += bias.reshape(call.layout.bias_shape(bias.shape[0], call.geometry.nd))
         return y
     return add_bias(call.xp, y, bias, call.layout, call.geometry.nd)
@@ -962,8 +974,8 @@ def explain(function: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> st
     ``conv_transpose_backward`` (or their 1d/2d/3d forms, or a name); the
     arguments are the ones you would pass it.  On Dask arrays the first lines say
     how the graph is cut (chunks in and out, halos, rechunks, partial sums,
-    tasks), then one line per map gives the plan of its largest block.  One line per map the call runs
-    (a backward pass: one per input or weight gradient asked for; the bias
+    tasks), then one line per map gives the plan of its largest block.  One line per
+    map the call runs (a backward pass: one per input or weight gradient asked for; the bias
     gradient, a sum, has no line, so ``needs=("bias",)`` gives an empty string).
     Raises what the call would raise (a ValueError for a ``method`` that cannot
     run the call, a ``grad_output`` of the wrong shape, ...).

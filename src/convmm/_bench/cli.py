@@ -48,18 +48,14 @@ in a fresh interpreter.
 from __future__ import annotations
 
 import argparse
-import json
 
 from .cases import PASSES, Layer, load_layers, pick, scaling_cases
 from .measure import BACKENDS, method_scaling, startup
 from .reports import format_report, format_scaling, plot_report, write_json
 from .runs import _run_device, _run_host
-from .workers import LIBRARIES, _worker
 
 
 def run(args):
-    if args.worker:
-        return _worker(args.worker, json.loads(args.worker_config))
     if args.scaling:
         print(format_scaling(method_scaling(scaling_cases())))
         return 0
@@ -140,6 +136,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scaling", action="store_true",
                         help="instead of the suite: every method's time over auto's, on random "
                              "small configurations and patch shapes (kernel = stride)")
-    # The processes the CPU bench times each library in (not for users).
-    parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-config", help=argparse.SUPPRESS)

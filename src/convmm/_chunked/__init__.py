@@ -26,9 +26,9 @@ input channels (the contraction)
 transposed maps
     The transpose (``conv_transpose``, the input gradient of ``conv``) is
     computed onto the padded grid, cut at o·s + before for the chunk boundaries o
-    of its input, each chunk ``[z₀, z₁)`` of it from the outputs that reach it, and the padding's adjoint then folds the padded
-    samples back onto the samples they copy (``lowering.pad_adjoint``'s order):
-    the exact adjoint, for every padding mode.
+    of its input, each chunk ``[z₀, z₁)`` of it from the outputs that reach it, and
+    the padding's adjoint then folds the padded samples back onto the samples they
+    copy (``lowering.pad_adjoint``'s order): the exact adjoint, for every padding mode.
 weight gradients
     One partial gradient per (batch, spatial) block, summed by Dask's tree
     reduction (a fixed order: the same bits on every run).

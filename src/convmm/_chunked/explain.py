@@ -13,7 +13,7 @@ def explain(transposed, maps, needs, result, x, weight, bias, grad_output, keywo
     halos, rechunks, partial sums, tasks) and, per map, the plan of its largest block."""
     given = as_dask(x if grad_output is None else grad_output)   # as the caller shaped it
     call, x, weight, bias, g = prepare(x, weight, bias, grad_output, transposed=transposed,
-                                          **keywords)
+                                       **keywords)
     geometry, layout = call.geometry, call.layout
     if isinstance(result, tuple):        # the gradients, by name
         names = getattr(result, "_fields", ("input", "weight", "bias"))
@@ -66,7 +66,7 @@ def largest_block(call, operation, s_data, l_data):
                 axes, geometry.output_size, geometry.padded_size, geometry.padding,
                 geometry.stride, geometry.kernel_size, geometry.dilation):
             _, windows, _ = adjoint_cut(l_data.chunks[axis], outputs, padded, before, stride,
-                                         dilation * (kernel - 1))
+                                        dilation * (kernel - 1))
             shape[axis] = max(max(b - a for a, b in windows), 1)
         shape[0] = max(l_data.chunks[0])
         return block_call(stand_in_shape(l_data, shape), weight, None, True, keywords)
@@ -75,7 +75,7 @@ def largest_block(call, operation, s_data, l_data):
             axes, geometry.output_size, geometry.stride, geometry.kernel_size,
             geometry.dilation):
         sizes, windows = forward_cut(s_data.chunks[axis], output, stride,
-                                      dilation * (kernel - 1))
+                                     dilation * (kernel - 1))
         shape[axis] = max(b - a for a, b in windows)
         outputs.append(max(sizes))
     shape[0] = max(s_data.chunks[0])

@@ -80,7 +80,7 @@ def padded_windows(call, b):
     for axis, output, stride, kernel, dilation in zip(
             axes, geometry.output_size, geometry.stride, geometry.kernel_size, geometry.dilation):
         sizes[axis], cuts[axis] = forward_cut(b.chunks[axis], output, stride,
-                                               dilation * (kernel - 1))
+                                              dilation * (kernel - 1))
     return sizes, windowed(padded, cuts)
 
 

@@ -83,20 +83,16 @@ def channel_weight(call, weight, first, stop):
 def block_call(x, weight, grad_output, transposed, keywords):
     """The validated call of one block: a "valid" convolution (padding 0) of its window."""
     return prepare_call(x, weight, None, grad_output, transposed=transposed, padding=0,
-                   padding_mode="zeros", **keywords)
-
-
-def _refuse_what_cannot_run(call, operation, main):
-    """A public function's own map (``main``) with a method named that cannot run it is
-    refused as for arrays in memory (``policy.main_plan``, on the call's stand-ins)."""
-    if main and call.method == "winograd":
-        policy.main_plan(call, operation)
+                        padding_mode="zeros", **keywords)
 
 
 def forward(call, x, weight, main=False):
-    """conv's map C·x (no bias) of a batched Dask x, block by block (``main``: conv's own
-    map, not a gradient's)."""
-    _refuse_what_cannot_run(call, "forward", main)
+    """conv's map C·x (no bias) of a batched Dask x, block by block.  Each block is a
+    "valid" convolution of its window, planned for itself (``policy.plan``): ``main``
+    (the public function's own map) changes nothing here.  A method named that cannot run
+    a block runs ``auto``'s choice there, as in a backward pass, and ``explain`` says so;
+    the whole call's geometry is not the blocks' (they have no padding), so refusing by
+    it would refuse blocks Winograd can run."""
     import dask.array as da
 
     channel_axis = call.layout.channel_axis(x.ndim)
@@ -133,8 +129,7 @@ def _forward_block(window, weight, keywords):
 
 def adjoint(call, y, weight, main=False):
     """The transposed map Cᵀ·y (no bias) of a batched Dask y, block by block: onto the
-    padded grid, then the padding's adjoint (``main``: conv_transpose's own map)."""
-    _refuse_what_cannot_run(call, "adjoint", main)
+    padded grid, then the padding's adjoint (``main``: as in ``forward``)."""
     import dask.array as da
 
     geometry, layout = call.geometry, call.layout
@@ -156,8 +151,7 @@ def adjoint(call, y, weight, main=False):
     chunks[channel_axis] = (in_channels,)
     module = chunk_module(y)
     grid = da.map_blocks(_adjoint_block, y, weight_argument(weight),
-                         keywords=block_keywords(call),
-                         axes=axes, placements=tuple(placements), chunks=tuple(chunks),
+                         keywords=block_keywords(call), axes=axes, placements=tuple(placements), chunks=tuple(chunks),
                          dtype=y.dtype, meta=empty_meta(module, y.ndim, y.dtype))
     return pad_adjoint(grid, call)
 

@@ -1,12 +1,14 @@
-"""One small bounded cache, shared by everything convmm remembers between calls.
+"""One small bounded cache for what grows with the calls a process sees.
 
-Three things are remembered, each by a key that fixes it completely: the validated
-call of a signature (``validation.prepare``), the plan of a call's map
+Three things are remembered between calls, each by a key that fixes it completely: the
+validated call of a signature (``validation.prepare``), the plan of a call's map
 (``policy.plan``), and the index tables of a geometry (``index_tables``).  Each is a
-pure function of its key, so a cache can only save time; a bound keeps a
-long-running process (a Dask worker convolving blocks of many shapes) from holding
-more than a fixed amount.  ``BoundedCache`` drops the least recently used entries
-first, past a number of entries, a number of bytes, or both.
+pure function of its key, so a cache can only save time; a bound keeps a long-running
+process (a Dask worker convolving blocks of many shapes) from holding more than a fixed
+amount.  ``BoundedCache`` drops the least recently used entries first, past a number of
+entries, a number of bytes, or both.  (Small pure functions of a few integers, such as
+``geometry``'s, keep ``functools.lru_cache``; the CUDA engine keeps the device copies
+of the index tables it used last in one of its own.)
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ class BoundedCache:
     size_of : callable, optional
         The bytes of a value (default: 0 for every value).
 
-    The bounds are read at every ``put``, so a test may lower them on a live cache.
+    The bounds are attributes, read at every ``put``: each module that owns a cache sets
+    them from its module constant before it puts (``CALL_CACHE_SIZE``,
+    ``PLAN_CACHE_SIZE``, ``TABLE_CACHE_BYTES``), so that a test may change the constant.
     """
 
     def __init__(self, max_entries: int | None = None, max_bytes: int | None = None,

@@ -4,7 +4,7 @@ These functions trust their arguments: the public boundary (``validation``) has
 validated shapes, dtypes and parameters and resolved the geometry.  Images are
 batched, in the layout's axis order; ``mode`` is a padding mode.
 
-im2col has two implementations of the same plan:
+im2col has two implementations of the same gather:
 
 * a zero-copy strided view where the namespace has ``as_strided`` (NumPy,
   CuPy): for a channels-last image padded to (N, H, W, C) with element strides
@@ -18,7 +18,7 @@ col2im is the exact adjoint: a loop over the kernel taps (never over pixels)
 that adds each tap's block of columns onto a strided window of the padded
 canvas, followed by the adjoint of the padding; or, for kernels with many taps
 of which few read each sample (large strides), and always for JAX's immutable
-arrays, a gather through the inverse plan, one ``take`` per (tap, position) pair
+arrays, a gather through the inverse table, one ``take`` per (tap, position) pair
 of a sample.
 
 Writes into the arrays allocated here go through array-api-extra's ``at``: in
@@ -37,15 +37,15 @@ from array_api_compat import is_cupy_array, is_jax_array, is_numpy_array
 from .index_tables import gather_index, gather_index_adjoint, padding_sources, pairs_per_sample
 
 
-def index_array(xp, plan: np.ndarray, like):
-    """A cached plan as an index array in x's namespace and on its device.
+def index_array(xp, table: np.ndarray, like):
+    """A cached index table as an index array in x's namespace and on its device.
 
     Plans are frozen; namespaces that would share the NumPy buffer get a
     writable copy (PyTorch warns on read-only buffers).
     """
     if is_numpy_array(like):
-        return plan
-    return xp.asarray(np.array(plan), device=device_of(like))
+        return table
+    return xp.asarray(np.array(table), device=device_of(like))
 
 
 def _interior(geometry, layout):
@@ -154,16 +154,16 @@ def im2col(xp, x, geometry, mode, layout):
         return xp.reshape(as_strided(padded, shape, strides), cols_shape)
 
     # Gather: one channel's samples flattened, a zero appended for the padding.
-    plan = gather_index(geometry, mode)
+    table = gather_index(geometry, mode)
     pixels = math.prod(geometry.input_size)
     if layout.name == "channels_first":
         flat = xp.reshape(x, (n, channels, pixels))
         flat = xp.concat([flat, xp.zeros((n, channels, 1), dtype=x.dtype, device=device_of(x))], axis=2)
-        cols = xp.take(flat, index_array(xp, np.reshape(plan, -1), x), axis=2)
+        cols = xp.take(flat, index_array(xp, np.reshape(table, -1), x), axis=2)
     else:
         flat = xp.reshape(x, (n, pixels, channels))
         flat = xp.concat([flat, xp.zeros((n, 1, channels), dtype=x.dtype, device=device_of(x))], axis=1)
-        cols = xp.take(flat, index_array(xp, np.reshape(plan.T, -1), x), axis=1)
+        cols = xp.take(flat, index_array(xp, np.reshape(table.T, -1), x), axis=1)
     return xp.reshape(cols, cols_shape)
 
 
@@ -173,7 +173,7 @@ tap by tap where a kernel has at least this many taps, four times more than the 
 that read one sample (large strides: a Python loop over ∏K taps would dominate)."""
 
 GATHER_PLAN_ENTRIES = 8 << 20
-"""... and where the im2col plan it inverts has at most this many entries."""
+"""... and where the im2col table it inverts has at most this many entries."""
 
 
 def col2im(xp, cols, geometry, mode, layout, channels):
@@ -208,7 +208,7 @@ def col2im(xp, cols, geometry, mode, layout, channels):
 def _col2im_gather(xp, cols, geometry, layout, channels, inverse):
     """col2im as a gather: x[c, p] = Σ_r cols[c·T + t_r, l_r] over the (tap, position)
     pairs (t_r, l_r) = inverse[:, r, p] that read sample p (in increasing order), every
-    padding mode folded in by the plan."""
+    padding mode folded in by the table."""
     n = cols.shape[0]
     taps, positions = geometry.n_taps, geometry.n_positions
     pixels = math.prod(geometry.input_size)

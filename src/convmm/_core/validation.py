@@ -224,6 +224,11 @@ class Call:
     signature: Any = None
 
     @property
+    def n_images(self) -> int:
+        """The batch size N (1 for a call without its input)."""
+        return self.x.shape[0] if self.x is not None else 1
+
+    @property
     def forward_channels(self) -> tuple[int, int]:
         """(C_in, C_out) of the forward convolution whose maps the call uses (the weight
         is always the forward convolution's)."""
@@ -291,6 +296,7 @@ def prepare(x, weight, bias, grad_output, **keywords):
         template = Call(call.xp, call.layout, None, None, None, call.geometry, call.groups,
                         call.padding_mode, call.method, call.batched, call.out_channels, None,
                         signature)
+        _calls.max_entries = CALL_CACHE_SIZE      # the constant, read at every put
         _calls.put(signature, template)
         call = _bind(template, x, weight, bias, grad_output)
     return call

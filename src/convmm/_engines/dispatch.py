@@ -75,8 +75,7 @@ def forward(call, plan, x, weight):
     if plan.method in ENGINE_METHODS:
         return _engine(plan).forward(_with(call, weight), plan, x)
     return algorithms.conv_forward(call.xp, x, weight, call.geometry, call.padding_mode,
-                                   call.groups,
-                                   call.layout)
+                                   call.groups, call.layout)
 
 
 def adjoint(call, plan, y, weight):
@@ -94,8 +93,7 @@ def adjoint(call, plan, y, weight):
     if plan.method in ENGINE_METHODS:
         return _engine(plan).adjoint(_with(call, weight), plan, y)
     return algorithms.conv_adjoint(call.xp, y, weight, call.geometry, call.padding_mode,
-                                   call.groups,
-                                   call.layout, plan.method)
+                                   call.groups, call.layout, plan.method)
 
 
 def weight_grad(call, plan, a, b):

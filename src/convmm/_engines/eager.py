@@ -31,24 +31,26 @@ def prepare(x, weight, bias, grad_output, **keywords):
 
 
 def grad_output(call, g, spatial):
-    """The call's grad_output checked against the output's shape and batched like x."""
+    """The call's grad_output checked against the output's shape and batched like x
+    (``g`` is the one ``prepare`` returned, which the call holds)."""
     return checked_grad_output(call, spatial)
 
 
-def _planned(call, operation, main):
+def _plan_for(call, operation, main):
     return (policy.main_plan if main else policy.plan)(call, operation)
 
 
 def forward(call, x, weight, main=False):
     """C·x without bias, by the call's plan for its forward map."""
-    return dispatch.forward(call, _planned(call, "forward", main), x, weight)
+    return dispatch.forward(call, _plan_for(call, "forward", main), x, weight)
 
 
 def adjoint(call, y, weight, main=False):
     """Cᵀ·y without bias, by the call's plan for its adjoint."""
-    return dispatch.adjoint(call, _planned(call, "adjoint", main), y, weight)
+    return dispatch.adjoint(call, _plan_for(call, "adjoint", main), y, weight)
 
 
 def weight_grad(call, a, b, weight):
-    """Σ_n A·P(b)ᵀ shaped like the call's weight (``weight`` is the call's)."""
+    """Σ_n A·P(b)ᵀ shaped like the call's weight (``weight``, which the chunked executor
+    needs for its blocks, is the call's here)."""
     return dispatch.weight_grad(call, policy.plan(call, "weight_grad"), a, b)

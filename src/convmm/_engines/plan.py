@@ -38,8 +38,9 @@ class ConvPlan:
     # fft chosen by auto: the plan for inputs it cannot take; flipped: the plan for a weight
     # that is not finite (the flipped map would multiply its padding's zeros)
     fallback: ConvPlan | None = None
-    kernel: str = ""        # the engine's kernels that run (their names in cpu/ or cuda/)
-
+    # the engine's kernels that run, by their names in cpu/ or cuda/ ("BLAS", "cuBLAS" for
+    # the libraries' GEMMs between them); "" off the engines and for a 1×1 map run by BLAS
+    kernel: str = ""
 
     def describe(self) -> str:
         """The plan in one line: method, why, tiles, threads, workspace (``explain``)."""
@@ -79,7 +80,7 @@ class ConvPlan:
             return f"{self.operation}: {self.method}, the array-API path{why}; {whole}"
         if self.tile == 0:
             return (f"{self.operation}: {self.method}{why}: BLAS GEMMs on the input itself, "
-                    f"in units of positions on {self.threads} thread(s){runs}; workspace "
+                    f"in units of positions on {self.threads} thread(s); workspace "
                     f"{self.workspace_bytes / mib:.2f} MiB ({full})")
         if self.device == "cuda":
             if self.method == "tiled_blas":

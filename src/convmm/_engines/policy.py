@@ -13,8 +13,8 @@ pure function of the validated call's shapes and keywords, the map, the thread s
 and the record of tunables (``tunables.py``); nothing runs here.  What each method can
 run is the capability table's (``capabilities.py``); the engines' tiles are sized beside
 their kernels (``cpu/tiles.py``, ``cuda/tiles.py``), the FFT's cost model beside its
-rates (``cpu/fft_cost.py``), Winograd's blocks beside its kernels
-(``cpu/winograd_plan.py``).
+rates (``cpu/fft_cost.py``; its blocks: ``fft_blocks.py``), Winograd's blocks beside its
+kernels (``cpu/winograd_plan.py``).
 
 On NumPy arrays the CPU engine (``cpu/``) offers three methods:
 
@@ -60,17 +60,18 @@ from .._core.validation import itemsize, library
 from .._core.winograd import applies as winograd_applies
 from . import tunables
 from .capabilities import capability, namespace_of, refusal
-from .cpu.fft_cost import fft_beats_gemm, fft_plan
+from .cpu.fft_cost import fft_beats_gemm
 from .cpu.threads import get_num_threads
 from .cpu.tiles import cpu_plan, direct_on_grid, worker_threads
 from .cpu.winograd_plan import winograd_plan
 from .cuda.engine import unavailable_reason
 from .cuda.tiles import cuda_plan
+from .fft_blocks import fft_plan
 from .flipped import flippable, flipped_call, flipped_padding
 from .plan import OPERATIONS, ConvPlan
 
-__all__ = ["OPERATIONS", "ConvPlan", "check_method", "device", "flipped_call", "main_plan",
-           "plan", "winograd_unserved"]
+__all__ = ["OPERATIONS", "ConvPlan", "check_method", "device", "main_plan", "plan",
+           "winograd_unserved"]
 
 
 def device(weight) -> str | None:
@@ -195,7 +196,7 @@ def _plan(call, operation, setting, tuned, fft_allowed=True, flip_allowed=True):
     geometry, layout = call.geometry, call.layout
     _, in_per_group, _ = layout.weight_parts(call.weight.shape, geometry.nd)
     rows = in_per_group * geometry.n_taps
-    n = call.x.shape[0] if call.x is not None else 1
+    n = call.n_images
     positions = n * geometry.n_positions
     size = itemsize(call.xp, call.weight.dtype)
     patch_bytes = rows * call.groups * positions * size
@@ -323,7 +324,7 @@ def _implicit_overhang(call, method, reason, size, tuned):
 def _index_table_bytes(call, method, operation, target):
     """Bytes of the index tables ``method`` builds for one map of the call.
 
-    The im2col plan of ``index_tables.gather_index`` is T × L (taps × output
+    The im2col table of ``index_tables.gather_index`` is T × L (taps × output
     positions); col2im's inverse 2 × R × P, R the most (tap, position) pairs
     reading one sample (``index_tables.pairs_per_sample`` bounds it).  The CPU
     engine's ``direct`` kernels and its implicit GEMM read the padded grid through

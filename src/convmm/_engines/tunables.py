@@ -1,10 +1,11 @@
 """The one record of tunables every plan is a pure function of.
 
-A plan (``policy.plan``) depends on the validated call, the map, the thread setting and
-this record, nothing else: the record is part of every plan's cache key, so a plan
-made under one setting (a test's tiny workspace) is never handed back under another.
-The calibration's rates, measured once per machine, are read by the FFT's cost model
-(``cpu/fft_cost.py``) and are not in it.
+A plan (``policy.plan``) depends on the validated call, the map, the thread setting,
+this record and the array-API path's ``algorithms.PATCH_BYTES`` (the core's, which
+cannot import the engines): all of them are in every plan's cache key, so a plan made
+under one setting (a test's tiny workspace) is never handed back under another.  The
+FFT's cost model (``cpu/fft_cost.py``) also reads the calibration's rates, measured once
+per machine and kept for the process; they are not in the key.
 
 Every number here is a budget, a threshold or a size; where one was measured, its
 docstring says on what.  ``TUNABLES`` is the record in force; ``current()`` reads it.

@@ -126,9 +126,9 @@ def norm_bound(op, iterations):
     # Sums of non-negative terms, each within γ_K ≈ K·ε of exact: K = T·C_in/groups
     # per entry of B·q, (most (position, tap) pairs reading one sample)·C_out/groups
     # per entry of Bᵀ·u.
-    plan = gather_index(geometry, mode)
+    table = gather_index(geometry, mode)
     pixels = math.prod(geometry.input_size)
-    reads = int(np.bincount(plan.ravel(), minlength=pixels + 1)[:pixels].max())
+    reads = int(np.bincount(table.ravel(), minlength=pixels + 1)[:pixels].max())
     terms = geometry.n_taps * in_per_group + reads * out_per_group + 4
     return min(best, math.sqrt(lam) * (1 + 2 * terms * eps))
 
@@ -319,9 +319,9 @@ def transfer_matrices(call, size, dtype):
         cells = cells * s + (along * d) % s
     order = np.argsort(cells, kind="stable")
     rank = np.arange(n_taps) - np.searchsorted(cells[order], cells[order])
-    plan = np.full((int(rank.max()) + 1, math.prod(size)), n_taps, dtype=np.int32)
-    plan[rank, cells[order]] = order
-    grid = gather_taps(xp, xp.astype(w, dtype), plan)
+    table = np.full((int(rank.max()) + 1, math.prod(size)), n_taps, dtype=np.int32)
+    table[rank, cells[order]] = order
+    grid = gather_taps(xp, xp.astype(w, dtype), table)
     grid = xp.reshape(grid, (groups, out_channels // groups, in_per_group, *size))
     nd = geometry.nd
     axes = tuple(range(3, 3 + nd))

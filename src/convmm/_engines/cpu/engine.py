@@ -4,8 +4,8 @@
     adjoint       X = Cᵀ·Y          conv_transpose; conv's input gradient
     weight_grad   ΔW = Σ_n A·Pᵀ     both weight gradients (P: patches of B)
 
-Each runs a ``ConvPlan`` of ``_engines.policy`` (the method, tiles and
-workspace, chosen there); this module only carries it out.  ``tiled_blas``
+Each runs a ``ConvPlan`` (``_engines/plan.py``: the method from ``policy``, the tiles,
+workspace and kernel from ``tiles.py``); this module only carries it out.  ``tiled_blas``
 fills patch tiles with the serial, GIL-free kernels of ``kernels`` and
 multiplies them with single-threaded BLAS; ``implicit_gemm`` runs the packed,
 register-blocked GEMMs of ``gemm``; ``direct`` sweeps channel planes tap by tap
@@ -250,10 +250,10 @@ def _implicit_forward(call, plan, x):
             if (first, stop) != current:
                 for b in range(stop - first):
                     gemm.pad_channels_last(images[first + b], source, channels_first,
-                                              padded[b * image_rows:(b + 1) * image_rows])
+                                           padded[b * image_rows:(b + 1) * image_rows])
                 current = first, stop
             gemm.conv_padded(padded, image_rows, row_start, offsets, step, width, panels,
-                                call.groups, not channels_first, r0, r1, zero, y[first:stop])
+                             call.groups, not channels_first, r0, r1, zero, y[first:stop])
 
     run_workers(work, plan.threads, blas=False)
     return y.reshape((n, out_channels, *geometry.output_size) if channels_first
@@ -542,7 +542,7 @@ def _wide_weight_grad(call, plan, grads, source, partial):
         for image, start, stop in units[k::plan.threads]:
             if image != current:
                 gemm.widen(source[image], padded_source_map, grads[image], crop,
-                              geometry.output_size[-1], padded, wide)
+                           geometry.output_size[-1], padded, wide)
                 current = image
             gemm.weight_grad_wide(padded, offsets, wide, groups, partial[k], start, stop)
 

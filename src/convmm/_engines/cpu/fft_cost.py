@@ -1,12 +1,11 @@
-"""The FFT lowering's plan on NumPy arrays: its blocks, its workers, and its cost model.
+"""The FFT lowering's cost model on NumPy arrays, beside the rates it is modelled at
+(``calibration.py``, measured once per machine).
 
-Beside the rates it is modelled at (``calibration.py``, measured once per machine).
 ``auto`` weighs the FFT (``_core/fft.py``) against the GEMM methods for kernels of at
 least ``fft_min_taps`` taps: ``fft_beats_gemm`` models both maps' times at this
 machine's calibrated rates and takes the FFT where it is ``fft_margin`` times faster;
-the reason it returns quotes the model, whichever wins.  ``fft_plan`` cuts a map into
-chunks of the batch or overlap-save blocks within ``fft_budget`` and gives
-``scipy.fft`` its workers.
+the reason it returns quotes the model, whichever wins.  The FFT's blocks, on every
+namespace, are ``_engines/fft_blocks.py``'s.
 """
 
 from __future__ import annotations
@@ -15,9 +14,9 @@ import math
 
 import array_api_compat
 
-from ..._core.fft import fft_blocks, fft_geometry, transforms_shape, uses_matmul
+from ..._core.fft import fft_geometry, transforms_shape, uses_matmul
 from ..._core.validation import itemsize
-from ..plan import ConvPlan
+from ..fft_blocks import fft_cut
 from . import calibration
 
 
@@ -36,7 +35,7 @@ def fft_seconds(call, operation, blocks, rate, tuned):
     they and the copies around them touch, and the per-frequency channel products."""
     geometry = call.geometry
     phases = fft_geometry(geometry)
-    n = call.x.shape[0] if call.x is not None else 1
+    n = call.n_images
     in_channels, out_channels = call.forward_channels
     inner, groups = in_channels * phases.n_phases, call.groups
     real = call.xp.isdtype(call.weight.dtype, "real floating")
@@ -71,7 +70,7 @@ def fft_beats_gemm(call, operation, setting, tuned):
         return False, ""
     in_channels, out_channels = call.forward_channels
     per_group = in_channels // call.groups * (out_channels // call.groups)
-    n = call.x.shape[0] if call.x is not None else 1
+    n = call.n_images
     complex_input = not call.xp.isdtype(call.weight.dtype, "real floating")
     blocks, budget = fft_cut(call, operation, tuned)
     if blocks.workspace_bytes > budget:
@@ -88,47 +87,3 @@ def fft_beats_gemm(call, operation, setting, tuned):
     return True, f"{geometry.n_taps}-tap kernel: {model}"
 
 
-def fft_budget(call, operation, patch_bytes, size, tuned):
-    """The bytes one map's FFT chunks or blocks may take (``tuned.fft_workspace_bytes``)."""
-    geometry = call.geometry
-    n = call.x.shape[0] if call.x is not None else 1
-    in_channels, out_channels = call.forward_channels
-    data = n * (in_channels * math.prod(geometry.input_size)
-                + out_channels * math.prod(geometry.output_size)) * size
-    return max(tuned.fft_workspace_bytes, min(patch_bytes // 8, 4 * data))
-
-
-def fft_cut(call, operation, tuned):
-    """(the chunks or blocks of one map's FFT, the budget they must fit): ``fft_blocks``
-    cut to ``tuned.fft_workspace_bytes`` where one block can be, else to ``fft_budget``."""
-    n = call.x.shape[0] if call.x is not None else 1
-    in_channels, out_channels = call.forward_channels
-    size = itemsize(call.xp, call.weight.dtype)
-    patch_bytes = in_channels * call.geometry.n_taps * n * call.geometry.n_positions * size
-    complex_input = not call.xp.isdtype(call.weight.dtype, "real floating")
-    budget = fft_budget(call, operation, patch_bytes, size, tuned)
-    return fft_blocks(call.geometry, operation, n, in_channels, out_channels, call.groups,
-                      size, complex_input, budget, preferred=tuned.fft_workspace_bytes), budget
-
-
-def fft_plan(call, operation, rows, positions, patch_bytes, reason, setting, tuned):
-    """The FFT lowering's plan: its chunks or blocks within ``fft_budget``; a ValueError
-    where even one block's transforms (the kernel's spectrum) would not fit."""
-    in_channels, out_channels = call.forward_channels
-    blocks, budget = fft_cut(call, operation, tuned)
-    if blocks.workspace_bytes > budget:
-        lengths = "×".join(str(length) for length in blocks.lengths)
-        raise ValueError(
-            f"method='fft' would need {blocks.workspace_bytes / 2 ** 20:.1f} MiB for the "
-            f"smallest block of this call's {operation} map (transforms of {lengths} points; "
-            f"the kernel's spectrum {blocks.spectrum_bytes / 2 ** 20:.1f} MiB of it, "
-            f"{out_channels}×{in_channels // call.groups} channel pairs at every frequency), "
-            f"over its limit of {budget / 2 ** 20:.1f} MiB; method='auto' takes a GEMM method")
-    threads = 1
-    if array_api_compat.is_numpy_array(call.weight):
-        phases = fft_geometry(call.geometry)
-        signals = blocks.images * max(in_channels * phases.n_phases, out_channels)
-        points = signals * math.prod(blocks.lengths)
-        threads = max(1, min(setting, points // tuned.fft_points_per_worker))
-    return ConvPlan("fft", operation, rows, positions, positions, threads,
-                    blocks.workspace_bytes, patch_bytes, reason, fft=blocks)

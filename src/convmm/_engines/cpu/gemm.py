@@ -17,7 +17,7 @@ tap, tap after tap), with the weight packed once into NR-wide panels:
     Y_n[l, o] = Σ_t Σ_c X̃_n[start(l) + offset(t), c] · W[t·C_g + c, o]
 
 The weight gradient is the packed nest with its A operand packed straight from
-the image through the im2col plan (``index_tables.gather_index``):
+the image through the im2col table (``index_tables.gather_index``):
 
     ΔW_g[k, o] += Σ_l P_n[k, l]·G_n[l, o]
 
@@ -159,12 +159,12 @@ def gemm(a, b, c, j0, j1):
 
 
 @njit(nogil=True, cache=True)
-def _pack_patch_rows_a(x, plan, first_channel, i0, mc, p0, kc, ap):
-    """ap[panel, p, i] = P[i0 + panel·MR + i, p0 + p] with P[c·T + t, l] = x[first_channel + c, plan[t, l]].
+def _pack_patch_rows_a(x, index, first_channel, i0, mc, p0, kc, ap):
+    """ap[panel, p, i] = P[i0 + panel·MR + i, p0 + p] with P[c·T + t, l] = x[first_channel + c, index[t, l]].
 
-    x: one image (C, P); the plan's sentinel P reads a zero.
+    x: one image (C, P); the table's sentinel P reads a zero.
     """
-    taps = plan.shape[0]
+    taps = index.shape[0]
     pixels = x.shape[1]
     for panel in range(-(-mc // MR)):
         for i in range(MR):
@@ -173,7 +173,7 @@ def _pack_patch_rows_a(x, plan, first_channel, i0, mc, p0, kc, ap):
                 k = i0 + r
                 c = k // taps
                 channel = x[first_channel + c]
-                source = plan[k - c * taps, p0:p0 + kc]
+                source = index[k - c * taps, p0:p0 + kc]
                 for p in range(kc):
                     s = source[p]
                     ap[panel, p, i] = channel[s] if s < pixels else 0
@@ -183,10 +183,10 @@ def _pack_patch_rows_a(x, plan, first_channel, i0, mc, p0, kc, ap):
 
 
 @njit(nogil=True, cache=True)
-def _pack_patch_columns_a(x, plan, first_channel, channels, i0, mc, p0, kc, ap):
-    """ap[panel, p, i] = P[p0 + p, i0 + panel·MR + i] with P[l, t·C_g + c] = x[plan[t, l], first_channel + c].
+def _pack_patch_columns_a(x, index, first_channel, channels, i0, mc, p0, kc, ap):
+    """ap[panel, p, i] = P[p0 + p, i0 + panel·MR + i] with P[l, t·C_g + c] = x[index[t, l], first_channel + c].
 
-    x: one image (P, C); the plan's sentinel P reads a zero; ``channels`` is C_g.
+    x: one image (P, C); the table's sentinel P reads a zero; ``channels`` is C_g.
     """
     pixels = x.shape[0]
     for panel in range(-(-mc // MR)):
@@ -197,20 +197,20 @@ def _pack_patch_columns_a(x, plan, first_channel, channels, i0, mc, p0, kc, ap):
                 if r < mc:
                     k = i0 + r
                     t = k // channels
-                    s = plan[t, l]
+                    s = index[t, l]
                     ap[panel, p, i] = x[s, first_channel + k - t * channels] if s < pixels else 0
                 else:
                     ap[panel, p, i] = 0
 
 
 @njit(nogil=True, cache=True)
-def weight_grad_channels_first(x, plan, grads, groups, dw, l0, l1):
+def weight_grad_channels_first(x, index, grads, groups, dw, l0, l1):
     """dw[g, k, o] += Σ_{l0 ≤ l < l1} P[k, l]·G[g·O_g + o, l], every group; one image.
 
     x (C_in, P); grads (C_out, L); dw (groups, C_g·T, O_g), a worker's partial sum.
     """
     _, k, per_group = dw.shape
-    in_per_group = k // plan.shape[0]
+    in_per_group = k // index.shape[0]
     ap = np.empty((MC // MR, KC, MR), dw.dtype)
     bp = np.empty((-(-min(NC, per_group) // NR), KC, NR), dw.dtype)
     tile = np.empty((MR, NR), dw.dtype)
@@ -223,18 +223,18 @@ def weight_grad_channels_first(x, plan, grads, groups, dw, l0, l1):
                 _pack_rows(gg, jc, nc, pc, kc, bp)
                 for ic in range(0, k, MC):
                     mc = min(MC, k - ic)
-                    _pack_patch_rows_a(x, plan, g * in_per_group, ic, mc, pc, kc, ap)
+                    _pack_patch_rows_a(x, index, g * in_per_group, ic, mc, pc, kc, ap)
                     _macro(ap, bp, dw[g], ic, mc, jc, nc, kc, False, tile)
 
 
 @njit(nogil=True, cache=True)
-def weight_grad_channels_last(x, plan, grads, groups, dw, l0, l1):
+def weight_grad_channels_last(x, index, grads, groups, dw, l0, l1):
     """dw[g, k, o] += Σ_{l0 ≤ l < l1} P[l, k]·G[l, g·O_g + o], every group; one image.
 
     x (P, C_in); grads (L, C_out); dw (groups, T·C_g, O_g), a worker's partial sum.
     """
     _, k, per_group = dw.shape
-    in_per_group = k // plan.shape[0]
+    in_per_group = k // index.shape[0]
     ap = np.empty((MC // MR, KC, MR), dw.dtype)
     bp = np.empty((-(-min(NC, per_group) // NR), KC, NR), dw.dtype)
     tile = np.empty((MR, NR), dw.dtype)
@@ -247,7 +247,7 @@ def weight_grad_channels_last(x, plan, grads, groups, dw, l0, l1):
                 _pack_b(gg, pc, kc, jc, nc, bp)
                 for ic in range(0, k, MC):
                     mc = min(MC, k - ic)
-                    _pack_patch_columns_a(x, plan, g * in_per_group, in_per_group, ic, mc, pc, kc, ap)
+                    _pack_patch_columns_a(x, index, g * in_per_group, in_per_group, ic, mc, pc, kc, ap)
                     _macro(ap, bp, dw[g], ic, mc, jc, nc, kc, False, tile)
 
 

@@ -6,7 +6,7 @@ kernels are serial and release the GIL (``nogil=True``): the engine runs one
 per worker thread, each followed by a single-threaded BLAS GEMM on the same
 thread, so no two thread pools ever compete for the cores.
 
-Both kernels apply the im2col plan of ``index_tables.gather_index``: ``plan[t, l]`` is
+Both kernels apply the im2col table of ``index_tables.gather_index``: ``index[t, l]`` is
 the flat input sample that tap ``t`` reads at output position ``l`` — every
 stride, dilation, rank and padding mode folded into one table — or ``P`` (the
 number of samples) where the tap reads a zero.  A tile covers the flat
@@ -28,19 +28,19 @@ from numba import njit
 
 
 @njit(nogil=True, cache=True)
-def patches_channels_last(x, plan, start, count, first_channel, out):
-    """out[r, t·C_g + c] = x[n, plan[t, l], first_channel + c] for tile row r = (n, l).
+def patches_channels_last(x, index, start, count, first_channel, out):
+    """out[r, t·C_g + c] = x[n, index[t, l], first_channel + c] for tile row r = (n, l).
 
     x: (N, P, C) contiguous; out: (≥ count, T·C_g) with C_g = out.shape[1] // T.
     """
     pixels = x.shape[1]
-    taps, positions = plan.shape
+    taps, positions = index.shape
     channels = out.shape[1] // taps
     n = start // positions
     position = start - n * positions
     for r in range(count):
         for t in range(taps):
-            source = plan[t, position]
+            source = index[t, position]
             row = out[r, t * channels:(t + 1) * channels]
             if source == pixels:
                 row[:] = 0
@@ -53,13 +53,13 @@ def patches_channels_last(x, plan, start, count, first_channel, out):
 
 
 @njit(nogil=True, cache=True)
-def patches_channels_first(x, plan, start, count, first_channel, out):
-    """out[c·T + t, r] = x[n, first_channel + c, plan[t, l]] for tile column r = (n, l).
+def patches_channels_first(x, index, start, count, first_channel, out):
+    """out[c·T + t, r] = x[n, first_channel + c, index[t, l]] for tile column r = (n, l).
 
     x: (N, C, P) contiguous; out: (C_g·T, ≥ count).
     """
     pixels = x.shape[2]
-    taps, positions = plan.shape
+    taps, positions = index.shape
     for row in range(out.shape[0]):
         c = row // taps
         t = row - c * taps
@@ -67,7 +67,7 @@ def patches_channels_first(x, plan, start, count, first_channel, out):
         n = start // positions
         position = start - n * positions
         for r in range(count):
-            source = plan[t, position]
+            source = index[t, position]
             out[row, r] = 0 if source == pixels else x[n, channel, source]
             position += 1
             if position == positions:

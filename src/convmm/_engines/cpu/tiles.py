@@ -74,7 +74,7 @@ def cpu_plan(call, operation, method, reason, rows, positions, patch_bytes, size
     tiles that fit a worker's share of ``workspace_bytes``, cutting images evenly.
     """
     geometry = call.geometry
-    n = call.x.shape[0] if call.x is not None else 1
+    n = call.n_images
     layout = call.layout.name
     if method == "direct":
         units = n * call.groups                 # (image, group) pairs

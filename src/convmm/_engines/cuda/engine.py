@@ -87,21 +87,21 @@ def _external_stream(pointer):
     return cuda.external_stream(pointer)
 
 
-def _on_device(a, plan_of, geometry, mode):
-    """The index table ``plan_of(geometry, mode)`` on a's device, copied there once per
+def _on_device(a, table_of, geometry, mode):
+    """The index table ``table_of(geometry, mode)`` on a's device, copied there once per
     device and plan (a fresh copy for the simulator, which copies kernel arguments back)."""
     if array_api_compat.is_numpy_array(a):
-        return plan_of(geometry, mode).copy()
-    return _device_plan(plan_of, geometry, mode, a.device.id)
+        return table_of(geometry, mode).copy()
+    return _device_table(table_of, geometry, mode, a.device.id)
 
 
 @lru_cache(maxsize=64)
-def _device_plan(plan_of, geometry, mode, device_id):
-    # Keyed by the plan's hashable description: the NumPy plan itself is not hashable.
+def _device_table(table_of, geometry, mode, device_id):
+    # Keyed by the table's hashable description: the NumPy table itself is not hashable.
     import cupy
 
     with cupy.cuda.Device(device_id):
-        return cupy.asarray(plan_of(geometry, mode))
+        return cupy.asarray(table_of(geometry, mode))
 
 
 def _grid(size, block):
