@@ -11,7 +11,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "convmm"
 LAYERS = ("_core", "_engines", "_chunked", "_operator")   # below them: the public modules
 KERNELS = ("convmm._engines.cpu.kernels", "convmm._engines.cpu.gemm",
-           "convmm._engines.cpu.microkernel", "convmm._engines.cpu.winograd",
+           "convmm._engines.cpu.microkernel", "convmm._engines.cpu.microkernel_8x32",
+           "convmm._engines.cpu.microkernel_6x16", "convmm._engines.cpu.winograd",
            "convmm._engines.cpu.winograd_lines", "convmm._engines.cuda.kernels",
            "convmm._engines.cuda.gemm")
 

@@ -454,15 +454,88 @@ def test_microkernel_compiles_to_vector_code(tmp_path):
 
 
 def test_microkernel_is_generated():
-    """src/convmm/_engines/cpu/microkernel.py is what tools/generate_microkernel.py writes."""
+    """Each tile's module (src/convmm/_engines/cpu/microkernel_MRxNR.py) is what
+    tools/generate_microkernel.py writes, and the engine chooses among the same tiles."""
     import importlib.util
     from pathlib import Path
+
+    from convmm._engines.cpu import microkernel
 
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("generator", root / "tools" / "generate_microkernel.py")
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
-    assert (root / "src" / "convmm" / "_engines" / "cpu" / "microkernel.py").read_text(encoding="utf-8") == generator.source()
+    assert generator.TILES == microkernel.TILES
+    for name, (mr, nr) in generator.TILES.items():
+        path = root / "src" / "convmm" / "_engines" / "cpu" / f"microkernel_{name}.py"
+        assert path.read_text(encoding="utf-8") == generator.source(mr, nr), name
+
+
+def test_the_register_tile_follows_the_cpu_features():
+    """8×32 where AVX-512F is on (32 vector registers), 6×16 elsewhere (AVX2's 16; an 8×32
+    tile's 32 ymm accumulators spill); this process's tile is its features' (Numba's)."""
+    from convmm._engines.cpu import microkernel
+
+    assert microkernel.tile_for("+avx,+avx2,+fma,+avx512f,+avx512bw") == "8x32"
+    assert microkernel.tile_for("+avx,+avx2,+fma,-avx512f,-avx512bw") == "6x16"
+    assert microkernel.tile_for("") == "6x16"                # generic, aarch64's NEON
+    if not os.environ.get("_CONVMM_MICROKERNEL"):
+        assert microkernel.TILE == microkernel.tile_for(microkernel._target_features())
+    assert (microkernel.MR, microkernel.NR) == microkernel.TILES[microkernel.TILE]
+
+
+_EVERY_TILE = r"""
+import numpy as np, convmm
+from convmm._engines.cpu import gemm, microkernel
+from convmm._engines.cpu.engine import gemm as run
+print(microkernel.TILE, gemm.MR, gemm.NR)
+rng = np.random.default_rng(0)
+for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
+    a, b = rng.random((97, 301)).astype(dtype), rng.random((301, 83)).astype(dtype)
+    c = run(a, b, np.empty((97, 83), dtype))
+    assert np.abs(c - a.astype(float) @ b).max() < tol * 301, np.abs(c - a @ b).max()
+x = rng.random((2, 8, 17, 19)).astype(np.float32)
+w = rng.random((16, 8, 3, 3)).astype(np.float32)
+g = rng.random((2, 16, 17, 19)).astype(np.float32)
+want = convmm.conv(x.astype(float), w.astype(float), padding=1, method="im2col")
+assert np.abs(convmm.conv(x, w, padding=1, method="implicit_gemm") - want).max() < 1e-4
+grads = convmm.conv_backward(g, x, w, padding=1, method="implicit_gemm")
+exact = convmm.conv_backward(g.astype(float), x.astype(float), w.astype(float), padding=1,
+                             method="im2col")
+assert np.abs(grads.weight - exact.weight).max() < 1e-3 * np.abs(exact.weight).max()
+assert np.abs(grads.input - exact.input).max() < 1e-4 * np.abs(exact.input).max()
+"""
+
+
+@pytest.mark.parametrize("tile", ["8x32", "6x16"])
+def test_every_register_tile_runs_the_engine_right(tile, tmp_path):
+    """Each generated tile, forced in a process with a Numba cache of its own, runs the
+    GEMM, the implicit-GEMM convolution and its gradients right on this machine (an 8×32
+    tile spills on AVX2, slowly, but computes the same sums)."""
+    env = {**os.environ, "_CONVMM_MICROKERNEL": tile, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", _EVERY_TILE], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [tile, *map(str, {"8x32": (8, 32), "6x16": (6, 16)}[tile])]
+
+
+def test_avx2_code_forced_through_numbas_cpu_features_takes_the_avx2_tile(tmp_path):
+    """An x86 host's features less every AVX-512 one, forced on Numba (``NUMBA_CPU_NAME``,
+    ``NUMBA_CPU_FEATURES``) in a process of its own: the AVX2 tile, compiled for AVX2, runs
+    the engine right (on an AVX-512 machine, the code an AVX2 machine would run)."""
+    from numba.core.codegen import get_host_cpu_features
+
+    features = get_host_cpu_features().split(",")
+    if "+avx2" not in features or "+fma" not in features:
+        pytest.skip("not an x86 host with AVX2 and FMA")
+    avx2 = ",".join("-" + f[1:] if f[1:].startswith("avx512") else f for f in features)
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": avx2,
+           "NUMBA_CACHE_DIR": str(tmp_path)}
+    env.pop("_CONVMM_MICROKERNEL", None)
+    done = subprocess.run([sys.executable, "-c", _EVERY_TILE], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["6x16", "6", "16"]
 
 
 def test_kernels_run_as_plain_python():
@@ -567,7 +640,7 @@ def test_gemm_blocking_follows_the_caches(tmp_path):
     products (run in a process with a Numba cache of its own)."""
     from convmm._engines.cpu import gemm
 
-    assert gemm.blocking(48 << 10, 1 << 20) == (256, 96, 1024)
+    assert gemm.blocking(48 << 10, 1 << 20, mr=8, nr=32) == (256, 96, 1024)
     kc, mc, nc = gemm.blocking(32 << 10, 256 << 10)
     assert kc % 64 == 0 and mc % gemm.MR == 0 and nc % gemm.NR == 0
     assert kc * gemm.NR * 4 <= 0.75 * (32 << 10) and kc * nc * 4 <= 256 << 10

@@ -1,4 +1,5 @@
-"""Write ``src/convmm/_engines/cpu/microkernel.py``: the register-blocked GEMM micro-kernel.
+"""Write ``src/convmm/_engines/cpu/microkernel_MRxNR.py``: the register-blocked GEMM
+micro-kernel, one module per register tile of ``TILES``.
 
 Numba has no loop-unrolling pragma, and LLVM keeps values in registers only
 when they are scalars, so the MR×NR accumulator tile is spelt out as MR·NR
@@ -6,7 +7,7 @@ scalar locals.  The engine compiles its kernels with LLVM's SLP vectoriser on
 (``_engines.cpu.threads.slp_vectorising``; numba's default is off), which packs each row's
 NR scalars into vector registers and turns the updates into broadcast-FMAs;
 without it the tile stays scalar, at 4% of OpenBLAS.  Run ``python tools/generate_microkernel.py``
-after changing MR or NR; ``tests/test_cpu_engine.py`` checks the file is current.
+after changing ``TILES``; ``tests/test_cpu_engine.py`` checks the files are current.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from __future__ import annotations
 import pathlib
 
 MR, NR = 8, 32
-TARGET = pathlib.Path(__file__).resolve().parents[1] / "src" / "convmm" / "_engines" / "cpu" / "microkernel.py"
+TILES = {"8x32": (8, 32), "6x16": (6, 16)}
+"""The register tiles written, by name: 8×32 for AVX-512 (32 vector registers: 16 zmm
+accumulators), 6×16 for AVX2 and others with 16 (12 ymm accumulators, two B vectors and
+a broadcast); ``convmm._engines.cpu.microkernel`` chooses one per machine."""
+FOLDER = pathlib.Path(__file__).resolve().parents[1] / "src" / "convmm" / "_engines" / "cpu"
+
+
+def target(name: str) -> pathlib.Path:
+    """The generated module of one tile: ``microkernel_8x32.py``."""
+    return FOLDER / f"microkernel_{name}.py"
 
 
 def source(mr: int = MR, nr: int = NR) -> str:
@@ -112,5 +122,6 @@ def _padded_source(acc) -> list[str]:
 
 
 if __name__ == "__main__":
-    TARGET.write_text(source(), encoding="utf-8")
-    print(f"wrote {TARGET}")
+    for name, (mr, nr) in TILES.items():
+        target(name).write_text(source(mr, nr), encoding="utf-8")
+        print(f"wrote {target(name)}")

@@ -54,8 +54,9 @@ def _cache_bytes(level, fallback):
     return fallback
 
 
-def blocking(l1, l2, itemsize=4):
-    """(KC, MC, NC) of the packed GEMM for data caches of ``l1`` and ``l2`` bytes.
+def blocking(l1, l2, itemsize=4, mr=MR, nr=NR):
+    """(KC, MC, NC) of the packed GEMM for data caches of ``l1`` and ``l2`` bytes and an
+    ``mr`` × ``nr`` register tile (this machine's, ``microkernel.TILE``).
 
     KC: a KC×NR panel of B stays in three quarters of L1 while the MR-row panels of
     A stream past it; MC: the MC×KC block of A takes a tenth of L2; NC: the KC×NC
@@ -63,9 +64,9 @@ def blocking(l1, l2, itemsize=4):
     MiB L2: 256, 96, 1024) these are the best of the blockings tried by hand;
     (256, 128, 512) was 15 % slower at 2048³.
     """
-    kc = max(64, min(512, int(0.75 * l1) // (NR * itemsize) // 64 * 64))
-    mc = max(MR, min(512, int(0.1 * l2) // (kc * itemsize) // MR * MR))
-    nc = max(NR, min(4096, l2 // (kc * itemsize) // NR * NR))
+    kc = max(64, min(512, int(0.75 * l1) // (nr * itemsize) // 64 * 64))
+    mc = max(mr, min(512, int(0.1 * l2) // (kc * itemsize) // mr * mr))
+    nc = max(nr, min(4096, l2 // (kc * itemsize) // nr * nr))
     return kc, mc, nc
 
 
